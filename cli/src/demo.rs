@@ -1,0 +1,224 @@
+//! `capline demo`: the SageMaker "Capture data from real-time endpoint"
+//! walkthrough, run locally. A stand-in churn model (a fixed logistic function
+//! of the walkthrough's 69-feature CSV rows) answers 200 deterministic rows;
+//! every request/response pair goes through `capture()` at 100 %; then the
+//! captured files are listed and the first record is pretty-printed, as the
+//! walkthrough's "View Captured Data" step does.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use capline::{Capture, Config, Engine, Payload};
+use simd_json::prelude::Writable;
+
+/// Arguments of `capline demo`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Where captured files go (`file:///abs/dir`). Default: `./capline-demo`.
+    #[arg(long)]
+    destination: Option<String>,
+    /// Spool directory. Default: `.spool` inside a local destination.
+    #[arg(long)]
+    spool: Option<PathBuf>,
+    /// Number of rows to send, as in the walkthrough's `limit = 200`.
+    #[arg(long, default_value_t = 200)]
+    rows: usize,
+    /// Pause between rows in milliseconds (the walkthrough sleeps 500).
+    #[arg(long, default_value_t = 0)]
+    interval_ms: u64,
+}
+
+/// The walkthrough's churn features: 11 numeric columns, then one-hot state
+/// (51), area code (3), international plan (2) and voice-mail plan (2).
+const FEATURES: usize = 69;
+
+/// xorshift64*: a fixed generator so every run sends the same rows.
+struct Rows(u64);
+
+impl Rows {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn int(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+    fn tenths(&mut self, lo: u64, hi: u64) -> f64 {
+        self.int(lo * 10, hi * 10) as f64 / 10.0
+    }
+
+    /// One row: the feature values and their CSV text (with the trailing `\n` a file line has).
+    fn row(&mut self) -> ([f64; FEATURES], String) {
+        let mut x = [0.0; FEATURES];
+        x[0] = self.int(1, 243) as f64; // account length
+        x[1] = if self.int(0, 9) < 7 {
+            0.0
+        } else {
+            self.int(10, 50) as f64
+        }; // vmail messages
+        x[2] = self.tenths(0, 350); // day minutes
+        x[3] = self.int(50, 160) as f64; // day calls
+        x[4] = self.tenths(0, 360); // evening minutes
+        x[5] = self.int(50, 160) as f64; // evening calls
+        x[6] = self.tenths(20, 390); // night minutes
+        x[7] = self.int(40, 170) as f64; // night calls
+        x[8] = self.tenths(0, 20); // international minutes
+        x[9] = self.int(0, 20) as f64; // international calls
+        x[10] = self.int(0, 9) as f64; // customer service calls
+        x[11 + self.int(0, 50) as usize] = 1.0; // state
+        x[62 + self.int(0, 2) as usize] = 1.0; // area code
+        let intl_plan = self.int(0, 9) == 0;
+        x[65 + usize::from(intl_plan)] = 1.0;
+        let vmail_plan = x[1] > 0.0;
+        x[67 + usize::from(vmail_plan)] = 1.0;
+        let cells: Vec<String> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match i {
+                2 | 4 | 6 | 8 => format!("{v:.1}"),
+                _ => format!("{}", *v as u64),
+            })
+            .collect();
+        (x, cells.join(",") + "\n")
+    }
+}
+
+/// The stand-in model: a fixed logistic function of the features.
+fn score(x: &[f64; FEATURES]) -> f64 {
+    let z = -8.0
+        + 0.018 * x[2]
+        + 0.006 * x[4]
+        + 0.002 * x[6]
+        + 0.09 * x[8]
+        + 0.55 * x[10]
+        + 2.1 * x[66]
+        - 1.2 * x[68];
+    1.0 / (1.0 + (-z).exp())
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if p.is_dir() {
+            files_under(&p, out);
+        } else if p.extension().is_some_and(|x| x == "jsonl") {
+            out.push(p);
+        }
+    }
+}
+
+pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let destination = match args.destination {
+        Some(d) => d,
+        None => format!(
+            "file://{}",
+            crate::absolute(Path::new("capline-demo"))?.display()
+        ),
+    };
+    let local_dir = destination.strip_prefix("file://").map(PathBuf::from);
+    let spool = match (args.spool, &local_dir) {
+        (Some(s), _) => s,
+        (None, Some(d)) => d.join(".spool"),
+        (None, None) => PathBuf::from("capline-demo-spool"),
+    };
+    let spool = crate::absolute(&spool)?;
+    let config_json = format!(
+        r#"{{
+  "EndpointName": "DEMO-churn",
+  "VariantName": "AllTraffic",
+  "DataCaptureConfig": {{
+    "EnableCapture": true,
+    "InitialSamplingPercentage": 100,
+    "DestinationS3Uri": {dest},
+    "CaptureOptions": [{{"CaptureMode": "Input"}}, {{"CaptureMode": "Output"}}],
+    "CaptureContentTypeHeader": {{"CsvContentTypes": ["text/csv"], "JsonContentTypes": ["application/json"]}}
+  }},
+  "Engine": {{"SpoolDir": {spool}}}
+}}"#,
+        dest = json_string(&destination),
+        spool = json_string(&spool.to_string_lossy()),
+    );
+    let config = Config::from_json(&config_json)?;
+    let mut before = Vec::new();
+    if let Some(d) = &local_dir {
+        files_under(d, &mut before);
+    }
+
+    println!("EndpointName = {}", config.endpoint_name);
+    println!("DestinationS3Uri = {destination}");
+    let engine = Engine::start(config)?;
+    let mut rows = Rows(0x5eed_c0ff_ee15_600d);
+    let cutoff = 0.8;
+    let mut churners = 0;
+    for i in 0..args.rows {
+        let (x, csv) = rows.row();
+        let probability = score(&x);
+        let body = format!("{probability}");
+        if probability > cutoff {
+            churners += 1;
+        }
+        let outcome = engine.capture(&Capture {
+            request: Payload::new("text/csv", csv.as_bytes()),
+            response: Payload::new("text/csv; charset=utf-8", body.as_bytes()),
+            inference_id: None,
+            time: None,
+        });
+        if outcome != capline::Outcome::Kept {
+            eprintln!("row {i}: {outcome:?}");
+        }
+        if args.interval_ms > 0 {
+            std::thread::sleep(Duration::from_millis(args.interval_ms));
+        }
+        print!(".");
+    }
+    println!();
+    println!(
+        "Done! {} rows scored, {churners} predicted to churn (p > {cutoff})",
+        args.rows
+    );
+
+    let stats = engine.shutdown(Duration::from_secs(30))?;
+    println!("\nCapture stats:");
+    for (name, value) in stats.counters() {
+        println!("  {name:<22} {value}");
+    }
+
+    let Some(dir) = local_dir else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut after = Vec::new();
+    files_under(&dir, &mut after);
+    let mut new: Vec<PathBuf> = after.into_iter().filter(|p| !before.contains(p)).collect();
+    new.sort();
+    println!("\nCapture files written to {}:", dir.display());
+    for f in &new {
+        let rel = f.strip_prefix(&dir).unwrap_or(f);
+        println!("  {}", rel.display());
+    }
+    if let Some(first) = new.first() {
+        let text = std::fs::read(first)?;
+        if let Some(line) = text.split(|&b| b == b'\n').next() {
+            let mut line = line.to_vec();
+            let v = simd_json::to_borrowed_value(&mut line)?;
+            println!("\nFirst captured record:\n{}", v.encode_pp());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    out.push(b'"');
+    capline::format::escape_into(&mut out, s.as_bytes());
+    out.push(b'"');
+    String::from_utf8_lossy(&out).into_owned()
+}

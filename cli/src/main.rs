@@ -1,0 +1,53 @@
+//! The `capline` command: a thin layer over the `capline` crate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cat;
+mod demo;
+
+/// SageMaker-compatible data capture for inference servers you run yourself.
+#[derive(Debug, Parser)]
+#[command(name = "capline", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the SageMaker "capture data" walkthrough locally: 200 churn rows
+    /// through a stand-in model, captured at 100 %.
+    Demo(demo::Args),
+    /// Print, pretty-print, decode or validate capture files.
+    Cat(cat::Args),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAPLINE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Cat(args) => cat::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("capline: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// An absolute version of `p` (relative to the working directory).
+pub(crate) fn absolute(p: &std::path::Path) -> std::io::Result<PathBuf> {
+    std::path::absolute(p)
+}

@@ -1,0 +1,301 @@
+//! The engine and its hot path, [`Engine::capture`].
+//!
+//! `capture()` is called on every inference by server threads. It checks the
+//! gate, draws the sampling decision, validates what it must, and copies a
+//! kept pair into the ring for the writer thread. It never blocks on the writer
+//! or on I/O; a record it cannot keep is dropped and counted with its reason.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Sender;
+
+use crate::config::{Config, ConfigError, Destination};
+pub use crate::format::Payload;
+use crate::format::{EncodingRules, LineWriter, is_valid_inference_id};
+use crate::io::Spool;
+use crate::ring::{RecordParts, Ring, ring};
+use crate::sample::Sampler;
+use crate::segment::{Segments, Settings};
+use crate::stats::{Counters, Stats, add, inc};
+use crate::upload::{LocalDir, Msg, Uploader};
+use crate::writer::{Control, Writer};
+use crate::{Error, Result};
+
+/// Longest accepted Content-Type header, in bytes.
+pub const MAX_CONTENT_TYPE: usize = 1024;
+
+/// First instant that no longer fits `YYYY` (10000-01-01T00:00:00Z), in milliseconds.
+const MAX_TIME_MILLIS: u64 = 253_402_300_800_000;
+
+/// One inference to capture.
+#[derive(Debug, Clone, Copy)]
+pub struct Capture<'a> {
+    /// The request: its Content-Type and body.
+    pub request: Payload<'a>,
+    /// The response: its Content-Type and body.
+    pub response: Payload<'a>,
+    /// The caller's inference id (`X-Amzn-SageMaker-Inference-Id`): 1–64 printable ASCII characters.
+    pub inference_id: Option<&'a str>,
+    /// When the inference happened; `None` means now.
+    pub time: Option<SystemTime>,
+}
+
+/// What `capture()` did with a call. Every call has exactly one outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Queued for writing.
+    Kept,
+    /// Not selected by sampling.
+    SampledOut,
+    /// Not kept, for a reason that is not the caller's fault.
+    Dropped(DropReason),
+    /// Not kept because the call's data broke a rule.
+    Rejected(RejectReason),
+}
+
+/// Why a call was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Capture is disabled.
+    Disabled,
+    /// The ring had no room (the writer is behind).
+    RingFull,
+    /// The record is larger than `MaxRecordBytes`.
+    TooLarge,
+}
+
+/// Why a call was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The inference id is empty, longer than 64 bytes, starts with a space, or is not printable ASCII.
+    InferenceId,
+    /// A content type is longer than [`MAX_CONTENT_TYPE`] bytes.
+    ContentType,
+    /// The time is before 1970 or after year 9999.
+    Time,
+}
+
+/// A running capture engine: a writer thread, an uploader thread, and the
+/// capture path. `Engine` is `Sync`: share it (for example in an `Arc`) and
+/// call [`capture`](Engine::capture) from any number of threads.
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    counters: Arc<Counters>,
+    sampler: Sampler,
+    /// `None` once shut down.
+    ring: Option<Ring>,
+    max_record_bytes: u64,
+    capture_input: bool,
+    capture_output: bool,
+    control: Option<Sender<Control>>,
+    upload_tx: Sender<Msg>,
+    writer: Option<JoinHandle<()>>,
+    uploader: Option<JoinHandle<()>>,
+    _spool: Spool,
+}
+
+fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| Error::io("spawn thread", name, e))
+}
+
+impl Engine {
+    /// Starts an engine: takes the spool, recovers what an earlier run left
+    /// there, and starts the writer and uploader threads.
+    pub fn start(config: Config) -> Result<Engine> {
+        let dest = match &config.destination {
+            Destination::Local { dir } => LocalDir::new(dir.clone()),
+            Destination::S3 { .. } => {
+                return Err(Error::Unsupported(format!(
+                    "{}: S3 delivery is not built yet; use a file:///abs/dir destination",
+                    config.destination_uri
+                )));
+            }
+        };
+        let es = &config.engine;
+        let spool = Spool::open(&es.spool_dir)?;
+        let recovered = crate::recover::recover(&spool)?;
+        let counters = Arc::new(Counters::default());
+
+        let (upload_tx, upload_rx) = crossbeam_channel::unbounded();
+        let uploader = Uploader::new(dest, upload_rx, recovered, counters.clone());
+        let uploader = spawn("capline-upload", move || uploader.run())?;
+
+        let (ring, reader) = ring(es.ring_bytes);
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        let segments = Segments::new(
+            Settings {
+                endpoint: &config.endpoint_name,
+                variant: &config.variant_name,
+                active_dir: &spool.active,
+                sealed_dir: &spool.sealed,
+                max_bytes: es.segment_max_bytes,
+                max_age: es.segment_max_age,
+            },
+            upload_tx.clone(),
+            counters.clone(),
+        );
+        let writer = Writer {
+            ring: reader,
+            control: control_rx,
+            lines: LineWriter::new(
+                EncodingRules::new(config.content_types.clone()),
+                es.inference_time_millis,
+            ),
+            segments,
+            flush_interval: es.flush_interval,
+            counters: counters.clone(),
+        };
+        let writer = spawn("capline-writer", move || writer.run())?;
+
+        Ok(Engine {
+            sampler: Sampler::new(config.enable_capture, config.sampling_percentage),
+            max_record_bytes: es.max_record_bytes,
+            capture_input: config.capture_mode.input(),
+            capture_output: config.capture_mode.output(),
+            config,
+            counters,
+            ring: Some(ring),
+            control: Some(control_tx),
+            upload_tx,
+            writer: Some(writer),
+            uploader: Some(uploader),
+            _spool: spool,
+        })
+    }
+
+    /// Offers one inference for capture. Never blocks; returns what happened.
+    pub fn capture(&self, c: &Capture) -> Outcome {
+        let n = &self.counters;
+        if !self.sampler.enabled() {
+            inc(&n.dropped_disabled);
+            return Outcome::Dropped(DropReason::Disabled);
+        }
+        if !self.sampler.keep() {
+            inc(&n.sampled_out);
+            return Outcome::SampledOut;
+        }
+        if c.inference_id.is_some_and(|id| !is_valid_inference_id(id)) {
+            inc(&n.rejected_inference_id);
+            return Outcome::Rejected(RejectReason::InferenceId);
+        }
+        if c.request.content_type.len() > MAX_CONTENT_TYPE
+            || c.response.content_type.len() > MAX_CONTENT_TYPE
+        {
+            inc(&n.rejected_content_type);
+            return Outcome::Rejected(RejectReason::ContentType);
+        }
+        let time = c.time.unwrap_or_else(SystemTime::now);
+        let time_millis = match time.duration_since(UNIX_EPOCH) {
+            Ok(d) if d.as_millis() < u128::from(MAX_TIME_MILLIS) => d.as_millis() as u64,
+            _ => {
+                inc(&n.rejected_time);
+                return Outcome::Rejected(RejectReason::Time);
+            }
+        };
+        let rec = RecordParts {
+            input: self.capture_input.then_some(c.request),
+            output: self.capture_output.then_some(c.response),
+            inference_id: c.inference_id,
+            time_millis,
+        };
+        let size = rec.size();
+        if size > self.max_record_bytes {
+            inc(&n.dropped_too_large);
+            return Outcome::Dropped(DropReason::TooLarge);
+        }
+        let pushed = self.ring.as_ref().is_some_and(|r| r.try_push(&rec));
+        if !pushed {
+            inc(&n.dropped_ring_full);
+            return Outcome::Dropped(DropReason::RingFull);
+        }
+        inc(&n.kept);
+        add(&n.bytes_kept, size);
+        Outcome::Kept
+    }
+
+    /// Waits until every record kept before this call is durable in the spool.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        let control = self.control.as_ref().ok_or(Error::ThreadGone("writer"))?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        control
+            .send(Control::Flush(tx))
+            .map_err(|_| Error::ThreadGone("writer"))?;
+        match rx.recv_timeout(timeout) {
+            Ok(()) => Ok(()),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout(timeout)),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                Err(Error::ThreadGone("writer"))
+            }
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.counters.snapshot();
+        s.sampling_percentage = self.sampler.percentage();
+        s.capture_enabled = self.sampler.enabled();
+        s
+    }
+
+    /// Changes the sampling rate for the next call on every thread. Fractions are allowed.
+    pub fn set_sampling_percentage(&self, percent: f64) -> Result<(), ConfigError> {
+        if !(0.0..=100.0).contains(&percent) {
+            return Err(ConfigError {
+                field: "sampling_percentage".into(),
+                rule: "must be a number from 0 to 100".into(),
+                value: Some(percent.to_string()),
+            });
+        }
+        self.sampler.set_percentage(percent);
+        Ok(())
+    }
+
+    /// Turns capture on or off for the next call on every thread.
+    pub fn set_enabled(&self, on: bool) {
+        self.sampler.set_enabled(on);
+    }
+
+    /// The config the engine was started with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Stops the engine: writes every kept record, seals the open segment, and
+    /// delivers sealed segments until `deadline` has passed. What is not
+    /// delivered by then stays in the spool and is delivered at the next start.
+    /// Returns the final counters.
+    pub fn shutdown(mut self, deadline: Duration) -> Result<Stats> {
+        self.stop(deadline)?;
+        Ok(self.stats())
+    }
+
+    fn stop(&mut self, deadline: Duration) -> Result<()> {
+        let until = Instant::now() + deadline;
+        // Closing the ring lets the writer drain it, seal, and exit.
+        self.ring = None;
+        self.control = None;
+        let writer_ok = self.writer.take().is_none_or(|h| h.join().is_ok());
+        let _ = self.upload_tx.send(Msg::Shutdown(until));
+        let uploader_ok = self.uploader.take().is_none_or(|h| h.join().is_ok());
+        match (writer_ok, uploader_ok) {
+            (true, true) => Ok(()),
+            (false, _) => Err(Error::ThreadGone("writer")),
+            (_, false) => Err(Error::ThreadGone("uploader")),
+        }
+    }
+}
+
+impl Drop for Engine {
+    /// Shuts down with a 5 s delivery deadline if [`Engine::shutdown`] was not called.
+    fn drop(&mut self) {
+        if self.writer.is_some() || self.uploader.is_some() {
+            let _ = self.stop(Duration::from_secs(5));
+        }
+    }
+}

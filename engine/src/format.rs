@@ -1,0 +1,240 @@
+//! Format: one capture record as one SageMaker JSON line.
+//!
+//! ```text
+//! {"captureData":{"endpointInput":{"observedContentType":"text/csv","mode":"INPUT","data":"1,2\n","encoding":"CSV"},
+//!  "endpointOutput":{...,"mode":"OUTPUT",...}},"eventMetadata":{"eventId":"<uuid>","inferenceId":"7",
+//!  "inferenceTime":"2024-01-19T19:27:57Z"},"eventVersion":"0"}\n
+//! ```
+//! (shown wrapped; a real line has no whitespace between tokens.) The full
+//! specification, including which rules are SageMaker's and which are
+//! capline's, is in `docs/FORMAT.md`. The reading side (`capline cat
+//! --validate`) lives in [`check`].
+
+pub mod check;
+
+use std::borrow::Cow;
+
+use crate::config::ContentTypes;
+pub use crate::timestamp::Timestamp;
+
+/// One side of an inference: a Content-Type header and the body bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Payload<'a> {
+    /// The Content-Type header exactly as observed (parameters included).
+    pub content_type: &'a str,
+    /// The body, byte for byte.
+    pub data: &'a [u8],
+}
+
+impl<'a> Payload<'a> {
+    /// A payload from a content type and body.
+    pub fn new(content_type: &'a str, data: &'a [u8]) -> Self {
+        Payload { content_type, data }
+    }
+}
+
+/// How `data` is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// The bytes as a JSON string; the media type is in the CSV list.
+    Csv,
+    /// The bytes as a JSON string; the media type is in the JSON list.
+    Json,
+    /// Standard base64 with padding.
+    Base64,
+}
+
+impl Encoding {
+    /// The `encoding` field's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Csv => "CSV",
+            Encoding::Json => "JSON",
+            Encoding::Base64 => "BASE64",
+        }
+    }
+}
+
+/// Lower-cased media type of a Content-Type header: the part before `;`, trimmed.
+pub fn media_type(content_type: &str) -> Cow<'_, str> {
+    let base = content_type.split(';').next().unwrap_or("").trim();
+    if base.bytes().any(|c| c.is_ascii_uppercase()) {
+        Cow::Owned(base.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(base)
+    }
+}
+
+/// SageMaker's encoding rule, plus capline's: text that is not UTF-8 is BASE64.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncodingRules {
+    /// `None`: no `CaptureContentTypeHeader`, so everything is BASE64.
+    types: Option<ContentTypes>,
+}
+
+impl EncodingRules {
+    /// Rules from a config's `CaptureContentTypeHeader` (lists already lower-cased).
+    pub fn new(types: Option<ContentTypes>) -> Self {
+        EncodingRules { types }
+    }
+
+    /// The encoding SageMaker would pick from the content type alone.
+    pub fn encoding_for_type(&self, content_type: &str) -> Encoding {
+        let Some(types) = &self.types else {
+            return Encoding::Base64;
+        };
+        let mt = media_type(content_type);
+        if types.csv.iter().any(|t| *t == mt) {
+            Encoding::Csv
+        } else if types.json.iter().any(|t| *t == mt) {
+            Encoding::Json
+        } else {
+            Encoding::Base64
+        }
+    }
+
+    /// The encoding for this payload: by content type, then BASE64 if the text is not UTF-8.
+    pub fn encoding(&self, p: &Payload) -> Encoding {
+        match self.encoding_for_type(p.content_type) {
+            Encoding::Base64 => Encoding::Base64,
+            text if std::str::from_utf8(p.data).is_ok() => text,
+            _ => Encoding::Base64,
+        }
+    }
+}
+
+/// Largest `inferenceId`, in bytes (SageMaker's limit).
+pub const MAX_INFERENCE_ID: usize = 64;
+
+/// SageMaker's `InferenceId` rule: 1–64 printable ASCII characters, not starting with a space.
+pub fn is_valid_inference_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_INFERENCE_ID
+        && b[0] != b' '
+        && b.iter().all(|c| (0x20..=0x7e).contains(c))
+}
+
+/// Everything one line holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    /// `endpointInput`, when the capture mode includes it.
+    pub input: Option<Payload<'a>>,
+    /// `endpointOutput`, when the capture mode includes it.
+    pub output: Option<Payload<'a>>,
+    /// `eventId` as 16 bytes, written as a lower-case hyphenated UUID.
+    pub event_id: [u8; 16],
+    /// `inferenceId`, written only when present.
+    pub inference_id: Option<&'a str>,
+    /// `inferenceTime`.
+    pub time: Timestamp,
+}
+
+/// Serializes events into SageMaker lines.
+#[derive(Debug, Clone, Default)]
+pub struct LineWriter {
+    rules: EncodingRules,
+    millis: bool,
+}
+
+impl LineWriter {
+    /// A writer with the given encoding rules; `millis` adds milliseconds to `inferenceTime`.
+    pub fn new(rules: EncodingRules, millis: bool) -> Self {
+        LineWriter { rules, millis }
+    }
+
+    /// The encoding rules in use.
+    pub fn rules(&self) -> &EncodingRules {
+        &self.rules
+    }
+
+    /// Appends one line, `\n` included, to `out`.
+    pub fn write(&self, out: &mut Vec<u8>, ev: &Event) {
+        out.extend_from_slice(b"{\"captureData\":{");
+        if let Some(p) = &ev.input {
+            self.payload(out, b"\"endpointInput\":{", b"INPUT", p);
+        }
+        if let Some(p) = &ev.output {
+            if ev.input.is_some() {
+                out.push(b',');
+            }
+            self.payload(out, b"\"endpointOutput\":{", b"OUTPUT", p);
+        }
+        out.extend_from_slice(b"},\"eventMetadata\":{\"eventId\":\"");
+        let mut uuid = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        uuid::Uuid::from_bytes(ev.event_id)
+            .hyphenated()
+            .encode_lower(&mut uuid);
+        out.extend_from_slice(&uuid);
+        if let Some(id) = ev.inference_id {
+            out.extend_from_slice(b"\",\"inferenceId\":\"");
+            escape_into(out, id.as_bytes());
+        }
+        out.extend_from_slice(b"\",\"inferenceTime\":\"");
+        ev.time.write(out, self.millis);
+        out.extend_from_slice(b"\"},\"eventVersion\":\"0\"}\n");
+    }
+
+    fn payload(&self, out: &mut Vec<u8>, key: &[u8], mode: &[u8], p: &Payload) {
+        let enc = self.rules.encoding(p);
+        out.extend_from_slice(key);
+        out.extend_from_slice(b"\"observedContentType\":\"");
+        escape_into(out, p.content_type.as_bytes());
+        out.extend_from_slice(b"\",\"mode\":\"");
+        out.extend_from_slice(mode);
+        out.extend_from_slice(b"\",\"data\":\"");
+        match enc {
+            Encoding::Base64 => base64_simd::STANDARD.encode_append(p.data, out),
+            Encoding::Csv | Encoding::Json => escape_into(out, p.data),
+        }
+        out.extend_from_slice(b"\",\"encoding\":\"");
+        out.extend_from_slice(enc.as_str().as_bytes());
+        out.extend_from_slice(b"\"}");
+    }
+}
+
+/// What each byte becomes inside a JSON string: 0 = itself, `u` = `\u00XX`, else `\` + that byte.
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Appends `s` escaped as the inside of a JSON string.
+///
+/// Escapes `"`, `\` and the C0 controls (short forms where JSON has them);
+/// every other byte, including UTF-8 sequences, is copied as is. `s` must be
+/// valid UTF-8 for the result to be valid JSON.
+pub fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len());
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let e = ESCAPE[b as usize];
+        if e == 0 {
+            continue;
+        }
+        out.extend_from_slice(&s[start..i]);
+        if e == b'u' {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 0xf) as usize]);
+        } else {
+            out.push(b'\\');
+            out.push(e);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+}

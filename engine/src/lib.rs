@@ -1,0 +1,63 @@
+//! capline: SageMaker Data Capture for inference servers you run yourself.
+//!
+//! Server threads call [`Engine::capture`] with a request/response pair. The
+//! engine samples it, queues kept pairs for a background writer, and the
+//! writer serializes them as SageMaker-format JSON Lines into segments that are
+//! delivered under SageMaker's hourly layout:
+//! `{prefix}/{endpoint}/{variant}/yyyy/mm/dd/hh/MM-SS-mmm-{uuid}.jsonl`.
+//!
+//! The pipeline, one module per stage, data flowing one way:
+//!
+//! ```text
+//! config ─► sample ─► ring ─► format ─► segment ─► io ─► upload
+//!   (Engine::capture: sample + ring)   (writer thread)     (uploader thread)
+//!                         recover (at start) ─► upload
+//!                         stats (counters every stage adds to)
+//! ```
+//!
+//! ```no_run
+//! use capline::{Capture, Config, Engine, Payload};
+//! use std::time::Duration;
+//!
+//! let config = Config::from_json(r#"{
+//!   "EndpointName": "churn",
+//!   "DataCaptureConfig": {
+//!     "InitialSamplingPercentage": 100,
+//!     "DestinationS3Uri": "file:///tmp/capture",
+//!     "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+//!     "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv"]}
+//!   },
+//!   "Engine": {"SpoolDir": "/tmp/capline-spool"}
+//! }"#)?;
+//! let engine = Engine::start(config)?;
+//! let outcome = engine.capture(&Capture {
+//!     request: Payload::new("text/csv", b"1,2,3\n"),
+//!     response: Payload::new("text/csv; charset=utf-8", b"0.25"),
+//!     inference_id: Some("req-1"),
+//!     time: None,
+//! });
+//! println!("{outcome:?}");
+//! engine.shutdown(Duration::from_secs(5))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+pub mod config;
+mod engine;
+mod error;
+pub mod format;
+mod io;
+mod recover;
+mod ring;
+mod sample;
+mod segment;
+pub mod stats;
+mod timestamp;
+mod upload;
+mod writer;
+
+pub use config::{CaptureMode, Config, ConfigError, Destination};
+pub use engine::{Capture, DropReason, Engine, Outcome, Payload, RejectReason};
+pub use error::{Error, Result};
+pub use stats::Stats;
