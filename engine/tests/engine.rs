@@ -1,0 +1,441 @@
+//! The engine end to end through its Rust API, on the real filesystem:
+//! exact stats, capture modes, the key layout, rolling, flush, recovery.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use capline::format::check::parse_line;
+use capline::{Capture, Config, DropReason, Engine, Error, Outcome, Payload, RejectReason};
+
+struct Dirs {
+    _tmp: tempfile::TempDir,
+    dest: PathBuf,
+    spool: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("dest");
+    let spool = tmp.path().join("spool");
+    Dirs {
+        dest,
+        spool,
+        _tmp: tmp,
+    }
+}
+
+fn config(d: &Dirs, percent: u32, modes: &str, engine_extra: &str) -> Config {
+    let text = format!(
+        r#"{{"EndpointName":"churn","VariantName":"v-1","DataCaptureConfig":{{
+            "InitialSamplingPercentage":{percent},"DestinationS3Uri":"file://{}/",
+            "CaptureOptions":[{modes}],
+            "CaptureContentTypeHeader":{{"CsvContentTypes":["text/csv"],"JsonContentTypes":["application/json"]}}}},
+          "Engine":{{"SpoolDir":"{}"{engine_extra}}}}}"#,
+        d.dest.display(),
+        d.spool.display()
+    );
+    Config::from_json(&text).unwrap()
+}
+
+const BOTH: &str = r#"{"CaptureMode":"Input"},{"CaptureMode":"Output"}"#;
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if !e.file_name().to_string_lossy().starts_with('.') {
+                out.extend(files(&p));
+            }
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every line in the destination, each checked against the schema.
+fn lines(dir: &Path) -> Vec<(PathBuf, capline::format::check::ParsedRecord)> {
+    let mut out = Vec::new();
+    for f in files(dir) {
+        let text = std::fs::read(&f).unwrap();
+        assert_eq!(
+            text.last(),
+            Some(&b'\n'),
+            "{} ends with a newline",
+            f.display()
+        );
+        for line in text[..text.len() - 1].split(|&b| b == b'\n') {
+            let rec = parse_line(line, None).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            out.push((f.clone(), rec));
+        }
+    }
+    out
+}
+
+fn capture<'a>(req: &'a [u8], resp: &'a [u8]) -> Capture<'a> {
+    Capture {
+        request: Payload::new("text/csv", req),
+        response: Payload::new("text/csv; charset=utf-8", resp),
+        inference_id: None,
+        time: None,
+    }
+}
+
+#[test]
+fn stats_are_exact_and_kept_equals_records_on_disk() {
+    let d = dirs();
+    let engine = Arc::new(Engine::start(config(&d, 50, BOTH, "")).unwrap());
+    let threads = 4;
+    let per_thread = 5_000;
+    let big = vec![b'x'; 20 << 20];
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let engine = engine.clone();
+            let big = big.clone();
+            std::thread::spawn(move || {
+                let mut outcomes = [0u64; 4];
+                for i in 0..per_thread {
+                    let body = format!("{t},{i}\n");
+                    let mut c = capture(body.as_bytes(), b"0.5");
+                    let id = format!("t{t}-{i}");
+                    match i % 10 {
+                        0 => c.inference_id = Some("bad\nid"),
+                        1 => c.request.data = &big,
+                        2 => c.inference_id = Some(&id),
+                        _ => {}
+                    }
+                    let slot = match engine.capture(&c) {
+                        Outcome::Kept => 0,
+                        Outcome::SampledOut => 1,
+                        Outcome::Dropped(DropReason::TooLarge) => 2,
+                        Outcome::Rejected(RejectReason::InferenceId) => 3,
+                        other => panic!("unexpected {other:?}"),
+                    };
+                    outcomes[slot] += 1;
+                    if i == per_thread / 2 && t == 0 {
+                        engine.set_enabled(false);
+                        assert_eq!(engine.capture(&c), Outcome::Dropped(DropReason::Disabled));
+                        engine.set_enabled(true);
+                    }
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let mut seen = [0u64; 4];
+    for h in handles {
+        for (a, b) in seen.iter_mut().zip(h.join().unwrap()) {
+            *a += b;
+        }
+    }
+    let engine = Arc::into_inner(engine).unwrap();
+    let stats = engine.shutdown(Duration::from_secs(10)).unwrap();
+    let n = (threads * per_thread) as u64;
+    assert_eq!(stats.calls(), n + 1, "every call counted exactly once");
+    assert_eq!(stats.dropped_disabled, 1);
+    assert_eq!(
+        [
+            stats.kept,
+            stats.sampled_out,
+            stats.dropped_too_large,
+            stats.rejected_inference_id
+        ],
+        seen
+    );
+    assert!(stats.kept > 0 && stats.sampled_out > 0, "{stats:?}");
+    assert_eq!(stats.records_written, stats.kept);
+    assert_eq!(stats.dropped_io_error, 0);
+    assert_eq!(stats.segments_delivered, stats.segments_sealed);
+    let on_disk = lines(&d.dest);
+    assert_eq!(
+        on_disk.len() as u64,
+        stats.kept,
+        "kept equals the records in the files"
+    );
+    let ids: std::collections::HashSet<_> = on_disk.iter().map(|(_, r)| r.event_id).collect();
+    assert_eq!(ids.len(), on_disk.len(), "event ids are unique");
+    let with_id = on_disk
+        .iter()
+        .filter(|(_, r)| r.inference_id.is_some())
+        .count();
+    assert!(with_id > 0);
+}
+
+#[test]
+fn capture_modes_select_payloads() {
+    for (modes, input, output) in [
+        (r#"{"CaptureMode":"Input"}"#, true, false),
+        (r#"{"CaptureMode":"Output"}"#, false, true),
+        (r#"{"CaptureMode":"InputAndOutput"}"#, true, true),
+    ] {
+        let d = dirs();
+        let engine = Engine::start(config(&d, 100, modes, "")).unwrap();
+        assert_eq!(engine.capture(&capture(b"1,2\n", b"0.1")), Outcome::Kept);
+        engine.shutdown(Duration::from_secs(5)).unwrap();
+        let recs = lines(&d.dest);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].1.input.is_some(), input, "{modes}");
+        assert_eq!(recs[0].1.output.is_some(), output, "{modes}");
+    }
+}
+
+#[test]
+fn files_follow_the_hourly_layout_and_never_straddle_an_hour() {
+    let d = dirs();
+    let engine = Engine::start(config(&d, 100, BOTH, "")).unwrap();
+    // 2024-01-19T19:59:59.900Z, then 100 ms later in the next hour, then back.
+    let t0 = UNIX_EPOCH + Duration::from_millis(1_705_694_399_900);
+    for (i, offset) in [0u64, 50, 200, 300].iter().enumerate() {
+        let body = format!("{i}\n");
+        let mut c = capture(body.as_bytes(), b"1");
+        c.time = Some(t0 + Duration::from_millis(*offset));
+        assert_eq!(engine.capture(&c), Outcome::Kept);
+    }
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    let fs = files(&d.dest);
+    let rel: Vec<String> = fs
+        .iter()
+        .map(|p| {
+            p.strip_prefix(&d.dest)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(rel.len(), 2, "{rel:?}");
+    assert!(
+        rel[0].starts_with("churn/v-1/2024/01/19/19/59-59-900-"),
+        "{rel:?}"
+    );
+    assert!(
+        rel[1].starts_with("churn/v-1/2024/01/19/20/00-00-100-"),
+        "{rel:?}"
+    );
+    for r in &rel {
+        assert!(r.ends_with(".jsonl") && !r.contains("//"), "{r}");
+        let name = r.rsplit('/').next().unwrap();
+        assert_eq!(
+            name.len(),
+            "MM-SS-mmm-".len() + 36 + ".jsonl".len(),
+            "{name}"
+        );
+    }
+    for (f, rec) in lines(&d.dest) {
+        let hour_dir = f
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(format!("{:02}", rec.time.hour), hour_dir);
+    }
+}
+
+#[test]
+fn segments_roll_on_size() {
+    let d = dirs();
+    let limit = 64 * 1024;
+    let engine = Engine::start(config(
+        &d,
+        100,
+        BOTH,
+        &format!(r#","SegmentMaxBytes":{limit}"#),
+    ))
+    .unwrap();
+    let body = vec![b'7'; 1000];
+    for _ in 0..300 {
+        assert_eq!(engine.capture(&capture(&body, b"0")), Outcome::Kept);
+    }
+    let stats = engine.shutdown(Duration::from_secs(5)).unwrap();
+    let fs = files(&d.dest);
+    assert!(fs.len() >= 4, "{} files", fs.len());
+    for f in &fs {
+        let len = std::fs::metadata(f).unwrap().len();
+        assert!(len <= limit, "{} is {len} bytes", f.display());
+    }
+    assert_eq!(lines(&d.dest).len(), 300);
+    assert_eq!(stats.segments_sealed, fs.len() as u64);
+}
+
+#[test]
+fn segments_roll_on_age() {
+    let d = dirs();
+    let engine = Engine::start(config(&d, 100, BOTH, r#","SegmentMaxAgeSeconds":1"#)).unwrap();
+    engine.capture(&capture(b"a\n", b"0"));
+    // The writer seals on age without further input, and the uploader delivers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.stats().segments_delivered < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "age roll never happened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    engine.capture(&capture(b"b\n", b"0"));
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!(files(&d.dest).len(), 2);
+}
+
+#[test]
+fn flush_makes_records_durable_in_the_spool() {
+    let d = dirs();
+    let engine = Engine::start(config(&d, 100, BOTH, r#","FlushIntervalMillis":60000"#)).unwrap();
+    for i in 0..100 {
+        engine.capture(&capture(format!("{i}\n").as_bytes(), b"0"));
+    }
+    engine.flush(Duration::from_secs(5)).unwrap();
+    let active = files(&d.spool.join("active"));
+    assert_eq!(active.len(), 1, "one open segment");
+    let text = std::fs::read_to_string(&active[0]).unwrap();
+    assert_eq!(text.lines().count(), 100);
+    assert!(files(&d.dest).is_empty(), "not delivered until sealed");
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!(lines(&d.dest).len(), 100);
+    assert!(files(&d.spool.join("active")).is_empty());
+    assert!(files(&d.spool.join("sealed")).is_empty());
+}
+
+#[test]
+fn recovery_cuts_torn_tails_and_delivers_leftovers() {
+    let d = dirs();
+    // A first run leaves one sealed segment behind (its delivery never ran).
+    let engine = Engine::start(config(&d, 100, BOTH, "")).unwrap();
+    engine.capture(&capture(b"x\n", b"1"));
+    engine.flush(Duration::from_secs(5)).unwrap();
+    let active = files(&d.spool.join("active"));
+    let good = std::fs::read(&active[0]).unwrap();
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    let delivered = files(&d.dest);
+    assert_eq!(delivered.len(), 1);
+
+    // Plant what a crash leaves: an active segment with two good lines, a torn
+    // third and zero padding; a sealed segment never delivered; a stray file.
+    let name_active =
+        "churn+v-1+2024+01+19+19+27-57-062-fb33b08e-de02-414b-ba16-969c14d7e0f1.jsonl";
+    let name_sealed =
+        "churn+v-1+2024+01+19+18+00-00-000-0b7bfd33-c8a7-4adf-a09a-98fd0af79974.jsonl";
+    let mut torn = good.clone();
+    torn.extend_from_slice(&good);
+    torn.extend_from_slice(&good[..good.len() / 2]);
+    torn.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(d.spool.join("active").join(name_active), &torn).unwrap();
+    std::fs::write(d.spool.join("sealed").join(name_sealed), &good).unwrap();
+    std::fs::write(d.spool.join("active").join("stray.txt"), b"not ours").unwrap();
+
+    let engine = Engine::start(config(&d, 100, BOTH, "")).unwrap();
+    let stats = engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!(stats.segments_delivered, 2);
+    let recovered = d
+        .dest
+        .join("churn/v-1/2024/01/19/19/27-57-062-fb33b08e-de02-414b-ba16-969c14d7e0f1.jsonl");
+    let mut expected = good.clone();
+    expected.extend_from_slice(&good);
+    assert_eq!(
+        std::fs::read(&recovered).unwrap(),
+        expected,
+        "cut to the last complete line"
+    );
+    let sealed = d
+        .dest
+        .join("churn/v-1/2024/01/19/18/00-00-000-0b7bfd33-c8a7-4adf-a09a-98fd0af79974.jsonl");
+    assert_eq!(std::fs::read(&sealed).unwrap(), good);
+    assert_eq!(lines(&d.dest).len(), 4);
+    assert!(
+        d.spool.join("active").join("stray.txt").exists(),
+        "unknown files are left alone"
+    );
+}
+
+#[test]
+fn a_spool_takes_one_engine() {
+    let d = dirs();
+    let first = Engine::start(config(&d, 100, BOTH, "")).unwrap();
+    match Engine::start(config(&d, 100, BOTH, "")) {
+        Err(Error::SpoolLocked(p)) => assert_eq!(p, d.spool),
+        other => panic!("expected SpoolLocked, got {other:?}"),
+    }
+    first.shutdown(Duration::from_secs(5)).unwrap();
+    Engine::start(config(&d, 100, BOTH, "")).unwrap();
+}
+
+#[test]
+fn rejections_and_live_controls() {
+    let d = dirs();
+    let engine = Engine::start(config(&d, 100, BOTH, "")).unwrap();
+    let (x65, y64) = ("x".repeat(65), "y".repeat(64));
+    let mut c = capture(b"1\n", b"1");
+    for bad in ["", " leading-space", "tab\there", &x65, "caf\u{e9}"] {
+        c.inference_id = Some(bad);
+        assert_eq!(
+            engine.capture(&c),
+            Outcome::Rejected(RejectReason::InferenceId),
+            "{bad:?}"
+        );
+    }
+    c.inference_id = Some(&y64);
+    assert_eq!(engine.capture(&c), Outcome::Kept);
+    c.inference_id = None;
+    let long_type = "text/csv; x=".to_string() + &"a".repeat(1100);
+    c.request.content_type = &long_type;
+    assert_eq!(
+        engine.capture(&c),
+        Outcome::Rejected(RejectReason::ContentType)
+    );
+    c.request.content_type = "text/csv";
+    c.time = Some(UNIX_EPOCH - Duration::from_secs(1));
+    assert_eq!(engine.capture(&c), Outcome::Rejected(RejectReason::Time));
+    c.time = Some(SystemTime::now());
+
+    engine.set_sampling_percentage(0.0).unwrap();
+    assert_eq!(engine.capture(&c), Outcome::SampledOut);
+    assert!(engine.set_sampling_percentage(100.5).is_err());
+    assert!(engine.set_sampling_percentage(f64::NAN).is_err());
+    engine.set_sampling_percentage(0.5).unwrap();
+    assert_eq!(engine.stats().sampling_percentage, 0.5);
+    engine.set_sampling_percentage(100.0).unwrap();
+    assert_eq!(engine.capture(&c), Outcome::Kept);
+    let s = engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (
+            s.rejected_inference_id,
+            s.rejected_content_type,
+            s.rejected_time
+        ),
+        (5, 1, 1)
+    );
+    assert_eq!(s.kept, 2);
+}
+
+#[test]
+fn non_utf8_text_is_written_as_base64() {
+    let d = dirs();
+    let engine = Engine::start(config(&d, 100, BOTH, "")).unwrap();
+    engine.capture(&capture(b"\xff\xfe,1\n", b"0.5"));
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    let recs = lines(&d.dest);
+    let input = recs[0].1.input.as_ref().unwrap();
+    assert_eq!(input.encoding, capline::format::Encoding::Base64);
+    assert_eq!(input.data, b"\xff\xfe,1\n");
+    assert_eq!(
+        recs[0].1.output.as_ref().unwrap().encoding,
+        capline::format::Encoding::Csv
+    );
+}
+
+#[test]
+fn s3_destinations_are_refused_until_delivery_exists() {
+    let d = dirs();
+    let text = format!(
+        r#"{{"EndpointName":"e","DataCaptureConfig":{{"InitialSamplingPercentage":1,"DestinationS3Uri":"s3://bucket/p","CaptureOptions":[{{"CaptureMode":"Input"}}]}},"Engine":{{"SpoolDir":"{}"}}}}"#,
+        d.spool.display()
+    );
+    let err = Engine::start(Config::from_json(&text).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("DestinationS3Uri"), "{err}");
+}

@@ -1,0 +1,156 @@
+//! Property tests: arbitrary bytes and content types serialize to a line that
+//! an independent parser (serde_json) accepts, with no raw control characters,
+//! and whose `data` decodes back to the exact bytes.
+
+use capline::config::ContentTypes;
+use capline::format::check::parse_line;
+use capline::format::{EncodingRules, Event, LineWriter, Payload, Timestamp};
+use proptest::prelude::*;
+
+fn rules() -> EncodingRules {
+    EncodingRules::new(Some(ContentTypes {
+        csv: vec!["text/csv".into()],
+        json: vec!["application/json".into()],
+    }))
+}
+
+/// Decodes one payload object of a serde_json-parsed line back to bytes.
+fn decoded(p: &serde_json::Value) -> Vec<u8> {
+    let data = p["data"].as_str().expect("data is a string");
+    match p["encoding"].as_str() {
+        Some("BASE64") => base64_decode(data),
+        Some("CSV" | "JSON") => data.as_bytes().to_vec(),
+        other => panic!("bad encoding {other:?}"),
+    }
+}
+
+/// A plain base64 decoder, independent of the one the engine uses.
+fn base64_decode(s: &str) -> Vec<u8> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = A.iter().position(|&a| a == c).expect("base64 alphabet") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn content_type() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("text/csv".to_string()),
+        Just("text/CSV; charset=utf-8".to_string()),
+        Just("application/json".to_string()),
+        Just("application/x-npy".to_string()),
+        any::<String>(),
+        "[ -~]{0,40}",
+    ]
+}
+
+fn data() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        any::<Vec<u8>>(),
+        any::<String>().prop_map(String::into_bytes),
+        "[\\x00-\\x7f]{0,64}".prop_map(String::into_bytes),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn lines_parse_and_round_trip(
+        in_ct in content_type(),
+        in_data in data(),
+        out_ct in content_type(),
+        out_data in data(),
+        id in proptest::option::of("[!-~][ -~]{0,63}"),
+        event_id in any::<[u8; 16]>(),
+        millis in 0u64..253_402_300_800_000,
+        with_millis in any::<bool>(),
+    ) {
+        let time = Timestamp::from_unix_millis(millis).unwrap();
+        let mut line = Vec::new();
+        LineWriter::new(rules(), with_millis).write(&mut line, &Event {
+            input: Some(Payload::new(&in_ct, &in_data)),
+            output: Some(Payload::new(&out_ct, &out_data)),
+            event_id,
+            inference_id: id.as_deref(),
+            time,
+        });
+        prop_assert_eq!(line.last(), Some(&b'\n'));
+        let body = &line[..line.len() - 1];
+        prop_assert!(body.iter().all(|&b| b >= 0x20), "raw control character in line");
+        let v: serde_json::Value = serde_json::from_slice(body).expect("serde_json parses the line");
+        let cd = &v["captureData"];
+        prop_assert_eq!(decoded(&cd["endpointInput"]), in_data.clone());
+        prop_assert_eq!(decoded(&cd["endpointOutput"]), out_data.clone());
+        prop_assert_eq!(cd["endpointInput"]["observedContentType"].as_str(), Some(in_ct.as_str()));
+        prop_assert_eq!(v["eventMetadata"]["inferenceId"].as_str(), id.as_deref());
+        // The engine's own reader agrees, including the encoding rule.
+        let rec = parse_line(body, Some(&rules())).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(rec.input.unwrap().data, in_data);
+        let expected_time = if with_millis { time } else { Timestamp { millis: 0, ..time } };
+        prop_assert_eq!(rec.time, expected_time);
+        prop_assert_eq!(rec.time_has_millis, with_millis);
+    }
+
+    #[test]
+    fn encoding_follows_the_rule(ct in content_type(), data in data()) {
+        let enc = rules().encoding(&Payload::new(&ct, &data));
+        let media = ct.split(';').next().unwrap().trim().to_ascii_lowercase();
+        let listed = media == "text/csv" || media == "application/json";
+        let text = std::str::from_utf8(&data).is_ok();
+        prop_assert_eq!(enc.as_str() == "BASE64", !(listed && text));
+    }
+}
+
+#[test]
+fn non_utf8_csv_is_base64() {
+    let mut line = Vec::new();
+    LineWriter::new(rules(), false).write(
+        &mut line,
+        &Event {
+            input: Some(Payload::new("text/csv", b"1,2,\xff\n")),
+            output: Some(Payload::new("application/json", b"{\"a\":1}")),
+            event_id: [0; 16],
+            inference_id: None,
+            time: Timestamp::from_unix_millis(0).unwrap(),
+        },
+    );
+    let text = String::from_utf8(line).unwrap();
+    assert!(text.contains(r#""observedContentType":"text/csv","mode":"INPUT","data":"MSwyLP8K","encoding":"BASE64""#), "{text}");
+    assert!(
+        text.contains(r#""data":"{\"a\":1}","encoding":"JSON""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""inferenceTime":"1970-01-01T00:00:00Z""#),
+        "{text}"
+    );
+}
+
+#[test]
+fn no_content_type_header_means_base64() {
+    let mut line = Vec::new();
+    LineWriter::new(EncodingRules::new(None), true).write(
+        &mut line,
+        &Event {
+            input: Some(Payload::new("text/csv", b"a")),
+            output: None,
+            event_id: [0xab; 16],
+            inference_id: None,
+            time: Timestamp::from_unix_millis(1_705_692_477_062).unwrap(),
+        },
+    );
+    let text = String::from_utf8(line).unwrap();
+    assert_eq!(
+        text,
+        "{\"captureData\":{\"endpointInput\":{\"observedContentType\":\"text/csv\",\"mode\":\"INPUT\",\"data\":\"YQ==\",\"encoding\":\"BASE64\"}},\"eventMetadata\":{\"eventId\":\"abababab-abab-abab-abab-abababababab\",\"inferenceTime\":\"2024-01-19T19:27:57.062Z\"},\"eventVersion\":\"0\"}\n"
+    );
+}
