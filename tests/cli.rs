@@ -1,0 +1,170 @@
+//! `capline demo` and `capline cat`, run as a user runs them.
+
+use capline_e2e::{capline, jsonl_files, text};
+
+fn demo(dir: &std::path::Path) -> String {
+    let o = capline(dir, &["demo"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "demo failed:\n{out}\n{err}");
+    out
+}
+
+#[test]
+fn demo_writes_sagemaker_layout_and_prints_its_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = demo(tmp.path());
+    assert!(out.contains("Done! 200 rows scored"), "{out}");
+    assert!(out.contains("kept                   200"), "{out}");
+    assert!(out.contains("records_written        200"), "{out}");
+    assert!(out.contains("First captured record:\n{\n  \"captureData\": {\n    \"endpointInput\": {\n      \"observedContentType\": \"text/csv\",\n      \"mode\": \"INPUT\","), "{out}");
+
+    let root = tmp.path().join("capline-demo");
+    let files = jsonl_files(&root);
+    assert!(!files.is_empty());
+    for f in &files {
+        let rel = f
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let parts: Vec<&str> = rel.split('/').collect();
+        assert_eq!(parts.len(), 7, "{rel}");
+        assert_eq!(&parts[..2], ["DEMO-churn", "AllTraffic"], "{rel}");
+        assert!(
+            parts[2..6]
+                .iter()
+                .all(|p| p.bytes().all(|c| c.is_ascii_digit())),
+            "{rel}"
+        );
+        assert!(out.contains(&rel), "the demo lists {rel}");
+    }
+    let lines: usize = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap().lines().count())
+        .sum();
+    assert_eq!(lines, 200);
+
+    let o = capline(tmp.path(), &["cat", "--validate", "capline-demo"]);
+    let (vout, verr) = text(&o);
+    assert!(o.status.success(), "{vout}{verr}");
+    assert!(verr.contains("checked 200 records"), "{verr}");
+
+    // The same check against the demo's content-type lists.
+    std::fs::write(
+        tmp.path().join("cfg.json"),
+        r#"{"EndpointName":"DEMO-churn","DataCaptureConfig":{"InitialSamplingPercentage":100,"DestinationS3Uri":"file:///x","CaptureOptions":[{"CaptureMode":"InputAndOutput"}],"CaptureContentTypeHeader":{"CsvContentTypes":["text/csv"]}},"Engine":{"SpoolDir":"/x"}}"#,
+    )
+    .unwrap();
+    let o = capline(
+        tmp.path(),
+        &["cat", "--validate", "--config", "cfg.json", "capline-demo"],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+
+    // A second run adds files and lists only its own.
+    let out2 = demo(tmp.path());
+    let files2 = jsonl_files(&root);
+    assert!(files2.len() > files.len());
+    for f in &files {
+        let rel = f
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(!out2.contains(&rel), "second run lists only new files");
+    }
+    let o = capline(tmp.path(), &["cat", "--validate", "capline-demo"]);
+    assert!(text(&o).1.contains("checked 400 records"), "{:?}", text(&o));
+}
+
+#[test]
+fn validate_names_file_and_line_of_each_violation() {
+    let tmp = tempfile::tempdir().unwrap();
+    demo(tmp.path());
+    let file = jsonl_files(&tmp.path().join("capline-demo")).remove(0);
+    let text_in = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<String> = text_in.lines().map(str::to_string).collect();
+    assert!(lines.len() >= 8);
+    lines[2] = lines[2][..lines[2].len() / 2].to_string(); // torn
+    lines[4] = lines[4].replacen(r#""encoding":"CSV""#, r#""encoding":"XML""#, 1);
+    lines[5] = lines[5].replacen(r#""mode":"INPUT""#, r#""mode":"OUTPUT""#, 1);
+    lines[6] = lines[6].replacen(r#""eventVersion":"0""#, r#""eventVersion":"1""#, 1);
+    lines[7] = lines[7].replacen("Z\"}", "\"}", 1); // time without Z
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(&bad, lines.join("\n") + "\n\n").unwrap();
+    // BASE64 that does not decode, and the encoding rule broken under --config.
+    let b64 = lines[0].replacen(r#""encoding":"CSV""#, r#""encoding":"BASE64""#, 1);
+    std::fs::write(tmp.path().join("b64.jsonl"), format!("{b64}\n")).unwrap();
+
+    let o = capline(tmp.path(), &["cat", "--validate", "bad.jsonl", "b64.jsonl"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    let expect = [
+        "bad.jsonl:3: not JSON",
+        "bad.jsonl:5: captureData.endpointInput.encoding must be CSV, JSON or BASE64, got \"XML\"",
+        "bad.jsonl:6: captureData.endpointInput.mode must be \"INPUT\", got \"OUTPUT\"",
+        "bad.jsonl:7: eventVersion must be the string \"0\"",
+        "bad.jsonl:8: eventMetadata.inferenceTime must be UTC",
+        &format!("bad.jsonl:{}: not JSON", lines.len() + 1),
+        "b64.jsonl:1: captureData.endpointInput.data is not valid base64",
+    ];
+    for e in expect {
+        assert!(out.contains(e), "missing {e:?} in:\n{out}");
+    }
+    assert_eq!(out.lines().count(), expect.len(), "{out}");
+    assert!(err.contains("7 violations"), "{err}");
+}
+
+#[test]
+fn cat_prints_pretty_and_decoded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let line = r#"{"captureData":{"endpointInput":{"observedContentType":"application/x-text","mode":"INPUT","data":"aGVsbG8=","encoding":"BASE64"}},"eventMetadata":{"eventId":"7ddb2d7c-4d6a-4e67-a68e-23870399829d","inferenceId":"7","inferenceTime":"2024-01-19T19:27:57Z"},"eventVersion":"0"}"#;
+    std::fs::write(tmp.path().join("one.jsonl"), format!("{line}\n")).unwrap();
+
+    let o = capline(tmp.path(), &["cat", "one.jsonl"]);
+    assert_eq!(
+        text(&o).0,
+        format!("{line}\n"),
+        "plain cat prints lines as they are"
+    );
+
+    let o = capline(tmp.path(), &["cat", "--decode", "one.jsonl"]);
+    assert!(text(&o).0.contains(r#""data":"hello""#), "{:?}", text(&o));
+
+    let o = capline(tmp.path(), &["cat", "--pretty", "one.jsonl"]);
+    let out = text(&o).0;
+    let keys: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('"'))
+        .filter_map(|l| l.split('"').next())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "captureData",
+            "endpointInput",
+            "observedContentType",
+            "mode",
+            "data",
+            "encoding",
+            "eventMetadata",
+            "eventId",
+            "inferenceId",
+            "inferenceTime",
+            "eventVersion"
+        ],
+        "pretty output keeps the record's key order:\n{out}"
+    );
+}
+
+#[test]
+fn cat_reports_missing_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = capline(tmp.path(), &["cat", "nothing-here"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("nothing-here"), "{:?}", text(&o));
+    std::fs::create_dir(tmp.path().join("empty")).unwrap();
+    let o = capline(tmp.path(), &["cat", "--validate", "empty"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("no .jsonl files"), "{:?}", text(&o));
+}
