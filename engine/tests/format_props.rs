@@ -154,3 +154,16 @@ fn no_content_type_header_means_base64() {
         "{\"captureData\":{\"endpointInput\":{\"observedContentType\":\"text/csv\",\"mode\":\"INPUT\",\"data\":\"YQ==\",\"encoding\":\"BASE64\"}},\"eventMetadata\":{\"eventId\":\"abababab-abab-abab-abab-abababababab\",\"inferenceTime\":\"2024-01-19T19:27:57.062Z\"},\"eventVersion\":\"0\"}\n"
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(5000))]
+
+    /// The escaper writes exactly what serde_json writes for the same string.
+    #[test]
+    fn escaper_matches_serde_json(s in prop_oneof![any::<String>(), "[\\x00-\\x7f]{0,40}", "[\"\\\\a\\x1f]{0,20}"]) {
+        let mut ours = Vec::new();
+        capline::format::escape_into(&mut ours, s.as_bytes());
+        let theirs = serde_json::to_string(&s).unwrap();
+        prop_assert_eq!(String::from_utf8(ours).unwrap(), &theirs[1..theirs.len() - 1]);
+    }
+}
