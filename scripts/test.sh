@@ -27,5 +27,32 @@ cargo build --workspace --locked
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast
 
+step "fuzz: each target for ${FUZZ_SECONDS:=30} s with AddressSanitizer"
+# cargo-fuzz on stable: ASan needs RUSTC_BOOTSTRAP=1 for this command only, and
+# CARGO_CACHE_RUSTC_INFO=0 so a cached rustc probe does not hide it. New inputs
+# go to a scratch directory (the first corpus given); the committed corpus is
+# replayed by `cargo test` (engine/tests/fuzz_corpus.rs).
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  cargo install cargo-fuzz --version 0.13.2 --locked
+fi
+cargo fetch --locked --manifest-path fuzz/Cargo.toml
+for target in serialize_record parse_config; do
+  scratch=$(mktemp -d)
+  log="$scratch.log"
+  rc=0
+  (cd fuzz && CARGO_CACHE_RUSTC_INFO=0 RUSTC_BOOTSTRAP=1 \
+    cargo fuzz run --target-dir "$CARGO_TARGET_DIR/fuzz" "$target" "$scratch" \
+      "corpus/$target" "regressions/$target" -- \
+      -max_total_time="$FUZZ_SECONDS" -print_final_stats=1) >"$log" 2>&1 || rc=$?
+  grep -E '^(Done [0-9]+ runs|stat::number_of_executed_units|stat::new_units_added)' "$log" || true
+  if [ "$rc" -ne 0 ]; then
+    tail -60 "$log"
+    echo "fuzz target $target failed (exit $rc); crash inputs are in fuzz/artifacts/$target/"
+    exit 1
+  fi
+  echo "fuzz $target: ok"
+  rm -rf "$scratch" "$log"
+done
+
 echo
 echo "scripts/test.sh: all checks passed"

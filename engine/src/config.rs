@@ -189,9 +189,20 @@ fn show(v: &Value) -> String {
     }
 }
 
+/// `parent.key`; a key that is empty or has characters outside `[A-Za-z0-9_-]`
+/// is shown as a JSON string so the path stays readable.
 fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
+    let plain = !key.is_empty()
+        && key
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+    let key = if plain {
         key.to_string()
+    } else {
+        format!("{key:?}")
+    };
+    if parent.is_empty() {
+        key
     } else {
         format!("{parent}.{key}")
     }

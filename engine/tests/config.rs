@@ -470,3 +470,9 @@ fn not_json_or_wrong_shape() {
     );
     bad(&doc("null", ENGINE), &["DataCaptureConfig: is required"]);
 }
+
+#[test]
+fn odd_keys_are_named_readably() {
+    bad(r#"{"":1}"#, &[r#""": unknown field"#]);
+    bad(r#"{"a b":1}"#, &[r#""a b": unknown field"#]);
+}
