@@ -70,6 +70,16 @@ impl CaptureMode {
     }
 }
 
+/// How sampling decides (`Engine.SamplingMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplingMode {
+    /// `Random` (default): an independent random draw per call.
+    Random,
+    /// `Deterministic`: a stable hash of the inference id, so every replica
+    /// keeps the same requests; calls without an id fall back to a random draw.
+    Deterministic,
+}
+
 /// Where sealed segments go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
@@ -113,6 +123,8 @@ pub struct EngineSettings {
     pub max_record_bytes: u64,
     /// `InferenceTimeMillis`: write `inferenceTime` with milliseconds. Default false.
     pub inference_time_millis: bool,
+    /// `SamplingMode`: `Random` (default) or `Deterministic`.
+    pub sampling_mode: SamplingMode,
 }
 
 /// A validated engine config.
@@ -446,6 +458,7 @@ const ENGINE_KEYS: &[&str] = &[
     "RingBytes",
     "MaxRecordBytes",
     "InferenceTimeMillis",
+    "SamplingMode",
 ];
 
 /// The `DataCaptureConfig` part, in either shape.
@@ -701,13 +714,22 @@ fn parse_engine(v: &Value) -> Result<EngineSettings, ConfigError> {
 
     let ring_bytes = int("RingBytes", MIB, 64 * 1024 * MIB, 64 * MIB)?;
     let max_record_bytes = int("MaxRecordBytes", 1024, 1024 * MIB, 16 * MIB)?;
-    if max_record_bytes > ring_bytes {
+    if max_record_bytes > ring_bytes / 2 {
         return Err(err(
             &field("MaxRecordBytes"),
-            format!("must not exceed RingBytes ({ring_bytes})"),
+            format!("must not exceed half of RingBytes ({})", ring_bytes / 2),
             get(obj, "MaxRecordBytes"),
         ));
     }
+    let mode_path = field("SamplingMode");
+    let sampling_mode = match get(obj, "SamplingMode") {
+        None => SamplingMode::Random,
+        Some(v) => match as_str(&mode_path, v)? {
+            "Random" => SamplingMode::Random,
+            "Deterministic" => SamplingMode::Deterministic,
+            _ => return Err(err(&mode_path, "must be Random or Deterministic", Some(v))),
+        },
+    };
     Ok(EngineSettings {
         spool_dir: PathBuf::from(spool_str),
         segment_max_bytes: int("SegmentMaxBytes", 64 * 1024, 5 * 1024 * MIB, 64 * MIB)?,
@@ -719,5 +741,6 @@ fn parse_engine(v: &Value) -> Result<EngineSettings, ConfigError> {
             .map(|v| as_bool(&field("InferenceTimeMillis"), v))
             .transpose()?
             .unwrap_or(false),
+        sampling_mode,
     })
 }

@@ -16,11 +16,11 @@ pub use crate::format::Payload;
 use crate::format::{EncodingRules, LineWriter, is_valid_inference_id};
 use crate::io::Spool;
 use crate::ring::{RecordParts, Ring, ring};
-use crate::sample::Sampler;
+use crate::sample::{Closed, GATE_DISABLED, Sampler};
 use crate::segment::{Segments, Settings};
 use crate::stats::{Counters, Stats, add, inc};
 use crate::upload::{LocalDir, Msg, Uploader};
-use crate::writer::{Control, Writer};
+use crate::writer::{Control, Sink, Writer};
 use crate::{Error, Result};
 
 /// Longest accepted Content-Type header, in bytes.
@@ -60,6 +60,8 @@ pub enum Outcome {
 pub enum DropReason {
     /// Capture is disabled.
     Disabled,
+    /// The disk watermark closed the gate.
+    Watermark,
     /// The ring had no room (the writer is behind).
     RingFull,
     /// The record is larger than `MaxRecordBytes`.
@@ -85,8 +87,7 @@ pub struct Engine {
     config: Config,
     counters: Arc<Counters>,
     sampler: Sampler,
-    /// `None` once shut down.
-    ring: Option<Ring>,
+    ring: Ring,
     max_record_bytes: u64,
     capture_input: bool,
     capture_output: bool,
@@ -140,27 +141,30 @@ impl Engine {
             upload_tx.clone(),
             counters.clone(),
         );
+        let lines = LineWriter::new(
+            EncodingRules::new(config.content_types.clone()),
+            es.inference_time_millis,
+        );
         let writer = Writer {
             ring: reader,
             control: control_rx,
-            lines: LineWriter::new(
-                EncodingRules::new(config.content_types.clone()),
-                es.inference_time_millis,
-            ),
-            segments,
+            sink: Sink::new(lines, segments, counters.clone()),
             flush_interval: es.flush_interval,
-            counters: counters.clone(),
         };
         let writer = spawn("capline-writer", move || writer.run())?;
 
         Ok(Engine {
-            sampler: Sampler::new(config.enable_capture, config.sampling_percentage),
+            sampler: Sampler::new(
+                config.enable_capture,
+                config.sampling_percentage,
+                es.sampling_mode,
+            ),
             max_record_bytes: es.max_record_bytes,
             capture_input: config.capture_mode.input(),
             capture_output: config.capture_mode.output(),
             config,
             counters,
-            ring: Some(ring),
+            ring,
             control: Some(control_tx),
             upload_tx,
             writer: Some(writer),
@@ -169,14 +173,22 @@ impl Engine {
         })
     }
 
-    /// Offers one inference for capture. Never blocks; returns what happened.
+    /// Offers one inference for capture. Never blocks, never takes a lock,
+    /// never makes a syscall and never allocates; returns what happened.
     pub fn capture(&self, c: &Capture) -> Outcome {
-        let n = &self.counters;
-        if !self.sampler.enabled() {
-            inc(&n.dropped_disabled);
-            return Outcome::Dropped(DropReason::Disabled);
+        let n = self.counters.stripe();
+        match self.sampler.gate() {
+            None => {}
+            Some(Closed::Disabled) => {
+                inc(&n.dropped_disabled);
+                return Outcome::Dropped(DropReason::Disabled);
+            }
+            Some(Closed::Watermark) => {
+                inc(&n.dropped_watermark);
+                return Outcome::Dropped(DropReason::Watermark);
+            }
         }
-        if !self.sampler.keep() {
+        if !self.sampler.keep(c.inference_id) {
             inc(&n.sampled_out);
             return Outcome::SampledOut;
         }
@@ -190,6 +202,7 @@ impl Engine {
             inc(&n.rejected_content_type);
             return Outcome::Rejected(RejectReason::ContentType);
         }
+        // A vDSO call, not a syscall.
         let time = c.time.unwrap_or_else(SystemTime::now);
         let time_millis = match time.duration_since(UNIX_EPOCH) {
             Ok(d) if d.as_millis() < u128::from(MAX_TIME_MILLIS) => d.as_millis() as u64,
@@ -209,8 +222,7 @@ impl Engine {
             inc(&n.dropped_too_large);
             return Outcome::Dropped(DropReason::TooLarge);
         }
-        let pushed = self.ring.as_ref().is_some_and(|r| r.try_push(&rec));
-        if !pushed {
+        if !self.ring.try_push(&rec) {
             inc(&n.dropped_ring_full);
             return Outcome::Dropped(DropReason::RingFull);
         }
@@ -258,7 +270,7 @@ impl Engine {
 
     /// Turns capture on or off for the next call on every thread.
     pub fn set_enabled(&self, on: bool) {
-        self.sampler.set_enabled(on);
+        self.sampler.set_gate(GATE_DISABLED, on);
     }
 
     /// The config the engine was started with.
@@ -277,8 +289,9 @@ impl Engine {
 
     fn stop(&mut self, deadline: Duration) -> Result<()> {
         let until = Instant::now() + deadline;
-        // Closing the ring lets the writer drain it, seal, and exit.
-        self.ring = None;
+        // Closing the ring lets the writer drain it, seal, and exit; dropping
+        // the control sender wakes it if it is asleep.
+        self.ring.close();
         self.control = None;
         let writer_ok = self.writer.take().is_none_or(|h| h.join().is_ok());
         let _ = self.upload_tx.send(Msg::Shutdown(until));

@@ -1,20 +1,48 @@
-//! Sample: the gate and the sampling decision, both one relaxed atomic load.
+//! Sample: the capture gate and the sampling decision.
 //!
-//! The threshold is stored as `p / 100 * 2^63` in an `AtomicU64`; a call is kept
-//! when a 63-bit random draw is below it, so 0 % keeps none and 100 % (2^63)
-//! keeps all. Setters store with `Relaxed`: the next call on any thread sees
-//! the new value without a lock or a restart.
+//! **Gate.** One `AtomicU32` folds together every reason capture may be
+//! closed: bit 0 is "disabled" (`set_enabled(false)`), bit 1 is "disk
+//! watermark". The hot path does one relaxed load and compares with zero.
+//!
+//! **Threshold.** The sampling rate is stored as `p / 100 * 2^63` in an
+//! `AtomicU64`. A call is kept when a 63-bit value is below it: 0 % keeps none,
+//! 100 % (2^63) keeps all, and a value kept at `p` is kept at every `q > p`
+//! (the rule is monotonic). Setters store with `Relaxed`: the next call on any
+//! thread sees the new value, with no lock and no restart.
+//!
+//! **The 63-bit value.** In random mode, and for calls without an inference id,
+//! it is a thread-local wyrand draw (`fastrand`). In deterministic mode it is
+//! `xxh3_64(inference_id bytes, seed 0) >> 1`: XXH3-64 is a fixed, published
+//! function, so every replica, version and machine keeps the same ids.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::config::SamplingMode;
 
 const ONE: f64 = (1u64 << 63) as f64;
 
-/// The capture gate and sampling rate.
+/// Gate bit: capture disabled by the operator or the config.
+pub(crate) const GATE_DISABLED: u32 = 1;
+/// Gate bit: the disk watermark monitor closed the gate.
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "set by the disk watermark monitor (issue 5)")
+)]
+pub(crate) const GATE_WATERMARK: u32 = 2;
+
+/// The deterministic sampling value of an inference id: `xxh3_64(id, seed 0) >> 1`.
+pub fn deterministic_value(inference_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(inference_id.as_bytes()) >> 1
+}
+
+/// The gate and the sampling rate.
 #[derive(Debug)]
 pub(crate) struct Sampler {
-    enabled: AtomicBool,
-    /// Keep when `draw < threshold`; in range `0 ..= 2^63`.
+    /// Zero when open; otherwise the `GATE_*` bits of every closing reason.
+    gate: AtomicU32,
+    /// Keep when `value < threshold`; in range `0 ..= 2^63`.
     threshold: AtomicU64,
+    deterministic: bool,
 }
 
 fn threshold_for(percent: f64) -> u64 {
@@ -25,28 +53,54 @@ fn threshold_for(percent: f64) -> u64 {
     }
 }
 
+/// Why the gate is closed, from its bits (disabled wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closed {
+    Disabled,
+    Watermark,
+}
+
 impl Sampler {
-    pub(crate) fn new(enabled: bool, percent: f64) -> Self {
+    pub(crate) fn new(enabled: bool, percent: f64, mode: SamplingMode) -> Self {
         Sampler {
-            enabled: AtomicBool::new(enabled),
+            gate: AtomicU32::new(if enabled { 0 } else { GATE_DISABLED }),
             threshold: AtomicU64::new(threshold_for(percent)),
+            deterministic: mode == SamplingMode::Deterministic,
         }
     }
 
-    /// Whether the gate is open.
+    /// `None` when the gate is open; otherwise why it is closed. One relaxed load.
     #[inline]
+    pub(crate) fn gate(&self) -> Option<Closed> {
+        match self.gate.load(Ordering::Relaxed) {
+            0 => None,
+            g if g & GATE_DISABLED != 0 => Some(Closed::Disabled),
+            _ => Some(Closed::Watermark),
+        }
+    }
+
+    /// One sampling decision for a call with this inference id.
+    #[inline]
+    pub(crate) fn keep(&self, inference_id: Option<&str>) -> bool {
+        let value = match inference_id {
+            Some(id) if self.deterministic => deterministic_value(id),
+            _ => fastrand::u64(..) >> 1,
+        };
+        value < self.threshold.load(Ordering::Relaxed)
+    }
+
+    /// Opens (`true`) or closes the gate's `bit`.
+    pub(crate) fn set_gate(&self, bit: u32, open: bool) {
+        if open {
+            self.gate.fetch_and(!bit, Ordering::Relaxed);
+        } else {
+            self.gate.fetch_or(bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the "disabled" bit is clear (the watermark may still close the gate).
     pub(crate) fn enabled(&self) -> bool {
-        self.enabled.load(Ordering::Relaxed)
-    }
-
-    /// One random sampling decision.
-    #[inline]
-    pub(crate) fn keep(&self) -> bool {
-        (fastrand::u64(..) >> 1) < self.threshold.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_enabled(&self, on: bool) {
-        self.enabled.store(on, Ordering::Relaxed);
+        self.gate.load(Ordering::Relaxed) & GATE_DISABLED == 0
     }
 
     /// `percent` must already be checked to lie in `0.0..=100.0`.
@@ -57,5 +111,31 @@ impl Sampler {
 
     pub(crate) fn percentage(&self) -> f64 {
         self.threshold.load(Ordering::Relaxed) as f64 / ONE * 100.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_bits_fold_together() {
+        let s = Sampler::new(true, 50.0, SamplingMode::Random);
+        assert_eq!(s.gate(), None);
+        s.set_gate(GATE_WATERMARK, false);
+        assert_eq!(s.gate(), Some(Closed::Watermark));
+        s.set_gate(GATE_DISABLED, false);
+        assert_eq!(s.gate(), Some(Closed::Disabled), "disabled wins");
+        s.set_gate(GATE_DISABLED, true);
+        assert_eq!(s.gate(), Some(Closed::Watermark));
+        s.set_gate(GATE_WATERMARK, true);
+        assert_eq!(s.gate(), None);
+    }
+
+    #[test]
+    fn deterministic_value_is_fixed() {
+        // The XXH3-64 test vector for empty input (seed 0), shifted right by
+        // one: a published function, so this value must never change.
+        assert_eq!(deterministic_value(""), 0x2d06800538d394c2 >> 1);
     }
 }

@@ -4,22 +4,42 @@
 //! `kept`, `sampled_out`, `dropped_*` or `rejected_*`. Every kept record later
 //! adds one to `records_written` or `dropped_io_error` (after `shutdown`,
 //! `kept == records_written + dropped_io_error`).
+//!
+//! The per-call counters are striped: each capturing thread adds to its own
+//! cache-line-sized stripe (chosen once per thread), so counting never makes
+//! two server threads contend on one cache line. A snapshot sums the stripes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Number of stripes; threads beyond this share stripes round-robin.
+const STRIPES: usize = 16;
 
 macro_rules! counters {
-    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+    (
+        per_call { $( $(#[$pdoc:meta])* $p:ident ),* $(,)? }
+        shared { $( $(#[$sdoc:meta])* $s:ident ),* $(,)? }
+    ) => {
+        /// The per-call counters of one stripe, alone on their cache lines.
+        #[derive(Debug, Default)]
+        #[repr(align(128))]
+        pub(crate) struct Stripe {
+            $( pub(crate) $p: AtomicU64, )*
+        }
+
         /// Live counters, shared by the capture path, the writer and the uploader.
         #[derive(Debug, Default)]
         pub(crate) struct Counters {
-            $( pub(crate) $name: AtomicU64, )*
+            stripes: [Stripe; STRIPES],
+            $( pub(crate) $s: AtomicU64, )*
         }
 
         /// A snapshot of the engine's counters.
         #[derive(Debug, Clone, Default, PartialEq)]
         #[non_exhaustive]
         pub struct Stats {
-            $( $(#[$doc])* pub $name: u64, )*
+            $( $(#[$pdoc])* pub $p: u64, )*
+            $( $(#[$sdoc])* pub $s: u64, )*
             /// The sampling percentage in force.
             pub sampling_percentage: f64,
             /// Whether capture is enabled (`set_enabled`).
@@ -28,68 +48,93 @@ macro_rules! counters {
 
         impl Counters {
             pub(crate) fn snapshot(&self) -> Stats {
-                Stats {
-                    $( $name: self.$name.load(Ordering::Relaxed), )*
-                    ..Stats::default()
+                let mut s = Stats::default();
+                for stripe in &self.stripes {
+                    $( s.$p += stripe.$p.load(Ordering::Relaxed); )*
                 }
+                $( s.$s = self.$s.load(Ordering::Relaxed); )*
+                s
             }
         }
 
         impl Stats {
             /// Every counter as `(name, value)`, in declaration order.
             pub fn counters(&self) -> Vec<(&'static str, u64)> {
-                vec![ $( (stringify!($name), self.$name), )* ]
+                vec![ $( (stringify!($p), self.$p), )* $( (stringify!($s), self.$s), )* ]
+            }
+
+            /// The sum of every per-call outcome; equals the number of `capture()` calls.
+            pub fn calls(&self) -> u64 {
+                0 $( + counters!(@outcome $p, self) )*
             }
         }
     };
+    (@outcome bytes_kept, $self:ident) => { 0 };
+    (@outcome $p:ident, $self:ident) => { $self.$p };
 }
 
 counters! {
-    /// Calls whose record was queued for writing.
-    kept,
-    /// Calls the sampler decided not to keep.
-    sampled_out,
-    /// Calls made while capture was disabled (`set_enabled(false)` or `EnableCapture: false`).
-    dropped_disabled,
-    /// Calls dropped because the ring had no room.
-    dropped_ring_full,
-    /// Calls dropped because the record exceeded `MaxRecordBytes`.
-    dropped_too_large,
-    /// Calls rejected for an invalid inference id (must be 1-64 printable ASCII characters).
-    rejected_inference_id,
-    /// Calls rejected for a content type over 1024 bytes.
-    rejected_content_type,
-    /// Calls rejected for a time before 1970 or after 9999.
-    rejected_time,
-    /// Payload bytes (bodies, content types, inference ids) of kept records.
-    bytes_kept,
-    /// Kept records written to a segment file.
-    records_written,
-    /// Kept records lost to a write error.
-    dropped_io_error,
-    /// JSON Lines bytes written to segments.
-    bytes_written,
-    /// Segments sealed and queued for delivery.
-    segments_sealed,
-    /// Segments delivered to the destination.
-    segments_delivered,
-    /// Failed delivery attempts (each is retried).
-    delivery_failures,
-    /// Segments sealed but not yet delivered.
-    segments_pending,
+    per_call {
+        /// Calls whose record was queued for writing.
+        kept,
+        /// Calls the sampler decided not to keep.
+        sampled_out,
+        /// Calls made while capture was disabled (`set_enabled(false)` or `EnableCapture: false`).
+        dropped_disabled,
+        /// Calls made while the disk watermark had closed the gate.
+        dropped_watermark,
+        /// Calls dropped because the ring had no room.
+        dropped_ring_full,
+        /// Calls dropped because the record exceeded `MaxRecordBytes`.
+        dropped_too_large,
+        /// Calls rejected for an invalid inference id (must be 1-64 printable ASCII characters).
+        rejected_inference_id,
+        /// Calls rejected for a content type over 1024 bytes.
+        rejected_content_type,
+        /// Calls rejected for a time before 1970 or after 9999.
+        rejected_time,
+        /// Payload bytes (bodies, content types, inference ids) of kept records.
+        bytes_kept,
+    }
+    shared {
+        /// Kept records written to a segment file.
+        records_written,
+        /// Kept records lost to a write error.
+        dropped_io_error,
+        /// JSON Lines bytes written to segments.
+        bytes_written,
+        /// Segments sealed and queued for delivery.
+        segments_sealed,
+        /// Segments delivered to the destination.
+        segments_delivered,
+        /// Failed delivery attempts (each is retried).
+        delivery_failures,
+        /// Segments sealed but not yet delivered.
+        segments_pending,
+    }
 }
 
-impl Stats {
-    /// The sum of every per-call outcome; equals the number of `capture()` calls.
-    pub fn calls(&self) -> u64 {
-        self.kept
-            + self.sampled_out
-            + self.dropped_disabled
-            + self.dropped_ring_full
-            + self.dropped_too_large
-            + self.rejected_inference_id
-            + self.rejected_content_type
-            + self.rejected_time
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's stripe; `usize::MAX` until first use. Const-initialized,
+    /// so reading it never allocates.
+    static MY_STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+impl Counters {
+    /// The calling thread's stripe.
+    #[inline]
+    pub(crate) fn stripe(&self) -> &Stripe {
+        let i = MY_STRIPE.with(|c| {
+            let mut i = c.get();
+            if i == usize::MAX {
+                i = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+                c.set(i);
+            }
+            i
+        });
+        &self.stripes[i]
     }
 }
 

@@ -1,18 +1,28 @@
 //! The writer thread: drains the ring, formats each record as a line, and
 //! appends it to the open segment. It makes segments durable every
 //! `FlushIntervalMillis`, on `flush()`, and when sealing.
+//!
+//! Producers never wake the writer (that would be a syscall on the capture
+//! path). It polls: while records arrive it loops without sleeping; when the
+//! ring is empty it sleeps on its control channel for 1 ms, doubling to 10 ms
+//! while idle. A `flush()` request or shutdown wakes it at once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 use crate::format::{Event, LineWriter};
-use crate::ring::{Pop, RingReader, Slot};
+use crate::ring::{Pop, RecordParts, RingReader};
 use crate::segment::Segments;
 use crate::stats::{Counters, inc};
 use crate::timestamp::Timestamp;
+
+const IDLE_MIN: Duration = Duration::from_millis(1);
+const IDLE_MAX: Duration = Duration::from_millis(10);
+/// Records taken per pass before looking at timers and requests.
+const PASS: usize = 4096;
 
 /// Requests to the writer.
 #[derive(Debug)]
@@ -21,15 +31,22 @@ pub(crate) enum Control {
     Flush(Sender<()>),
 }
 
+/// Turns ring records into lines in segments.
+#[derive(Debug)]
+pub(crate) struct Sink {
+    pub(crate) lines: LineWriter,
+    pub(crate) segments: Segments,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) rng: SmallRng,
+}
+
 /// The writer thread's state.
 #[derive(Debug)]
 pub(crate) struct Writer {
     pub(crate) ring: RingReader,
     pub(crate) control: Receiver<Control>,
-    pub(crate) lines: LineWriter,
-    pub(crate) segments: Segments,
+    pub(crate) sink: Sink,
     pub(crate) flush_interval: Duration,
-    pub(crate) counters: Arc<Counters>,
 }
 
 /// A random (version 4) UUID; event ids and file names are made here, off the caller's thread.
@@ -40,89 +57,118 @@ fn uuid_v4(rng: &mut SmallRng) -> [u8; 16] {
     b
 }
 
+impl Sink {
+    pub(crate) fn new(lines: LineWriter, segments: Segments, counters: Arc<Counters>) -> Self {
+        Sink {
+            lines,
+            segments,
+            counters,
+            rng: SmallRng::from_os_rng(),
+        }
+    }
+
+    /// Serializes one record straight from the ring into the segment buffer.
+    fn write(&mut self, rec: RecordParts<'_>) {
+        // capture() only queues times that convert.
+        let Some(time) = Timestamp::from_unix_millis(rec.time_millis) else {
+            inc(&self.counters.dropped_io_error);
+            return;
+        };
+        let event = Event {
+            input: rec.input,
+            output: rec.output,
+            event_id: uuid_v4(&mut self.rng),
+            inference_id: rec.inference_id,
+            time,
+        };
+        let file_id = uuid_v4(&mut self.rng);
+        match self.segments.buffer_for(&time, file_id) {
+            Some(buf) => {
+                let start = buf.len();
+                self.lines.write(buf, &event);
+                self.segments.commit_line(start, &time, file_id);
+            }
+            None => inc(&self.counters.dropped_io_error),
+        }
+    }
+}
+
 impl Writer {
-    /// Runs until every producer is gone, then seals the open segment.
+    /// Runs until the ring is closed and empty, then seals the open segment.
     pub(crate) fn run(mut self) {
-        let mut rng = SmallRng::from_os_rng();
         let mut control = self.control.clone();
         let mut next_sync = Instant::now() + self.flush_interval;
         let mut dirty = false;
+        let mut idle = IDLE_MIN;
         loop {
-            let wake = self
-                .segments
-                .next_deadline()
-                .map_or(next_sync, |d| d.min(next_sync));
-            let timeout = wake.saturating_duration_since(Instant::now());
-            select! {
-                recv(self.ring.receiver()) -> msg => match msg {
-                    Ok(slot) => {
-                        self.process(slot, &mut rng);
-                        dirty = true;
+            let (taken, closed) = self.take(PASS);
+            if taken > 0 {
+                dirty = true;
+                idle = IDLE_MIN;
+            }
+            if closed {
+                break;
+            }
+            let request = if taken > 0 {
+                match control.try_recv() {
+                    Ok(r) => Some(r),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => {
+                        control = crossbeam_channel::never();
+                        None
                     }
-                    Err(_) => break,
-                },
-                recv(control) -> msg => match msg {
-                    Ok(Control::Flush(reply)) => {
-                        let closed = self.drain(&mut rng);
-                        self.segments.sync();
-                        dirty = false;
-                        let _ = reply.send(());
-                        if closed {
-                            break;
-                        }
+                }
+            } else {
+                let timer = self
+                    .sink
+                    .segments
+                    .next_deadline()
+                    .map_or(next_sync, |d| d.min(next_sync));
+                let wait = idle.min(timer.saturating_duration_since(Instant::now()));
+                idle = (idle * 2).min(IDLE_MAX);
+                match control.recv_timeout(wait) {
+                    Ok(r) => Some(r),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        control = crossbeam_channel::never();
+                        None
                     }
-                    Err(_) => control = crossbeam_channel::never(),
-                },
-                default(timeout) => {}
+                }
+            };
+            if let Some(Control::Flush(reply)) = request {
+                // Every record kept before the request is in the ring by now.
+                let closed = self.take(usize::MAX).1;
+                self.sink.segments.sync();
+                dirty = false;
+                let _ = reply.send(());
+                if closed {
+                    break;
+                }
             }
             let now = Instant::now();
             if now >= next_sync {
                 if dirty {
-                    self.segments.sync();
+                    self.sink.segments.sync();
                     dirty = false;
                 }
                 next_sync = now + self.flush_interval;
             }
-            self.segments.tick();
+            self.sink.segments.tick();
         }
-        self.drain(&mut rng);
-        self.segments.seal();
+        self.take(usize::MAX);
+        self.sink.segments.seal();
     }
 
-    /// Processes every queued record; `true` when the ring is closed.
-    fn drain(&mut self, rng: &mut SmallRng) -> bool {
-        loop {
-            match self.ring.pop() {
-                Pop::Record(slot) => self.process(slot, rng),
-                Pop::Empty => return false,
-                Pop::Closed => return true,
+    /// Takes up to `max` records; returns how many, and whether the ring is closed and empty.
+    fn take(&mut self, max: usize) -> (usize, bool) {
+        let mut n = 0;
+        while n < max {
+            match self.ring.pop(|rec| self.sink.write(rec)) {
+                Pop::Record => n += 1,
+                Pop::Empty => return (n, false),
+                Pop::Closed => return (n, true),
             }
         }
-    }
-
-    fn process(&mut self, slot: Slot, rng: &mut SmallRng) {
-        let rec = slot.parts();
-        // capture() only queues times that convert.
-        if let Some(time) = Timestamp::from_unix_millis(rec.time_millis) {
-            let event = Event {
-                input: rec.input,
-                output: rec.output,
-                event_id: uuid_v4(rng),
-                inference_id: rec.inference_id,
-                time,
-            };
-            let file_id = uuid_v4(rng);
-            match self.segments.buffer_for(&time, file_id) {
-                Some(buf) => {
-                    let start = buf.len();
-                    self.lines.write(buf, &event);
-                    self.segments.commit_line(start, &time, file_id);
-                }
-                None => inc(&self.counters.dropped_io_error),
-            }
-        } else {
-            inc(&self.counters.dropped_io_error);
-        }
-        self.ring.release(slot);
+        (n, false)
     }
 }

@@ -450,9 +450,33 @@ fn engine_settings() {
     bad(
         &doc(
             &dcc,
-            r#"{"SpoolDir":"/s","RingBytes":1048576,"MaxRecordBytes":2097152}"#,
+            r#"{"SpoolDir":"/s","RingBytes":1048576,"MaxRecordBytes":600000}"#,
         ),
-        &["Engine.MaxRecordBytes", "must not exceed RingBytes"],
+        &[
+            "Engine.MaxRecordBytes",
+            "must not exceed half of RingBytes (524288)",
+            "got 600000",
+        ],
+    );
+    bad(
+        &doc(&dcc, r#"{"SpoolDir":"/s","SamplingMode":"hash"}"#),
+        &[
+            "Engine.SamplingMode",
+            "must be Random or Deterministic",
+            "got \"hash\"",
+        ],
+    );
+    let c = ok(&doc(
+        &dcc,
+        r#"{"SpoolDir":"/s","SamplingMode":"Deterministic"}"#,
+    ));
+    assert_eq!(
+        c.engine.sampling_mode,
+        capline::config::SamplingMode::Deterministic
+    );
+    assert_eq!(
+        ok(&doc(&dcc, ENGINE)).engine.sampling_mode,
+        capline::config::SamplingMode::Random
     );
     bad(
         &api("").replace(&format!(",\"Engine\":{ENGINE}"), ""),
