@@ -27,6 +27,10 @@ cargo build --workspace --locked
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast
 
+step "loom: the ring's claim/commit/consume protocol under every interleaving"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" \
+  cargo test -p capline --release --locked --lib ring::loom_tests
+
 step "fuzz: each target for ${FUZZ_SECONDS:=30} s with AddressSanitizer"
 # cargo-fuzz on stable: ASan needs RUSTC_BOOTSTRAP=1 for this command only, and
 # CARGO_CACHE_RUSTC_INFO=0 so a cached rustc probe does not hide it. New inputs

@@ -119,7 +119,8 @@ pub struct EngineSettings {
     pub flush_interval: Duration,
     /// `RingBytes`: memory for records waiting for the writer. Default 64 MiB.
     pub ring_bytes: u64,
-    /// `MaxRecordBytes`: larger records are dropped as `too_large`. Default 16 MiB.
+    /// `MaxRecordBytes`: larger records are dropped as `too_large`. Default
+    /// 16 MiB, or half of `RingBytes` if that is smaller; at most half of `RingBytes`.
     pub max_record_bytes: u64,
     /// `InferenceTimeMillis`: write `inferenceTime` with milliseconds. Default false.
     pub inference_time_millis: bool,
@@ -713,7 +714,12 @@ fn parse_engine(v: &Value) -> Result<EngineSettings, ConfigError> {
     }
 
     let ring_bytes = int("RingBytes", MIB, 64 * 1024 * MIB, 64 * MIB)?;
-    let max_record_bytes = int("MaxRecordBytes", 1024, 1024 * MIB, 16 * MIB)?;
+    let max_record_bytes = int(
+        "MaxRecordBytes",
+        1024,
+        1024 * MIB,
+        (16 * MIB).min(ring_bytes / 2),
+    )?;
     if max_record_bytes > ring_bytes / 2 {
         return Err(err(
             &field("MaxRecordBytes"),
