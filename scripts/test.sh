@@ -27,6 +27,9 @@ cargo build --workspace --locked
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast
 
+step "strace: no syscall in the capture loop, < 1 per 100 records overall"
+scripts/strace-check.sh 1000000
+
 step "loom: the ring's claim/commit/consume protocol under every interleaving"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" \
   cargo test -p capline --release --locked --lib ring::loom_tests

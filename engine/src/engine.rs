@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Sender;
 
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError, Destination};
 pub use crate::format::Payload;
 use crate::format::{EncodingRules, LineWriter, is_valid_inference_id};
@@ -18,7 +19,7 @@ use crate::io::Spool;
 use crate::ring::{RecordParts, Ring, ring};
 use crate::sample::{Closed, GATE_DISABLED, Sampler};
 use crate::segment::{Segments, Settings};
-use crate::stats::{Counters, Stats, add, inc};
+use crate::stats::{Counters, Stats, inc};
 use crate::upload::{LocalDir, Msg, Uploader};
 use crate::writer::{Control, Sink, Writer};
 use crate::{Error, Result};
@@ -89,6 +90,7 @@ pub struct Engine {
     sampler: Sampler,
     ring: Ring,
     max_record_bytes: u64,
+    clock: Clock,
     capture_input: bool,
     capture_output: bool,
     control: Option<Sender<Control>>,
@@ -109,6 +111,17 @@ impl Engine {
     /// Starts an engine: takes the spool, recovers what an earlier run left
     /// there, and starts the writer and uploader threads.
     pub fn start(config: Config) -> Result<Engine> {
+        Engine::start_with(config, false)
+    }
+
+    /// For benchmarks of the capture path only: an engine whose writer
+    /// drains the ring and discards every record (nothing is written).
+    #[doc(hidden)]
+    pub fn start_discarding(config: Config) -> Result<Engine> {
+        Engine::start_with(config, true)
+    }
+
+    fn start_with(config: Config, discard: bool) -> Result<Engine> {
         let dest = match &config.destination {
             Destination::Local { dir } => LocalDir::new(dir.clone()),
             Destination::S3 { .. } => {
@@ -145,11 +158,13 @@ impl Engine {
             EncodingRules::new(config.content_types.clone()),
             es.inference_time_millis,
         );
+        let clock = Clock::new();
         let writer = Writer {
             ring: reader,
             control: control_rx,
-            sink: Sink::new(lines, segments, counters.clone()),
+            sink: Sink::new(lines, segments, counters.clone(), clock.clone()),
             flush_interval: es.flush_interval,
+            discard,
         };
         let writer = spawn("capline-writer", move || writer.run())?;
 
@@ -160,6 +175,7 @@ impl Engine {
                 es.sampling_mode,
             ),
             max_record_bytes: es.max_record_bytes,
+            clock,
             capture_input: config.capture_mode.input(),
             capture_output: config.capture_mode.output(),
             config,
@@ -202,20 +218,25 @@ impl Engine {
             inc(&n.rejected_content_type);
             return Outcome::Rejected(RejectReason::ContentType);
         }
-        // A vDSO call, not a syscall.
-        let time = c.time.unwrap_or_else(SystemTime::now);
-        let time_millis = match time.duration_since(UNIX_EPOCH) {
-            Ok(d) if d.as_millis() < u128::from(MAX_TIME_MILLIS) => d.as_millis() as u64,
-            _ => {
-                inc(&n.rejected_time);
-                return Outcome::Rejected(RejectReason::Time);
-            }
+        let stamp = match c.time {
+            // One counter read; the writer turns it into wall-clock time.
+            None => self.clock.stamp(),
+            Some(t) => t
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis())
+                .filter(|ms| *ms < u128::from(MAX_TIME_MILLIS))
+                .map(|ms| Clock::stamp_millis(ms as u64)),
+        };
+        let Some(stamp) = stamp else {
+            inc(&n.rejected_time);
+            return Outcome::Rejected(RejectReason::Time);
         };
         let rec = RecordParts {
             input: self.capture_input.then_some(c.request),
             output: self.capture_output.then_some(c.response),
             inference_id: c.inference_id,
-            time_millis,
+            stamp,
         };
         let size = rec.size();
         if size > self.max_record_bytes {
@@ -227,7 +248,6 @@ impl Engine {
             return Outcome::Dropped(DropReason::RingFull);
         }
         inc(&n.kept);
-        add(&n.bytes_kept, size);
         Outcome::Kept
     }
 

@@ -43,6 +43,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+mod clock;
 pub mod config;
 mod engine;
 mod error;

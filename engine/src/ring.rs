@@ -17,7 +17,7 @@
 //! header word: 0                          not yet committed (or free)
 //!              (len << 32) | KIND_RECORD  a record of `len` bytes, header included
 //!              (len << 32) | KIND_PAD     `len` bytes to skip (the end of the buffer)
-//! record:      header | time_millis u64 | ct lens u16,u16 | id len u8 | flags u8 | pad u16
+//! record:      header | time stamp u64 | ct lens u16,u16 | id len u8 | flags u8 | pad u16
 //!              | data lens u32,u32 | in ct | in data | out ct | out data | id | pad to 8
 //! ```
 //!
@@ -42,7 +42,7 @@ pub(crate) struct RecordParts<'a> {
     pub(crate) input: Option<Payload<'a>>,
     pub(crate) output: Option<Payload<'a>>,
     pub(crate) inference_id: Option<&'a str>,
-    pub(crate) time_millis: u64,
+    pub(crate) stamp: u64,
 }
 
 impl RecordParts<'_> {
@@ -53,6 +53,9 @@ impl RecordParts<'_> {
     }
 }
 
+/// When the consumer finds the ring empty at least this far into the buffer
+/// (or an eighth of it, if smaller), it moves both ends back to the start.
+const WARM_WINDOW: u64 = 256 * 1024;
 const KIND_RECORD: u64 = 1;
 const KIND_PAD: u64 = 2;
 const HEADER: usize = 8;
@@ -84,6 +87,8 @@ struct Shared {
     storage: Storage,
     /// Buffer size in bytes: a power of two, at least 64.
     capacity: u64,
+    /// Size of the warm window at the buffer start (see `try_push`).
+    warm: u64,
     /// Next position to claim; in range `head ..= head + capacity`.
     tail: Padded<AtomicU64>,
     /// Every byte before this position is consumed and zeroed.
@@ -113,6 +118,7 @@ pub(crate) fn ring(bytes: u64) -> (Ring, RingReader) {
     let shared = Arc::new(Shared {
         storage: Storage::new(capacity as usize),
         capacity,
+        warm: (capacity / 8).min(WARM_WINDOW),
         tail: Padded(AtomicU64::new(0)),
         head: Padded(AtomicU64::new(0)),
         closed: AtomicBool::new(false),
@@ -222,6 +228,21 @@ impl RingReader {
             // Acquire: pairs with the producer's Release store of this header.
             let word = s.storage.header(off).load(Ordering::Acquire);
             if word == 0 {
+                // Empty. Past the warm window, move both ends to the buffer
+                // start (if no producer claims first): while the writer keeps
+                // up, producers then reuse the same cache-warm bytes instead
+                // of sweeping the whole buffer. The skipped bytes are already zero.
+                let at = self.head & mask;
+                if at >= s.warm {
+                    let next = self.head + (s.capacity - at);
+                    if s.tail
+                        .0
+                        .compare_exchange(self.head, next, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        self.head = next;
+                    }
+                }
                 publish(s, self.head, &mut self.published);
                 // Closed, and every claim committed (tail == head): nothing more will come.
                 let closed = s.closed.load(Ordering::Acquire)
@@ -237,9 +258,12 @@ impl RingReader {
                 // head past it, which happens after `f` returns.
                 unsafe { s.storage.read_record(off, len as usize, f) };
             }
+            // Everything outside `head .. tail` is zero. A record's bytes were
+            // written, so all are zeroed; padding only ever had its header written.
+            let dirty = if is_record { len as usize } else { HEADER };
             // SAFETY: the consumer owns `off .. off + len` until it publishes
             // a head past it, and nothing borrows it any more.
-            unsafe { s.storage.zero(off, len as usize) };
+            unsafe { s.storage.zero(off, dirty) };
             self.head += len;
             if self.head - self.published >= s.capacity / 8 {
                 publish(s, self.head, &mut self.published);
@@ -279,7 +303,7 @@ fn fixed_fields(rec: &RecordParts) -> [u8; FIXED] {
         flags |= HAS_ID;
     }
     let mut f = [0u8; FIXED];
-    f[0..8].copy_from_slice(&rec.time_millis.to_le_bytes());
+    f[0..8].copy_from_slice(&rec.stamp.to_le_bytes());
     f[8..10].copy_from_slice(&ct(&rec.input).to_le_bytes());
     f[10..12].copy_from_slice(&ct(&rec.output).to_le_bytes());
     f[12] = rec.inference_id.map_or(0, |id| id.len() as u8);
@@ -336,7 +360,7 @@ fn decode(body: &[u8]) -> RecordParts<'_> {
         input: (flags & HAS_INPUT != 0).then(|| Payload::new(text(in_ct), in_data)),
         output: (flags & HAS_OUTPUT != 0).then(|| Payload::new(text(out_ct), out_data)),
         inference_id: (flags & HAS_ID != 0).then(|| text(id)),
-        time_millis: u64::from_le_bytes(time),
+        stamp: u64::from_le_bytes(time),
     }
 }
 
@@ -472,7 +496,7 @@ mod tests {
             input: Some(Payload::new("text/csv", data)),
             output: Some(Payload::new("application/json", b"{}")),
             inference_id: id,
-            time_millis: t,
+            stamp: t,
         }
     }
 
@@ -485,7 +509,7 @@ mod tests {
             got = Some((
                 parts.input.unwrap().data.to_vec(),
                 parts.inference_id.map(str::to_string),
-                parts.time_millis,
+                parts.stamp,
             ))
         });
         (p, got)
@@ -498,7 +522,7 @@ mod tests {
             input: None,
             output: Some(Payload::new("text/csv; charset=utf-8", b"0.5")),
             inference_id: Some("id-7"),
-            time_millis: 42,
+            stamp: 42,
         }));
         let mut seen = false;
         assert_eq!(
@@ -508,7 +532,7 @@ mod tests {
                 assert_eq!(out.content_type, "text/csv; charset=utf-8");
                 assert_eq!(out.data, b"0.5");
                 assert_eq!(p.inference_id, Some("id-7"));
-                assert_eq!(p.time_millis, 42);
+                assert_eq!(p.stamp, 42);
                 seen = true;
             }),
             Pop::Record
@@ -560,6 +584,22 @@ mod tests {
             let (d, got_id, t) = got.unwrap();
             assert_eq!((d, got_id.as_deref(), t), (data, Some(id.as_str()), i));
         }
+    }
+
+    #[test]
+    fn an_empty_ring_rewinds_to_its_warm_start() {
+        let (w, mut r) = ring(1 << 20); // warm window: 128 KiB
+        let data = [3u8; 1000];
+        for i in 0..200 {
+            assert!(w.try_push(&rec(&data, None, i)));
+        }
+        while r.pop(|_| {}) == Pop::Record {}
+        // The consumer found it empty past the window: both ends moved to the next lap's start.
+        let tail = w.shared.tail.0.load(Ordering::Relaxed);
+        assert_eq!(tail, 1 << 20);
+        assert_eq!(w.shared.head.0.load(Ordering::Relaxed), tail);
+        assert!(w.try_push(&rec(&data, None, 7)));
+        assert_eq!(pop_owned(&mut r).1.unwrap().2, 7);
     }
 
     #[test]
@@ -618,7 +658,7 @@ mod tests {
             if r.pop(|p| {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(p.input.unwrap().data);
-                got = Some((p.time_millis, u64::from_le_bytes(b)));
+                got = Some((p.stamp, u64::from_le_bytes(b)));
             }) == Pop::Record
             {
                 let (producer, v) = got.unwrap();
@@ -650,7 +690,7 @@ mod loom_tests {
             input: Some(Payload::new("", data)),
             output: None,
             inference_id: None,
-            time_millis: t,
+            stamp: t,
         }
     }
 
@@ -666,7 +706,7 @@ mod loom_tests {
             let b = t.join().unwrap();
             loop {
                 let mut item = None;
-                match r.pop(|p| item = Some((p.time_millis, p.input.unwrap().data.to_vec()))) {
+                match r.pop(|p| item = Some((p.stamp, p.input.unwrap().data.to_vec()))) {
                     Pop::Record => got.push(item.unwrap()),
                     _ => break,
                 }
@@ -704,16 +744,13 @@ mod loom_tests {
             let mut got = Vec::new();
             for _ in 0..3 {
                 let mut item = None;
-                if r.pop(|p| item = Some((p.time_millis, p.input.unwrap().data.to_vec())))
-                    == Pop::Record
+                if r.pop(|p| item = Some((p.stamp, p.input.unwrap().data.to_vec()))) == Pop::Record
                 {
                     got.push(item.unwrap());
                 }
             }
             let pushed = t.join().unwrap();
-            while r.pop(|p| got.push((p.time_millis, p.input.unwrap().data.to_vec())))
-                == Pop::Record
-            {}
+            while r.pop(|p| got.push((p.stamp, p.input.unwrap().data.to_vec()))) == Pop::Record {}
             assert_eq!(got.len(), 1 + pushed);
             assert_eq!(got[0], (1, vec![9; 8]));
             for g in &got[1..] {

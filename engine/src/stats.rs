@@ -65,12 +65,10 @@ macro_rules! counters {
 
             /// The sum of every per-call outcome; equals the number of `capture()` calls.
             pub fn calls(&self) -> u64 {
-                0 $( + counters!(@outcome $p, self) )*
+                0 $( + self.$p )*
             }
         }
     };
-    (@outcome bytes_kept, $self:ident) => { 0 };
-    (@outcome $p:ident, $self:ident) => { $self.$p };
 }
 
 counters! {
@@ -93,10 +91,11 @@ counters! {
         rejected_content_type,
         /// Calls rejected for a time before 1970 or after 9999.
         rejected_time,
-        /// Payload bytes (bodies, content types, inference ids) of kept records.
-        bytes_kept,
     }
     shared {
+        /// Payload bytes (bodies, content types, inference ids) of kept
+        /// records, counted as the writer takes them from the ring.
+        bytes_kept,
         /// Kept records written to a segment file.
         records_written,
         /// Kept records lost to a write error.

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
+use crate::clock::{Clock, TimeBase};
 use crate::format::{Event, LineWriter};
 use crate::ring::{Pop, RecordParts, RingReader};
 use crate::segment::Segments;
-use crate::stats::{Counters, inc};
+use crate::stats::{Counters, add, inc};
 use crate::timestamp::Timestamp;
 
 const IDLE_MIN: Duration = Duration::from_millis(1);
@@ -38,6 +39,7 @@ pub(crate) struct Sink {
     pub(crate) segments: Segments,
     pub(crate) counters: Arc<Counters>,
     pub(crate) rng: SmallRng,
+    pub(crate) time: TimeBase,
 }
 
 /// The writer thread's state.
@@ -47,6 +49,8 @@ pub(crate) struct Writer {
     pub(crate) control: Receiver<Control>,
     pub(crate) sink: Sink,
     pub(crate) flush_interval: Duration,
+    /// Benchmarks only: drop records instead of writing them.
+    pub(crate) discard: bool,
 }
 
 /// A random (version 4) UUID; event ids and file names are made here, off the caller's thread.
@@ -58,19 +62,25 @@ fn uuid_v4(rng: &mut SmallRng) -> [u8; 16] {
 }
 
 impl Sink {
-    pub(crate) fn new(lines: LineWriter, segments: Segments, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(
+        lines: LineWriter,
+        segments: Segments,
+        counters: Arc<Counters>,
+        clock: Clock,
+    ) -> Self {
         Sink {
             lines,
             segments,
             counters,
             rng: SmallRng::from_os_rng(),
+            time: TimeBase::new(clock),
         }
     }
 
     /// Serializes one record straight from the ring into the segment buffer.
     fn write(&mut self, rec: RecordParts<'_>) {
         // capture() only queues times that convert.
-        let Some(time) = Timestamp::from_unix_millis(rec.time_millis) else {
+        let Some(time) = Timestamp::from_unix_millis(self.time.unix_millis(rec.stamp)) else {
             inc(&self.counters.dropped_io_error);
             return;
         };
@@ -147,6 +157,7 @@ impl Writer {
             }
             let now = Instant::now();
             if now >= next_sync {
+                self.sink.time.reanchor();
                 if dirty {
                     self.sink.segments.sync();
                     dirty = false;
@@ -163,7 +174,13 @@ impl Writer {
     fn take(&mut self, max: usize) -> (usize, bool) {
         let mut n = 0;
         while n < max {
-            match self.ring.pop(|rec| self.sink.write(rec)) {
+            let discard = self.discard;
+            match self.ring.pop(|rec| {
+                add(&self.sink.counters.bytes_kept, rec.size());
+                if !discard {
+                    self.sink.write(rec);
+                }
+            }) {
                 Pop::Record => n += 1,
                 Pop::Empty => return (n, false),
                 Pop::Closed => return (n, true),

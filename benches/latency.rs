@@ -1,0 +1,149 @@
+//! `latency`: per-call capture() latency percentiles, capline beside the
+//! channel baseline, in one run.
+//!
+//! `cargo run --release -p capline-benches --bin latency`
+//!
+//! Each call is timed with the CPU's counter (quanta's raw clock, a few ns per
+//! read); the cost of one timer read pair, measured in the same run, is
+//! subtracted. Calls cheaper than the timer itself (sampled out, disabled) are
+//! timed in batches of 64 and each batch's per-call mean is recorded, so their
+//! percentiles are percentiles of 64-call means. Sampled-in calls run in
+//! steady-state chunks (200 KiB of payload, then an untimed drain), as in the
+//! criterion `capture/sampled_in_*` groups.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use capline::{Capture, Outcome, Payload};
+use capline_benches::{ChannelCapture, Shape, capture_shapes, discarding_engine};
+use hdrhistogram::Histogram;
+
+const SAMPLES: u64 = 300_000;
+const BATCH: u64 = 64;
+
+struct Timer {
+    clock: quanta::Clock,
+    /// Nanoseconds one empty timed region costs (median).
+    overhead: f64,
+}
+
+impl Timer {
+    fn new() -> Timer {
+        let clock = quanta::Clock::new();
+        let mut h = Histogram::<u64>::new(3).expect("histogram");
+        for _ in 0..100_000 {
+            let a = clock.raw();
+            let b = clock.raw();
+            h.record(clock.delta_as_nanos(a, b).max(1)).expect("record");
+        }
+        Timer {
+            overhead: h.value_at_quantile(0.5) as f64,
+            clock,
+        }
+    }
+
+    /// Nanoseconds per call of `f` run `batch` times, less the timer's own cost.
+    fn time(&self, batch: u64, mut f: impl FnMut()) -> u64 {
+        let a = self.clock.raw();
+        for _ in 0..batch {
+            f();
+        }
+        let b = self.clock.raw();
+        let ns = self.clock.delta_as_nanos(a, b) as f64 - self.overhead;
+        (ns / batch as f64).max(1.0).round() as u64
+    }
+}
+
+fn capture_of(s: &Shape) -> Capture<'_> {
+    Capture {
+        request: Payload::new(s.request_type, &s.request),
+        response: Payload::new(s.response_type, &s.response),
+        inference_id: None,
+        time: None,
+    }
+}
+
+fn row(name: &str, h: &Histogram<u64>, base: Option<&Histogram<u64>>) {
+    let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p);
+    let ratio = |p: f64| {
+        base.map_or(String::new(), |b| {
+            format!("{:.1}x", q(b, p) as f64 / q(h, p).max(1) as f64)
+        })
+    };
+    println!(
+        "{name:<34} p50 {:>6} ns  p99 {:>6} ns  p99.9 {:>7} ns   vs channel: p50 {:>6} p99 {:>6}",
+        q(h, 0.5),
+        q(h, 0.99),
+        q(h, 0.999),
+        ratio(0.5),
+        ratio(0.99),
+    );
+}
+
+fn main() {
+    let timer = Timer::new();
+    println!(
+        "timer overhead subtracted: {:.0} ns per timed region",
+        timer.overhead
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let shapes = capture_shapes();
+    let small = &shapes[0];
+    let new_hist = || Histogram::<u64>::new(3).expect("histogram");
+
+    // Sampled out and disabled, in 64-call batches.
+    let engine = discarding_engine(tmp.path(), 0, 64 << 20);
+    let base = ChannelCapture::new(65536, 0.0);
+    let cap = capture_of(small);
+    for (name, disabled) in [("sampled_out", false), ("disabled", true)] {
+        engine.set_enabled(!disabled);
+        base.set_enabled(!disabled);
+        let (mut hc, mut hb) = (new_hist(), new_hist());
+        for _ in 0..SAMPLES / 4 {
+            hc.record(timer.time(BATCH, || {
+                black_box(engine.capture(black_box(&cap)));
+            }))
+            .expect("record");
+            hb.record(timer.time(BATCH, || {
+                black_box(base.capture(black_box(small)));
+            }))
+            .expect("record");
+        }
+        row(&format!("{name} (64-call means) channel"), &hb, None);
+        row(&format!("{name} (64-call means) capline"), &hc, Some(&hb));
+    }
+    drop(engine);
+    drop(base);
+
+    // Sampled in, one call per sample, steady-state chunks.
+    for s in &shapes {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = discarding_engine(dir.path(), 100, 64 << 20);
+        let base = ChannelCapture::new(65536, 100.0);
+        let cap = capture_of(s);
+        let chunk = (200 * 1024 / (s.request.len() + s.response.len())) as u64;
+        let (mut hc, mut hb) = (new_hist(), new_hist());
+        let mut done = 0;
+        while done < SAMPLES {
+            for _ in 0..chunk {
+                let mut kept = false;
+                hc.record(timer.time(1, || {
+                    kept = engine.capture(black_box(&cap)) == Outcome::Kept
+                }))
+                .expect("record");
+                assert!(kept);
+            }
+            engine.flush(Duration::from_secs(60)).expect("flush");
+            for _ in 0..chunk {
+                let mut kept = false;
+                hb.record(timer.time(1, || kept = base.capture(black_box(s))))
+                    .expect("record");
+                assert!(kept);
+            }
+            base.drain();
+            done += chunk;
+        }
+        row(&format!("sampled_in {} channel", s.name), &hb, None);
+        row(&format!("sampled_in {} capline", s.name), &hc, Some(&hb));
+    }
+}

@@ -1,0 +1,205 @@
+//! Shared by the benches: deterministic record shapes, the "afternoon"
+//! baseline capture path, and engine set-up.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use capline::{Config, Engine};
+use crossbeam_channel::{Sender, TrySendError};
+
+/// A named request/response pair.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Bench id, e.g. `csv_1k`.
+    pub name: &'static str,
+    /// Request Content-Type.
+    pub request_type: &'static str,
+    /// Request body.
+    pub request: Vec<u8>,
+    /// Response Content-Type.
+    pub response_type: &'static str,
+    /// Response body.
+    pub response: Vec<u8>,
+}
+
+impl Shape {
+    /// Payload bytes in the pair.
+    pub fn bytes(&self) -> u64 {
+        (self.request.len() + self.response.len()) as u64
+    }
+}
+
+/// CSV text of exactly `n` bytes ending in `\n`: numbers and commas, like the churn rows.
+pub fn csv(n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0u64;
+    while out.len() < n - 1 {
+        out.extend_from_slice(format!("{}.{},", i * 37 % 400, i % 10).as_bytes());
+        i += 1;
+    }
+    out.truncate(n - 1);
+    out.push(b'\n');
+    out
+}
+
+/// JSON text of exactly `n` bytes, quote-heavy (one `"` every 6 bytes or so).
+pub fn json(n: usize) -> Vec<u8> {
+    let mut out = b"{\"instances\":[".to_vec();
+    let mut i = 0u64;
+    while out.len() < n - 3 {
+        out.extend_from_slice(format!("{{\"f\":{i}}},").as_bytes());
+        i += 1;
+    }
+    out.truncate(n - 2);
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// `n` pseudo-random bytes (a fixed xorshift stream).
+pub fn binary(n: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The format bench shapes: 1 KiB CSV pair, 1 KiB JSON pair, 16 KiB binary (BASE64).
+pub fn format_shapes() -> Vec<Shape> {
+    vec![
+        Shape {
+            name: "csv_1k_pair",
+            request_type: "text/csv",
+            request: csv(1024),
+            response_type: "text/csv; charset=utf-8",
+            response: csv(1024),
+        },
+        Shape {
+            name: "json_1k_pair",
+            request_type: "application/json",
+            request: json(1024),
+            response_type: "application/json",
+            response: json(1024),
+        },
+        Shape {
+            name: "base64_16k",
+            request_type: "application/x-npy",
+            request: binary(16 * 1024),
+            response_type: "text/csv",
+            response: b"0.7312".to_vec(),
+        },
+    ]
+}
+
+/// The capture path a team writes in an afternoon: an atomic flag, a
+/// `rand::random` draw, and the pair copied into a `Vec<u8>` sent over a
+/// bounded crossbeam channel to a consumer thread (which here just drops it).
+#[derive(Debug)]
+pub struct ChannelCapture {
+    tx: Sender<Vec<u8>>,
+    enabled: AtomicBool,
+    /// The sampling percentage as `f64` bits.
+    percent: AtomicU64,
+    consumer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ChannelCapture {
+    /// A channel of `capacity` records and its consumer thread.
+    pub fn new(capacity: usize, percent: f64) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(capacity);
+        let consumer = std::thread::spawn(move || {
+            for v in rx {
+                drop(std::hint::black_box(v));
+            }
+        });
+        ChannelCapture {
+            tx,
+            enabled: AtomicBool::new(true),
+            percent: AtomicU64::new(percent.to_bits()),
+            consumer: Some(consumer),
+        }
+    }
+
+    /// Turns capture on or off.
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
+    }
+
+    /// One capture; `true` when the pair was queued.
+    pub fn capture(&self, s: &Shape) -> bool {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return false;
+        }
+        let percent = f64::from_bits(self.percent.load(Ordering::Relaxed));
+        if rand::random::<f64>() * 100.0 >= percent {
+            return false;
+        }
+        let mut v = Vec::with_capacity(
+            s.request_type.len() + s.request.len() + s.response_type.len() + s.response.len(),
+        );
+        v.extend_from_slice(s.request_type.as_bytes());
+        v.extend_from_slice(&s.request);
+        v.extend_from_slice(s.response_type.as_bytes());
+        v.extend_from_slice(&s.response);
+        match self.tx.try_send(v) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Waits until the consumer has taken everything.
+    pub fn drain(&self) {
+        while !self.tx.is_empty() {
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for ChannelCapture {
+    fn drop(&mut self) {
+        let (dead, _) = crossbeam_channel::bounded(1);
+        drop(std::mem::replace(&mut self.tx, dead));
+        if let Some(h) = self.consumer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// An engine for capture-path benchmarks: sampling `percent`, a ring of
+/// `ring_bytes`, and a writer that discards records (nothing touches disk).
+pub fn discarding_engine(dir: &Path, percent: u32, ring_bytes: u64) -> Engine {
+    let config = Config::from_json(&format!(
+        r#"{{"EndpointName":"bench","DataCaptureConfig":{{"InitialSamplingPercentage":{percent},
+            "DestinationS3Uri":"file://{}/dest","CaptureOptions":[{{"CaptureMode":"InputAndOutput"}}],
+            "CaptureContentTypeHeader":{{"CsvContentTypes":["text/csv"],"JsonContentTypes":["application/json"]}}}},
+            "Engine":{{"SpoolDir":"{}/spool","RingBytes":{ring_bytes}}}}}"#,
+        dir.display(),
+        dir.display()
+    ))
+    .expect("bench config");
+    Engine::start_discarding(config).expect("start engine")
+}
+
+/// The capture-path shapes: 1 KiB + 1 KiB and 16 KiB + 1 KiB CSV pairs.
+pub fn capture_shapes() -> Vec<Shape> {
+    vec![
+        Shape {
+            name: "1k_1k",
+            request_type: "text/csv",
+            request: csv(1024),
+            response_type: "text/csv",
+            response: csv(1024),
+        },
+        Shape {
+            name: "16k_1k",
+            request_type: "text/csv",
+            request: csv(16 * 1024),
+            response_type: "text/csv",
+            response: csv(1024),
+        },
+    ]
+}
