@@ -12,18 +12,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use capline::{Capture, Engine, Outcome, Payload};
+use capline::{Engine, Outcome};
 use capline_benches::{ChannelCapture, Shape, capture_shapes, discarding_engine};
 use criterion::{Criterion, criterion_group, criterion_main};
-
-fn capture_of(s: &Shape) -> Capture<'_> {
-    Capture {
-        request: Payload::new(s.request_type, &s.request),
-        response: Payload::new(s.response_type, &s.response),
-        inference_id: None,
-        time: None,
-    }
-}
 
 /// Records per timed chunk in steady state: bursts that stay inside the
 /// ring's warm window (256 KiB), so the writer keeps up, as in a server
@@ -64,7 +55,7 @@ fn bench(c: &mut Criterion) {
     // Sampled out and disabled: the decision alone.
     let engine = discarding_engine(tmp.path(), 0, RING);
     let base = ChannelCapture::new(65536, 0.0);
-    let cap = capture_of(small);
+    let cap = small.capture();
     let mut g = c.benchmark_group("capture/sampled_out");
     g.bench_function("capline", |b| {
         b.iter(|| assert_eq!(engine.capture(black_box(&cap)), Outcome::SampledOut))
@@ -90,7 +81,7 @@ fn bench(c: &mut Criterion) {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine: Engine = discarding_engine(dir.path(), 100, RING);
         let base = ChannelCapture::new(65536, 100.0);
-        let cap = capture_of(s);
+        let cap = s.capture();
         for (mode, chunk) in [("sampled_in", steady(s)), ("burst", burst(s).min(65536))] {
             let mut g = c.benchmark_group(format!("capture/{mode}_{}", s.name));
             g.bench_function("capline", |b| {

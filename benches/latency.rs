@@ -14,8 +14,8 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use capline::{Capture, Outcome, Payload};
-use capline_benches::{ChannelCapture, Shape, capture_shapes, discarding_engine};
+use capline::Outcome;
+use capline_benches::{ChannelCapture, capture_shapes, discarding_engine};
 use hdrhistogram::Histogram;
 
 const SAMPLES: u64 = 300_000;
@@ -54,15 +54,6 @@ impl Timer {
     }
 }
 
-fn capture_of(s: &Shape) -> Capture<'_> {
-    Capture {
-        request: Payload::new(s.request_type, &s.request),
-        response: Payload::new(s.response_type, &s.response),
-        inference_id: None,
-        time: None,
-    }
-}
-
 fn row(name: &str, h: &Histogram<u64>, base: Option<&Histogram<u64>>) {
     let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p);
     let ratio = |p: f64| {
@@ -94,7 +85,7 @@ fn main() {
     // Sampled out and disabled, in 64-call batches.
     let engine = discarding_engine(tmp.path(), 0, 64 << 20);
     let base = ChannelCapture::new(65536, 0.0);
-    let cap = capture_of(small);
+    let cap = small.capture();
     for (name, disabled) in [("sampled_out", false), ("disabled", true)] {
         engine.set_enabled(!disabled);
         base.set_enabled(!disabled);
@@ -120,7 +111,7 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = discarding_engine(dir.path(), 100, 64 << 20);
         let base = ChannelCapture::new(65536, 100.0);
-        let cap = capture_of(s);
+        let cap = s.capture();
         let chunk = (200 * 1024 / (s.request.len() + s.response.len())) as u64;
         let (mut hc, mut hb) = (new_hist(), new_hist());
         let mut done = 0;

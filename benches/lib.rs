@@ -23,6 +23,16 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// This pair as a capture call (no inference id, time now).
+    pub fn capture(&self) -> capline::Capture<'_> {
+        capline::Capture {
+            request: capline::Payload::new(self.request_type, &self.request),
+            response: capline::Payload::new(self.response_type, &self.response),
+            inference_id: None,
+            time: None,
+        }
+    }
+
     /// Payload bytes in the pair.
     pub fn bytes(&self) -> u64 {
         (self.request.len() + self.response.len()) as u64

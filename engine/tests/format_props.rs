@@ -14,32 +14,11 @@ fn rules() -> EncodingRules {
     }))
 }
 
-/// Decodes one payload object of a serde_json-parsed line back to bytes.
-fn decoded(p: &serde_json::Value) -> Vec<u8> {
-    let data = p["data"].as_str().expect("data is a string");
-    match p["encoding"].as_str() {
-        Some("BASE64") => base64_decode(data),
-        Some("CSV" | "JSON") => data.as_bytes().to_vec(),
-        other => panic!("bad encoding {other:?}"),
-    }
-}
-
-/// A plain base64 decoder, independent of the one the engine uses.
-fn base64_decode(s: &str) -> Vec<u8> {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes().filter(|&c| c != b'=') {
-        let v = A.iter().position(|&a| a == c).expect("base64 alphabet") as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
-}
+// The independent decoder the fuzz check uses.
+#[path = "../../fuzz/checks/serialize_record.rs"]
+#[allow(dead_code)]
+mod fuzz_check;
+use fuzz_check::decoded;
 
 fn content_type() -> impl Strategy<Value = String> {
     prop_oneof![

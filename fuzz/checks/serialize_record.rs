@@ -17,7 +17,8 @@ fn take<'a>(data: &mut &'a [u8]) -> &'a [u8] {
     head
 }
 
-fn base64_decode(s: &str) -> Vec<u8> {
+/// A plain base64 decoder, independent of the one the engine uses.
+pub fn base64_decode(s: &str) -> Vec<u8> {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = Vec::new();
     let (mut acc, mut bits) = (0u32, 0);
@@ -33,7 +34,8 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-fn decoded(p: &serde_json::Value) -> Vec<u8> {
+/// A payload object of a serde_json-parsed line, decoded back to bytes.
+pub fn decoded(p: &serde_json::Value) -> Vec<u8> {
     let data = p["data"].as_str().expect("data is a string");
     match p["encoding"].as_str() {
         Some("BASE64") => base64_decode(data),
