@@ -80,6 +80,17 @@ pub enum SamplingMode {
     Deterministic,
 }
 
+/// How segments are written (`Engine.Io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoMode {
+    /// `auto` (default): io_uring, or `pwrite` when io_uring cannot be set up.
+    Auto,
+    /// `uring`: io_uring only; the engine does not start without it.
+    Uring,
+    /// `pwrite`: `pwrite` calls only.
+    Pwrite,
+}
+
 /// Where sealed segments go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
@@ -126,6 +137,8 @@ pub struct EngineSettings {
     pub inference_time_millis: bool,
     /// `SamplingMode`: `Random` (default) or `Deterministic`.
     pub sampling_mode: SamplingMode,
+    /// `Io`: `auto` (default), `uring` or `pwrite`.
+    pub io: IoMode,
 }
 
 /// A validated engine config.
@@ -460,6 +473,7 @@ const ENGINE_KEYS: &[&str] = &[
     "MaxRecordBytes",
     "InferenceTimeMillis",
     "SamplingMode",
+    "Io",
 ];
 
 /// The `DataCaptureConfig` part, in either shape.
@@ -736,6 +750,16 @@ fn parse_engine(v: &Value) -> Result<EngineSettings, ConfigError> {
             _ => return Err(err(&mode_path, "must be Random or Deterministic", Some(v))),
         },
     };
+    let io_path = field("Io");
+    let io = match get(obj, "Io") {
+        None => IoMode::Auto,
+        Some(v) => match as_str(&io_path, v)? {
+            "auto" => IoMode::Auto,
+            "uring" => IoMode::Uring,
+            "pwrite" => IoMode::Pwrite,
+            _ => return Err(err(&io_path, "must be auto, uring or pwrite", Some(v))),
+        },
+    };
     Ok(EngineSettings {
         spool_dir: PathBuf::from(spool_str),
         segment_max_bytes: int("SegmentMaxBytes", 64 * 1024, 5 * 1024 * MIB, 64 * MIB)?,
@@ -748,5 +772,6 @@ fn parse_engine(v: &Value) -> Result<EngineSettings, ConfigError> {
             .transpose()?
             .unwrap_or(false),
         sampling_mode,
+        io,
     })
 }

@@ -140,6 +140,9 @@ impl Engine {
         let uploader = Uploader::new(dest, upload_rx, recovered, counters.clone());
         let uploader = spawn("capline-upload", move || uploader.run())?;
 
+        let out = crate::io::Output::new(es.io)
+            .map_err(|e| Error::io("set up io_uring (Engine.Io is \"uring\")", &es.spool_dir, e))?;
+        tracing::info!(io = ?out.io_path(), "segment writer ready");
         let (ring, reader) = ring(es.ring_bytes);
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let segments = Segments::new(
@@ -151,6 +154,7 @@ impl Engine {
                 max_bytes: es.segment_max_bytes,
                 max_age: es.segment_max_age,
             },
+            out,
             upload_tx.clone(),
             counters.clone(),
         );

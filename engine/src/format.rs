@@ -130,6 +130,50 @@ pub struct Event<'a> {
     pub time: Timestamp,
 }
 
+/// Where lines are written: a `Vec<u8>`, or the writer's aligned I/O buffer.
+pub trait LineBuf {
+    /// Appends bytes.
+    fn extend_from_slice(&mut self, s: &[u8]);
+    /// Makes room for `n` more bytes.
+    fn reserve(&mut self, n: usize);
+    /// Appends `data` as standard base64 with padding.
+    fn append_base64(&mut self, data: &[u8]);
+}
+
+impl LineBuf for Vec<u8> {
+    #[inline]
+    fn extend_from_slice(&mut self, s: &[u8]) {
+        Vec::extend_from_slice(self, s);
+    }
+    #[inline]
+    fn reserve(&mut self, n: usize) {
+        Vec::reserve(self, n);
+    }
+    fn append_base64(&mut self, data: &[u8]) {
+        base64_simd::STANDARD.encode_append(data, self);
+    }
+}
+
+impl LineBuf for crate::io::AlignedBuf {
+    #[inline]
+    fn extend_from_slice(&mut self, s: &[u8]) {
+        crate::io::AlignedBuf::extend_from_slice(self, s);
+    }
+    #[inline]
+    fn reserve(&mut self, n: usize) {
+        crate::io::AlignedBuf::reserve(self, n);
+    }
+    fn append_base64(&mut self, data: &[u8]) {
+        let n = base64_simd::STANDARD.encoded_length(data.len());
+        let spare = self.spare(n);
+        let written = base64_simd::STANDARD
+            .encode(data, base64_simd::Out::from_uninit_slice(&mut spare[..n]))
+            .len();
+        // SAFETY: `encode` initialized the first `written` bytes of the spare room.
+        unsafe { self.advance(written) };
+    }
+}
+
 /// Serializes events into SageMaker lines.
 #[derive(Debug, Clone, Default)]
 pub struct LineWriter {
@@ -149,14 +193,14 @@ impl LineWriter {
     }
 
     /// Appends one line, `\n` included, to `out`.
-    pub fn write(&self, out: &mut Vec<u8>, ev: &Event) {
+    pub fn write<B: LineBuf>(&self, out: &mut B, ev: &Event) {
         out.extend_from_slice(b"{\"captureData\":{");
         if let Some(p) = &ev.input {
             self.payload(out, b"\"endpointInput\":{", b"INPUT", p);
         }
         if let Some(p) = &ev.output {
             if ev.input.is_some() {
-                out.push(b',');
+                out.extend_from_slice(b",");
             }
             self.payload(out, b"\"endpointOutput\":{", b"OUTPUT", p);
         }
@@ -171,11 +215,13 @@ impl LineWriter {
             escape_into(out, id.as_bytes());
         }
         out.extend_from_slice(b"\",\"inferenceTime\":\"");
-        ev.time.write(out, self.millis);
+        let mut time = [0u8; 24];
+        let n = ev.time.write_to(&mut time, self.millis);
+        out.extend_from_slice(&time[..n]);
         out.extend_from_slice(b"\"},\"eventVersion\":\"0\"}\n");
     }
 
-    fn payload(&self, out: &mut Vec<u8>, key: &[u8], mode: &[u8], p: &Payload) {
+    fn payload<B: LineBuf>(&self, out: &mut B, key: &[u8], mode: &[u8], p: &Payload) {
         let enc = self.rules.encoding(p);
         out.extend_from_slice(key);
         out.extend_from_slice(b"\"observedContentType\":\"");
@@ -184,7 +230,7 @@ impl LineWriter {
         out.extend_from_slice(mode);
         out.extend_from_slice(b"\",\"data\":\"");
         match enc {
-            Encoding::Base64 => base64_simd::STANDARD.encode_append(p.data, out),
+            Encoding::Base64 => out.append_base64(p.data),
             Encoding::Csv | Encoding::Json => escape_into(out, p.data),
         }
         out.extend_from_slice(b"\",\"encoding\":\"");
@@ -232,7 +278,7 @@ fn escape_mask(w: u64) -> u64 {
 /// every other byte, including UTF-8 sequences, is copied as is. `s` must be
 /// valid UTF-8 for the result to be valid JSON. Clean runs are found eight
 /// bytes at a time (SWAR) and copied whole.
-pub fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
+pub fn escape_into<B: LineBuf>(out: &mut B, s: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len());
     let mut start = 0;
@@ -253,12 +299,16 @@ pub fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
         if e != 0 {
             out.extend_from_slice(&s[start..i]);
             if e == b'u' {
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 0xf) as usize]);
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 0xf) as usize],
+                ]);
             } else {
-                out.push(b'\\');
-                out.push(e);
+                out.extend_from_slice(&[b'\\', e]);
             }
             start = i + 1;
         }

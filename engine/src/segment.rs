@@ -12,27 +12,22 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use crate::io::{SegmentFile, sync_dir};
+use crate::io::{AlignedBuf, Output, Progress, sync_dir};
 use crate::stats::{Counters, add, inc};
 use crate::timestamp::Timestamp;
 use crate::upload::{Key, Msg, Sealed};
 
-/// Lines are gathered in memory and written in batches of about this size.
-const BATCH_BYTES: usize = 1 << 20;
+/// Segments are preallocated this far ahead of their data (or to
+/// `SegmentMaxBytes`, if smaller).
+const PREALLOC: u64 = 8 << 20;
 
-/// The open segment.
+/// The open segment's identity; its bytes are in the writer's [`Output`].
 #[derive(Debug)]
 struct Open {
     key: Key,
     path: PathBuf,
-    file: SegmentFile,
     first: Timestamp,
     created: Instant,
-    /// Lines not yet written to the file.
-    buf: Vec<u8>,
-    buffered_records: u64,
-    /// Records in the file.
-    written_records: u64,
 }
 
 /// Rolling settings and the segment being written.
@@ -44,8 +39,9 @@ pub(crate) struct Segments {
     sealed_dir: PathBuf,
     max_bytes: u64,
     max_age: Duration,
+    out: Output,
     open: Option<Open>,
-    /// A spare buffer so rolling does not allocate.
+    /// Holds a line while it moves to a new segment (capacity reused).
     spare: Vec<u8>,
     sealed_tx: Sender<Msg>,
     counters: Arc<Counters>,
@@ -63,7 +59,12 @@ pub(crate) struct Settings<'a> {
 }
 
 impl Segments {
-    pub(crate) fn new(s: Settings, sealed_tx: Sender<Msg>, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(
+        s: Settings,
+        out: Output,
+        sealed_tx: Sender<Msg>,
+        counters: Arc<Counters>,
+    ) -> Self {
         Segments {
             endpoint: s.endpoint.to_string(),
             variant: s.variant.to_string(),
@@ -71,8 +72,9 @@ impl Segments {
             sealed_dir: s.sealed_dir.to_path_buf(),
             max_bytes: s.max_bytes,
             max_age: s.max_age,
+            out,
             open: None,
-            spare: Vec::with_capacity(BATCH_BYTES * 2),
+            spare: Vec::new(),
             sealed_tx,
             counters,
         }
@@ -81,7 +83,7 @@ impl Segments {
     /// The buffer to append the next line to, for a record with time `t`.
     /// Rolls first when `t` is in another hour or the segment is too old.
     /// `None` when no segment could be created (the record is lost to I/O).
-    pub(crate) fn buffer_for(&mut self, t: &Timestamp, uuid: [u8; 16]) -> Option<&mut Vec<u8>> {
+    pub(crate) fn buffer_for(&mut self, t: &Timestamp, uuid: [u8; 16]) -> Option<&mut AlignedBuf> {
         if self
             .open
             .as_ref()
@@ -92,45 +94,38 @@ impl Segments {
         if self.open.is_none() {
             self.create(t, uuid)?;
         }
-        self.open.as_mut().map(|o| &mut o.buf)
+        Some(self.out.buf())
     }
 
-    /// Accounts for the line just appended from `start` on. When it pushed the
-    /// segment past `SegmentMaxBytes`, it moves to a new segment (`uuid`).
+    /// Accounts for the line just appended from buffer offset `start` on. When
+    /// it pushed the segment past `SegmentMaxBytes`, it moves to a new segment (`uuid`).
     pub(crate) fn commit_line(&mut self, start: usize, t: &Timestamp, uuid: [u8; 16]) {
-        let Some(o) = self.open.as_mut() else { return };
-        let total = o.file.len() + o.buf.len() as u64;
-        let earlier = o.written_records + o.buffered_records;
-        if total > self.max_bytes && earlier > 0 {
-            let mut line = std::mem::take(&mut self.spare);
-            line.clear();
-            line.extend_from_slice(&o.buf[start..]);
-            o.buf.truncate(start);
+        let line_len = (self.out.buf().len() - start) as u64;
+        let total = self.out.data_len();
+        if total > self.max_bytes && total > line_len {
+            self.spare.clear();
+            self.spare
+                .extend_from_slice(&self.out.buf().as_slice()[start..]);
+            self.out.buf().truncate(start);
             self.seal();
             if self.create(t, uuid).is_none() {
-                self.spare = line;
+                inc(&self.counters.dropped_io_error);
                 return;
             }
-            let Some(o) = self.open.as_mut() else { return };
-            std::mem::swap(&mut o.buf, &mut line);
+            let line = std::mem::take(&mut self.spare);
+            self.out.buf().extend_from_slice(&line);
             self.spare = line;
         }
-        if let Some(o) = self.open.as_mut() {
-            o.buffered_records += 1;
-            if o.buf.len() >= BATCH_BYTES {
-                self.write_batch();
-            }
-        }
+        self.out.line_end();
+        let p = self.out.pump();
+        self.account(p);
     }
 
     /// Writes buffered lines and makes the open segment durable.
     pub(crate) fn sync(&mut self) {
-        self.write_batch();
-        if let Some(o) = self.open.as_mut()
-            && let Err(e) = o.file.sync()
-        {
-            tracing::error!(key = o.key.as_str(), error = %e, "fdatasync failed; sealing the segment");
-            self.seal();
+        if self.open.is_some() {
+            let p = self.out.sync();
+            self.account(p);
         }
     }
 
@@ -150,80 +145,51 @@ impl Segments {
         self.open.as_ref().map(|o| o.created + self.max_age)
     }
 
+    /// Counts what the output reports; a failed file is sealed at its last good line.
+    fn account(&mut self, p: Progress) {
+        add(&self.counters.records_written, p.written);
+        add(&self.counters.dropped_io_error, p.lost);
+        if self.out.failed() {
+            self.seal();
+        }
+    }
+
     fn create(&mut self, t: &Timestamp, uuid: [u8; 16]) -> Option<()> {
         let key = Key::new(&self.endpoint, &self.variant, t, &uuid);
         let path = self.active_dir.join(key.spool_name());
-        match SegmentFile::create(&path) {
-            Ok(file) => {
-                let mut buf = std::mem::take(&mut self.spare);
-                buf.clear();
+        match self.out.open(&path, self.max_bytes.min(PREALLOC)) {
+            Ok(()) => {
                 self.open = Some(Open {
                     key,
                     path,
-                    file,
                     first: *t,
                     created: Instant::now(),
-                    buf,
-                    buffered_records: 0,
-                    written_records: 0,
                 });
                 Some(())
             }
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "cannot create segment");
+                let _ = std::fs::remove_file(&path);
                 None
             }
         }
     }
 
-    /// Writes the buffered lines. On failure they are counted as lost and the
-    /// segment is sealed at its last good record.
-    fn write_batch(&mut self) {
-        let Some(o) = self.open.as_mut() else { return };
-        if o.buf.is_empty() {
-            return;
-        }
-        match o.file.append(&o.buf) {
-            Ok(()) => {
-                add(&self.counters.records_written, o.buffered_records);
-                add(&self.counters.bytes_written, o.buf.len() as u64);
-                o.written_records += o.buffered_records;
-            }
-            Err(e) => {
-                tracing::error!(key = o.key.as_str(), error = %e, records = o.buffered_records, "segment write failed; records lost");
-                add(&self.counters.dropped_io_error, o.buffered_records);
-                o.buf.clear();
-                o.buffered_records = 0;
-                self.seal();
-                return;
-            }
-        }
-        o.buf.clear();
-        o.buffered_records = 0;
-    }
-
-    /// Writes out, syncs and hands the open segment to the uploader.
+    /// Writes out, truncates, syncs and hands the open segment to the uploader.
     pub(crate) fn seal(&mut self) {
-        self.write_batch();
-        let Some(mut o) = self.open.take() else {
+        let Some(o) = self.open.take() else {
             return;
         };
-        let mut spare = std::mem::take(&mut o.buf);
-        spare.clear();
-        self.spare = spare;
-        if o.written_records == 0 {
-            drop(o.file);
+        let (p, len) = self.out.close();
+        add(&self.counters.records_written, p.written);
+        add(&self.counters.dropped_io_error, p.lost);
+        if len == 0 {
             let _ = std::fs::remove_file(&o.path);
             return;
         }
+        add(&self.counters.bytes_written, len);
         let sealed = self.sealed_dir.join(o.key.spool_name());
-        let result = o
-            .file
-            .sync()
-            .and_then(|()| {
-                drop(o.file);
-                std::fs::rename(&o.path, &sealed)
-            })
+        let result = std::fs::rename(&o.path, &sealed)
             .and_then(|()| sync_dir(&self.sealed_dir))
             .and_then(|()| sync_dir(&self.active_dir));
         match result {

@@ -51,34 +51,36 @@ impl Timestamp {
         )
     }
 
-    /// `YYYY-MM-DDThh:mm:ssZ`, or `YYYY-MM-DDThh:mm:ss.mmmZ` with `millis`.
-    pub fn write(&self, out: &mut Vec<u8>, millis: bool) {
-        let t = self;
-        fn digits(out: &mut Vec<u8>, v: u16, n: usize) {
-            let mut buf = [b'0'; 4];
+    /// Writes `YYYY-MM-DDThh:mm:ssZ` (20 bytes), or `YYYY-MM-DDThh:mm:ss.mmmZ`
+    /// (24 bytes) with `millis`, into `out`; returns the length.
+    pub fn write_to(&self, out: &mut [u8; 24], millis: bool) -> usize {
+        fn digits(out: &mut [u8], v: u16) {
             let mut v = v;
-            for i in (0..n).rev() {
-                buf[i] = b'0' + (v % 10) as u8;
+            for d in out.iter_mut().rev() {
+                *d = b'0' + (v % 10) as u8;
                 v /= 10;
             }
-            out.extend_from_slice(&buf[..n]);
         }
-        digits(out, t.year, 4);
-        out.push(b'-');
-        digits(out, t.month.into(), 2);
-        out.push(b'-');
-        digits(out, t.day.into(), 2);
-        out.push(b'T');
-        digits(out, t.hour.into(), 2);
-        out.push(b':');
-        digits(out, t.minute.into(), 2);
-        out.push(b':');
-        digits(out, t.second.into(), 2);
+        digits(&mut out[0..4], self.year);
+        out[4] = b'-';
+        digits(&mut out[5..7], self.month.into());
+        out[7] = b'-';
+        digits(&mut out[8..10], self.day.into());
+        out[10] = b'T';
+        digits(&mut out[11..13], self.hour.into());
+        out[13] = b':';
+        digits(&mut out[14..16], self.minute.into());
+        out[16] = b':';
+        digits(&mut out[17..19], self.second.into());
         if millis {
-            out.push(b'.');
-            digits(out, t.millis, 3);
+            out[19] = b'.';
+            digits(&mut out[20..23], self.millis);
+            out[23] = b'Z';
+            24
+        } else {
+            out[19] = b'Z';
+            20
         }
-        out.push(b'Z');
     }
 
     /// Parses `YYYY-MM-DDThh:mm:ssZ` or `YYYY-MM-DDThh:mm:ss.mmmZ` (UTC, a real calendar date).
