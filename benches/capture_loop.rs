@@ -1,4 +1,4 @@
-//! `capture-loop N DIR`: captures N 1 KiB + 1 KiB CSV pairs as fast as one
+//! `capture-loop N DIR [IO]`: captures N 1 KiB + 1 KiB CSV pairs as fast as one
 //! thread can, into a real engine writing under DIR, then shuts down and
 //! prints the stats. Used under `strace` by `scripts/strace-check.sh` to show
 //! that the capture loop makes no syscall and the whole run makes fewer than
@@ -16,13 +16,14 @@ fn main() {
     let n: u64 = args
         .next()
         .and_then(|a| a.parse().ok())
-        .expect("usage: capture-loop N DIR");
-    let dir = std::path::PathBuf::from(args.next().expect("usage: capture-loop N DIR"));
+        .expect("usage: capture-loop N DIR [IO]");
+    let dir = std::path::PathBuf::from(args.next().expect("usage: capture-loop N DIR [IO]"));
+    let io = args.next().unwrap_or_else(|| "auto".into());
     let config = Config::from_json(&format!(
         r#"{{"EndpointName":"loop","DataCaptureConfig":{{"InitialSamplingPercentage":100,
             "DestinationS3Uri":"file://{}/dest","CaptureOptions":[{{"CaptureMode":"InputAndOutput"}}],
             "CaptureContentTypeHeader":{{"CsvContentTypes":["text/csv"]}}}},
-            "Engine":{{"SpoolDir":"{}/spool"}}}}"#,
+            "Engine":{{"SpoolDir":"{}/spool","Io":"{io}"}}}}"#,
         dir.display(),
         dir.display()
     ))

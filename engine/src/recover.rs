@@ -4,9 +4,10 @@
 //! - A segment in `sealed/` is complete and durable: it is delivered as is,
 //!   under the key in its name.
 //! - A segment in `active/` was being written when the engine stopped. It is
-//!   cut back to its last complete line (the end of the last `\n` before any
-//!   zero byte or torn tail), synced, and moved to `sealed/`. If no complete
-//!   line remains it is removed.
+//!   cut back to its last complete, valid line: the end of the last `\n`
+//!   before the first zero byte (padding, preallocation) or torn tail, and
+//!   further back while that last line does not parse as a capture record.
+//!   It is then synced and moved to `sealed/`. If no valid line remains it is removed.
 //! - Files whose names are not capline segment names are left alone and logged.
 
 use std::fs::OpenOptions;
@@ -14,16 +15,27 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::Error;
+use crate::format::check::parse_line;
 use crate::io::{Spool, sync_dir};
 use crate::upload::{Key, Sealed};
 
-/// Length of the valid prefix: up to and including the last `\n` before the first NUL.
+/// Length of the valid prefix: up to and including the last `\n` before the
+/// first NUL, stepping back further while the last line is not a valid record.
 pub(crate) fn complete_prefix(bytes: &[u8]) -> usize {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    bytes[..end]
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1)
+    let mut end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    loop {
+        let Some(nl) = bytes[..end].iter().rposition(|&b| b == b'\n') else {
+            return 0;
+        };
+        let start = bytes[..nl]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        if parse_line(&bytes[start..nl], None).is_ok() {
+            return nl + 1;
+        }
+        end = start;
+    }
 }
 
 fn recover_active(path: &Path, sealed_dir: &Path, key: &Key) -> std::io::Result<bool> {
@@ -76,4 +88,41 @@ pub(crate) fn recover(spool: &Spool) -> crate::Result<Vec<Sealed>> {
         .into_iter()
         .map(|(path, key)| Sealed { path, key })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete_prefix;
+
+    const LINE: &str = r#"{"captureData":{"endpointInput":{"observedContentType":"text/csv","mode":"INPUT","data":"1,2\n","encoding":"CSV"}},"eventMetadata":{"eventId":"7ddb2d7c-4d6a-4e67-a68e-23870399829d","inferenceTime":"2024-01-19T19:27:57Z"},"eventVersion":"0"}"#;
+
+    #[test]
+    fn cuts_padding_torn_tails_and_invalid_last_lines() {
+        let good = format!("{LINE}\n{LINE}\n");
+        let mut b = good.clone().into_bytes();
+        b.extend_from_slice(&LINE.as_bytes()[..40]);
+        b.extend_from_slice(&[0; 100]);
+        assert_eq!(complete_prefix(&b), good.len(), "torn tail and padding");
+
+        let mut b = good.clone().into_bytes();
+        b.extend_from_slice(b"{\"captureData\":{}}\n");
+        assert_eq!(
+            complete_prefix(&b),
+            good.len(),
+            "a complete but invalid last line"
+        );
+
+        // A block rewritten only in part: zeros inside, valid data after them.
+        let mut b = good.clone().into_bytes();
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(format!("{LINE}\n").as_bytes());
+        assert_eq!(
+            complete_prefix(&b),
+            good.len(),
+            "nothing after the first NUL counts"
+        );
+
+        assert_eq!(complete_prefix(b"no newline at all"), 0);
+        assert_eq!(complete_prefix(&[0; 64]), 0);
+    }
 }

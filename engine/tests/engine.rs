@@ -465,12 +465,18 @@ fn both_io_paths_write_the_same_records() {
         assert_eq!(stats.records_written, 2000, "{io}");
         let recs = lines(&d.dest);
         assert_eq!(recs.len(), 2000, "{io}");
-        let ids: std::collections::HashSet<_> =
-            recs.iter().filter_map(|(_, r)| r.inference_id.clone()).collect();
+        let ids: std::collections::HashSet<_> = recs
+            .iter()
+            .filter_map(|(_, r)| r.inference_id.clone())
+            .collect();
         assert_eq!(ids.len(), 2000, "{io}: every record once");
         for f in files(&d.dest) {
             let bytes = std::fs::read(&f).unwrap();
-            assert!(!bytes.contains(&0), "{io}: no padding left in {}", f.display());
+            assert!(
+                !bytes.contains(&0),
+                "{io}: no padding left in {}",
+                f.display()
+            );
         }
     }
 }
