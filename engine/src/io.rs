@@ -36,7 +36,7 @@ const ALIGN_FLOOR: usize = 4096;
 
 /// A growable byte buffer whose memory is aligned for `O_DIRECT`.
 #[derive(Debug)]
-pub(crate) struct AlignedBuf {
+pub struct AlignedBuf {
     ptr: NonNull<u8>,
     /// Initialized bytes; in range `0 ..= cap`.
     len: usize,
@@ -97,7 +97,7 @@ impl AlignedBuf {
 
     /// Appends bytes.
     #[inline]
-    pub(crate) fn extend_from_slice(&mut self, s: &[u8]) {
+    pub fn extend_from_slice(&mut self, s: &[u8]) {
         self.reserve(s.len());
         // SAFETY: `reserve` made room for `s.len()` bytes after `len`; `s` is
         // not inside this buffer (we hold `&mut self`).
@@ -128,7 +128,7 @@ impl AlignedBuf {
         self.len += n;
     }
 
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.len
     }
 
@@ -205,11 +205,11 @@ pub enum IoPath {
 
 /// Records whose writes finished since the last report.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Progress {
+pub struct Progress {
     /// Lines now known to be written.
-    pub(crate) written: u64,
+    pub written: u64,
     /// Lines lost to a write error (the file was cut back before them).
-    pub(crate) lost: u64,
+    pub lost: u64,
 }
 
 impl std::ops::AddAssign for Progress {
@@ -252,7 +252,7 @@ struct OpenFile {
 
 /// The writer's output: a backend, aligned buffers, and the open file.
 #[derive(Debug)]
-pub(crate) struct Output {
+pub struct Output {
     backend: Backend,
     path: IoPath,
     bufs: Vec<AlignedBuf>,
@@ -267,7 +267,7 @@ pub(crate) struct Output {
 impl Output {
     /// Sets up io_uring (or pwrite, per `mode`). `Auto` falls back to pwrite
     /// with one log line when io_uring cannot be set up.
-    pub(crate) fn new(mode: IoMode) -> std::io::Result<Output> {
+    pub fn new(mode: IoMode) -> std::io::Result<Output> {
         let backend = match mode {
             IoMode::Pwrite => Backend::Pwrite,
             IoMode::Uring => Backend::Uring(Box::new(io_uring::IoUring::new(64)?)),
@@ -300,13 +300,13 @@ impl Output {
     }
 
     /// The path in use.
-    pub(crate) fn io_path(&self) -> IoPath {
+    pub fn io_path(&self) -> IoPath {
         self.path
     }
 
     /// Creates a new segment file (it must not exist), opened with `O_DIRECT`
     /// where the filesystem allows, and preallocated to `prealloc` bytes.
-    pub(crate) fn open(&mut self, path: &Path, prealloc: u64) -> std::io::Result<()> {
+    pub fn open(&mut self, path: &Path, prealloc: u64) -> std::io::Result<()> {
         debug_assert!(self.file.is_none());
         let direct = OpenOptions::new()
             .write(true)
@@ -350,12 +350,12 @@ impl Output {
 
     /// The buffer to append the next line to.
     #[inline]
-    pub(crate) fn buf(&mut self) -> &mut AlignedBuf {
+    pub fn buf(&mut self) -> &mut AlignedBuf {
         &mut self.bufs[self.current]
     }
 
     /// Notes that a complete line now ends at the buffer's current length.
-    pub(crate) fn line_end(&mut self) {
+    pub fn line_end(&mut self) {
         let len = self.bufs[self.current].len() as u64;
         if let Some(f) = self.file.as_mut() {
             f.line_ends.push_back(f.buf_start + len);
@@ -376,7 +376,7 @@ impl Output {
 
     /// Submits the current buffer's whole blocks once it holds a batch, and
     /// collects finished writes.
-    pub(crate) fn pump(&mut self) -> Progress {
+    pub fn pump(&mut self) -> Progress {
         let mut p = self.reap(false);
         if self.bufs[self.current].len() >= BATCH && !self.failed() {
             p += self.submit_blocks();
@@ -386,7 +386,7 @@ impl Output {
 
     /// Writes everything buffered (the last block zero-padded, to be
     /// rewritten in place later), waits for every write, and `fdatasync`s.
-    pub(crate) fn sync(&mut self) -> Progress {
+    pub fn sync(&mut self) -> Progress {
         let mut p = Progress::default();
         let Some(f) = self.file.as_ref() else {
             return p;
@@ -417,7 +417,7 @@ impl Output {
 
     /// Writes out, truncates to the true length, syncs and closes the file.
     /// Returns the progress and the final length.
-    pub(crate) fn close(&mut self) -> (Progress, u64) {
+    pub fn close(&mut self) -> (Progress, u64) {
         let mut p = self.sync();
         let Some(f) = self.file.take() else {
             return (p, 0);

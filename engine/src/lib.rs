@@ -59,6 +59,13 @@ mod upload;
 mod writer;
 
 pub use config::{CaptureMode, Config, ConfigError, Destination};
+
+/// For the throughput harness only: the segment writer's I/O path, to
+/// measure the disk's limit with the same writes and sizes.
+#[doc(hidden)]
+pub mod bench_io {
+    pub use crate::io::{IoPath, Output};
+}
 pub use engine::{Capture, DropReason, Engine, Outcome, Payload, RejectReason};
 pub use error::{Error, Result};
 pub use stats::Stats;

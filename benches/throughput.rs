@@ -1,0 +1,364 @@
+//! The throughput harness: capline end to end (capture → ring → serializer →
+//! O_DIRECT segments), beside the disk's limit and the "afternoon" baseline,
+//! in one run.
+//!
+//! `cargo run --release -p capline-benches --bin throughput [-- --dir DIR --scale F]`
+//!
+//! For each record shape it measures:
+//! - **disk limit**: the same number of bytes as capline's JSON lines, written
+//!   through capline's own I/O path (1 MiB O_DIRECT batches through io_uring,
+//!   4 in flight, then fdatasync), with no serialization;
+//! - **baseline**: a crossbeam channel (65 536) of owned `Vec`s to a writer
+//!   thread running serde_json into a `BufWriter<File>`, fsync at the end;
+//! - **capline** with `Io: uring` and with `Io: pwrite`: one producer thread
+//!   capturing at full speed (a ring-full refusal is retried after a spin),
+//!   timed until a final `flush()` returns.
+//!
+//! Records/s and MB/s count the JSON lines written. capture() latency is per
+//! call (CPU counter, its own cost subtracted), under full writer load.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use capline::bench_io::Output;
+use capline::config::IoMode;
+use capline::{Capture, Config, DropReason, Engine, Outcome, Payload};
+use capline_benches::{Shape, binary, csv, json};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+struct Timer {
+    clock: quanta::Clock,
+    overhead: u64,
+}
+
+impl Timer {
+    fn new() -> Timer {
+        let clock = quanta::Clock::new();
+        let mut h = Histogram::<u64>::new(3).expect("histogram");
+        for _ in 0..100_000 {
+            let a = clock.raw();
+            let b = clock.raw();
+            h.record(clock.delta_as_nanos(a, b)).expect("record");
+        }
+        Timer {
+            overhead: h.value_at_quantile(0.5),
+            clock,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Figures {
+    records_per_s: f64,
+    mb_per_s: f64,
+    p50: u64,
+    p99: u64,
+    p999: u64,
+}
+
+fn shapes() -> Vec<(Shape, u64)> {
+    vec![
+        (
+            Shape {
+                name: "csv_1k",
+                request_type: "text/csv",
+                request: csv(1024),
+                response_type: "text/csv; charset=utf-8",
+                response: b"0.0254181120544672".to_vec(),
+            },
+            1_000_000,
+        ),
+        (
+            Shape {
+                name: "json_16k",
+                request_type: "application/json",
+                request: json(16 * 1024),
+                response_type: "application/json",
+                response: json(1024),
+            },
+            60_000,
+        ),
+        (
+            Shape {
+                name: "binary_64k",
+                request_type: "application/x-npy",
+                request: binary(64 * 1024),
+                response_type: "application/x-npy",
+                response: binary(1024),
+            },
+            12_000,
+        ),
+    ]
+}
+
+fn config(dir: &Path, io: &str) -> Config {
+    Config::from_json(&format!(
+        r#"{{"EndpointName":"throughput","DataCaptureConfig":{{"InitialSamplingPercentage":100,
+            "DestinationS3Uri":"file://{}/dest","CaptureOptions":[{{"CaptureMode":"InputAndOutput"}}],
+            "CaptureContentTypeHeader":{{"CsvContentTypes":["text/csv"],"JsonContentTypes":["application/json"]}}}},
+            "Engine":{{"SpoolDir":"{}/spool","Io":"{io}","RingBytes":268435456}}}}"#,
+        dir.display(),
+        dir.display()
+    ))
+    .expect("config")
+}
+
+fn capline_run(dir: &Path, io: &str, s: &Shape, n: u64, timer: &Timer) -> Figures {
+    let engine = Engine::start(config(dir, io)).expect("start");
+    let cap = Capture {
+        request: Payload::new(s.request_type, &s.request),
+        response: Payload::new(s.response_type, &s.response),
+        inference_id: None,
+        time: None,
+    };
+    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    let start = Instant::now();
+    for _ in 0..n {
+        loop {
+            let a = timer.clock.raw();
+            let o = engine.capture(&cap);
+            let b = timer.clock.raw();
+            let _ = h.record(
+                timer
+                    .clock
+                    .delta_as_nanos(a, b)
+                    .saturating_sub(timer.overhead)
+                    .max(1),
+            );
+            match o {
+                Outcome::Kept => break,
+                Outcome::Dropped(DropReason::RingFull) => {
+                    for _ in 0..64 {
+                        std::hint::spin_loop();
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    engine.flush(Duration::from_secs(600)).expect("flush");
+    let secs = start.elapsed().as_secs_f64();
+    let stats = engine.shutdown(Duration::from_secs(600)).expect("shutdown");
+    assert_eq!(stats.records_written, n);
+    Figures {
+        records_per_s: n as f64 / secs,
+        mb_per_s: stats.bytes_written as f64 / secs / 1e6,
+        p50: h.value_at_quantile(0.5),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+    }
+}
+
+/// The disk's limit: `bytes` through capline's own I/O path, no serialization.
+fn disk_limit(dir: &Path, bytes: u64) -> Figures {
+    let mut out = Output::new(IoMode::Uring).expect("io_uring");
+    let path = dir.join("limit.bin");
+    let chunk = vec![b'x'; 1 << 20];
+    let start = Instant::now();
+    out.open(&path, 8 << 20).expect("open");
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        out.buf().extend_from_slice(&chunk[..n]);
+        out.line_end();
+        out.pump();
+        left -= n as u64;
+    }
+    out.close();
+    let secs = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    Figures {
+        mb_per_s: bytes as f64 / secs / 1e6,
+        ..Figures::default()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Line<'a> {
+    capture_data: CaptureData<'a>,
+    event_metadata: Metadata,
+    event_version: &'a str,
+}
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CaptureData<'a> {
+    endpoint_input: Side<'a>,
+    endpoint_output: Side<'a>,
+}
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Side<'a> {
+    observed_content_type: &'a str,
+    mode: &'a str,
+    data: String,
+    encoding: &'a str,
+}
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata {
+    event_id: String,
+    inference_time: String,
+}
+
+struct Owned {
+    req_type: &'static str,
+    req: Vec<u8>,
+    resp_type: &'static str,
+    resp: Vec<u8>,
+}
+
+fn side<'a>(ct: &'a str, mode: &'a str, data: &[u8]) -> Side<'a> {
+    let media = ct.split(';').next().unwrap_or("").trim();
+    let text = (media == "text/csv" || media == "application/json")
+        .then(|| std::str::from_utf8(data).ok())
+        .flatten();
+    match text {
+        Some(t) => Side {
+            observed_content_type: ct,
+            mode,
+            data: t.to_string(),
+            encoding: if media == "text/csv" { "CSV" } else { "JSON" },
+        },
+        None => Side {
+            observed_content_type: ct,
+            mode,
+            data: base64::engine::general_purpose::STANDARD.encode(data),
+            encoding: "BASE64",
+        },
+    }
+}
+
+/// The afternoon version: channel → serde_json → BufWriter<File>, fsync at the end.
+fn baseline(dir: &Path, s: &Shape, n: u64, timer: &Timer) -> Figures {
+    let (tx, rx) = crossbeam_channel::bounded::<Owned>(65536);
+    let path = dir.join("baseline.jsonl");
+    let writer = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let file = std::fs::File::create(&path).expect("create");
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+            let mut bytes = 0u64;
+            for r in rx {
+                let line = Line {
+                    capture_data: CaptureData {
+                        endpoint_input: side(r.req_type, "INPUT", &r.req),
+                        endpoint_output: side(r.resp_type, "OUTPUT", &r.resp),
+                    },
+                    event_metadata: Metadata {
+                        event_id: uuid::Uuid::new_v4().to_string(),
+                        inference_time: "2026-11-25T12:00:00Z".to_string(),
+                    },
+                    event_version: "0",
+                };
+                let mut v = serde_json::to_vec(&line).expect("serialize");
+                v.push(b'\n');
+                bytes += v.len() as u64;
+                w.write_all(&v).expect("write");
+            }
+            let file = w.into_inner().expect("flush");
+            file.sync_all().expect("fsync");
+            bytes
+        })
+    };
+    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    let start = Instant::now();
+    for _ in 0..n {
+        let a = timer.clock.raw();
+        let r = Owned {
+            req_type: s.request_type,
+            req: s.request.clone(),
+            resp_type: s.response_type,
+            resp: s.response.clone(),
+        };
+        tx.send(r).expect("send");
+        let b = timer.clock.raw();
+        let _ = h.record(
+            timer
+                .clock
+                .delta_as_nanos(a, b)
+                .saturating_sub(timer.overhead)
+                .max(1),
+        );
+    }
+    drop(tx);
+    let bytes = writer.join().expect("writer");
+    let secs = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    Figures {
+        records_per_s: n as f64 / secs,
+        mb_per_s: bytes as f64 / secs / 1e6,
+        p50: h.value_at_quantile(0.5),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut dir: Option<PathBuf> = None;
+    let mut scale = 1.0f64;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--dir" => dir = args.next().map(PathBuf::from),
+            "--scale" => scale = args.next().and_then(|s| s.parse().ok()).unwrap_or(1.0),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let base_dir = dir.unwrap_or_else(std::env::temp_dir);
+    let timer = Timer::new();
+    println!("timer overhead subtracted: {} ns", timer.overhead);
+    for (s, n) in shapes() {
+        let n = ((n as f64) * scale).max(1000.0) as u64;
+        let run = |name: &str| -> tempfile::TempDir {
+            tempfile::Builder::new()
+                .prefix(&format!("capline-{name}-"))
+                .tempdir_in(&base_dir)
+                .expect("tempdir")
+        };
+        let d = run("uring");
+        let uring = capline_run(d.path(), "uring", &s, n, &timer);
+        drop(d);
+        let d = run("pwrite");
+        let pwrite = capline_run(d.path(), "pwrite", &s, n, &timer);
+        drop(d);
+        let bytes = (uring.mb_per_s * 1e6 * n as f64 / uring.records_per_s) as u64;
+        let d = run("limit");
+        let limit = disk_limit(d.path(), bytes);
+        drop(d);
+        let d = run("baseline");
+        let base = baseline(d.path(), &s, n, &timer);
+        drop(d);
+
+        println!(
+            "\n{} × {n} records ({:.0} MB of JSON lines)",
+            s.name,
+            bytes as f64 / 1e6
+        );
+        println!(
+            "  {:<16} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+            "", "records/s", "MB/s", "of limit", "vs base", "p50 ns", "p99 ns", "p99.9 ns"
+        );
+        println!("  {:<16} {:>12} {:>9.0}", "disk limit", "-", limit.mb_per_s);
+        for (name, f) in [
+            ("baseline", &base),
+            ("capline uring", &uring),
+            ("capline pwrite", &pwrite),
+        ] {
+            println!(
+                "  {:<16} {:>12.0} {:>9.0} {:>8.0}% {:>8.2}x {:>9} {:>9} {:>10}",
+                name,
+                f.records_per_s,
+                f.mb_per_s,
+                f.mb_per_s / limit.mb_per_s * 100.0,
+                f.records_per_s / base.records_per_s,
+                f.p50,
+                f.p99,
+                f.p999
+            );
+        }
+    }
+}
