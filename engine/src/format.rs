@@ -13,6 +13,7 @@
 pub mod check;
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use crate::config::ContentTypes;
 pub use crate::timestamp::Timestamp;
@@ -138,6 +139,13 @@ pub trait LineBuf {
     fn reserve(&mut self, n: usize);
     /// Appends `data` as standard base64 with padding.
     fn append_base64(&mut self, data: &[u8]);
+    /// Uninitialized room for at least `n` more bytes.
+    fn spare(&mut self, n: usize) -> &mut [MaybeUninit<u8>];
+    /// Marks the first `n` bytes of the spare room as data.
+    ///
+    /// # Safety
+    /// Those bytes must have been initialized through [`LineBuf::spare`].
+    unsafe fn advance(&mut self, n: usize);
 }
 
 impl LineBuf for Vec<u8> {
@@ -152,6 +160,14 @@ impl LineBuf for Vec<u8> {
     fn append_base64(&mut self, data: &[u8]) {
         base64_simd::STANDARD.encode_append(data, self);
     }
+    fn spare(&mut self, n: usize) -> &mut [MaybeUninit<u8>] {
+        Vec::reserve(self, n);
+        self.spare_capacity_mut()
+    }
+    unsafe fn advance(&mut self, n: usize) {
+        // SAFETY: the caller initialized `n` bytes of the spare capacity.
+        unsafe { self.set_len(self.len() + n) };
+    }
 }
 
 impl LineBuf for crate::io::AlignedBuf {
@@ -165,12 +181,19 @@ impl LineBuf for crate::io::AlignedBuf {
     }
     fn append_base64(&mut self, data: &[u8]) {
         let n = base64_simd::STANDARD.encoded_length(data.len());
-        let spare = self.spare(n);
+        let spare = crate::io::AlignedBuf::spare(self, n);
         let written = base64_simd::STANDARD
             .encode(data, base64_simd::Out::from_uninit_slice(&mut spare[..n]))
             .len();
         // SAFETY: `encode` initialized the first `written` bytes of the spare room.
-        unsafe { self.advance(written) };
+        unsafe { crate::io::AlignedBuf::advance(self, written) };
+    }
+    fn spare(&mut self, n: usize) -> &mut [MaybeUninit<u8>] {
+        crate::io::AlignedBuf::spare(self, n)
+    }
+    unsafe fn advance(&mut self, n: usize) {
+        // SAFETY: passed on from the caller.
+        unsafe { crate::io::AlignedBuf::advance(self, n) };
     }
 }
 
@@ -272,47 +295,79 @@ fn escape_mask(w: u64) -> u64 {
     (ctrl | quote | backslash) & HI
 }
 
+/// Input bytes escaped per step, so the room reserved (6 bytes out per byte in,
+/// the worst case) stays bounded for large payloads.
+const ESCAPE_STEP: usize = 64 * 1024;
+
 /// Appends `s` escaped as the inside of a JSON string.
 ///
 /// Escapes `"`, `\\` and the C0 controls (short forms where JSON has them);
 /// every other byte, including UTF-8 sequences, is copied as is. `s` must be
 /// valid UTF-8 for the result to be valid JSON. Clean runs are found eight
-/// bytes at a time (SWAR) and copied whole.
+/// bytes at a time (SWAR); output goes straight into reserved room, with no
+/// per-byte capacity checks.
 pub fn escape_into<B: LineBuf>(out: &mut B, s: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.reserve(s.len());
-    let mut start = 0;
-    let mut i = 0;
-    while i < s.len() {
-        if let Some(chunk) = s.get(i..i + 8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            let m = escape_mask(u64::from_le_bytes(word));
-            if m == 0 {
-                i += 8;
-                continue;
-            }
-            i += (m.trailing_zeros() / 8) as usize;
-        }
-        let b = s[i];
-        let e = ESCAPE[b as usize];
-        if e != 0 {
-            out.extend_from_slice(&s[start..i]);
-            if e == b'u' {
-                out.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[(b >> 4) as usize],
-                    HEX[(b & 0xf) as usize],
-                ]);
-            } else {
-                out.extend_from_slice(&[b'\\', e]);
-            }
-            start = i + 1;
-        }
-        i += 1;
+    for part in s.chunks(ESCAPE_STEP) {
+        let room = out.spare(part.len() * 6);
+        let written = escape_part(&mut room[..part.len() * 6], part);
+        // SAFETY: `escape_part` initialized the first `written` bytes of `room`.
+        unsafe { out.advance(written) };
     }
-    out.extend_from_slice(&s[start..]);
+}
+
+/// Escapes `s` into `room` (at least `6 * s.len()` bytes); returns the bytes
+/// written. Eight bytes at a time: a clean word is copied whole, a word with
+/// something to escape goes byte by byte through the table.
+fn escape_part(room: &mut [MaybeUninit<u8>], s: &[u8]) -> usize {
+    let mut w = 0;
+    let mut words = s.chunks_exact(8);
+    for word in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        if escape_mask(u64::from_le_bytes(bytes)) == 0 {
+            for (d, &b) in room[w..w + 8].iter_mut().zip(word) {
+                *d = MaybeUninit::new(b);
+            }
+            w += 8;
+        } else {
+            for &b in word {
+                w = put_escaped(room, w, b);
+            }
+        }
+    }
+    for &b in words.remainder() {
+        w = put_escaped(room, w, b);
+    }
+    w
+}
+
+/// Writes one byte, escaped if JSON needs it, at `room[w..]`; returns the new `w`.
+#[inline(always)]
+fn put_escaped(room: &mut [MaybeUninit<u8>], w: usize, b: u8) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match ESCAPE[b as usize] {
+        0 => {
+            room[w] = MaybeUninit::new(b);
+            w + 1
+        }
+        b'u' => {
+            let seq = [
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ];
+            for (d, c) in room[w..w + 6].iter_mut().zip(seq) {
+                *d = MaybeUninit::new(c);
+            }
+            w + 6
+        }
+        e => {
+            room[w] = MaybeUninit::new(b'\\');
+            room[w + 1] = MaybeUninit::new(e);
+            w + 2
+        }
+    }
 }
