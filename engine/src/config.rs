@@ -118,7 +118,7 @@ pub struct ContentTypes {
 }
 
 /// capline's own settings (the `Engine` object).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EngineSettings {
     /// `SpoolDir`: where segments are written before delivery. Required.
     pub spool_dir: PathBuf,
@@ -139,6 +139,17 @@ pub struct EngineSettings {
     pub sampling_mode: SamplingMode,
     /// `Io`: `auto` (default), `uring` or `pwrite`.
     pub io: IoMode,
+    /// `DiskWatermarkPercent`: capture stops at this spool-disk usage. Default 75.
+    pub disk_watermark_percent: f64,
+    /// `DiskHysteresisPercent`: capture resumes below watermark minus this. Default 5.
+    pub disk_hysteresis_percent: f64,
+    /// `DiskSoftWatermarkPercent`: from here to the watermark, the effective
+    /// sampling rate falls linearly to 0. Off by default.
+    pub disk_soft_watermark_percent: Option<f64>,
+    /// `SpoolMaxBytes`: capture stops while undelivered segments take this much. Off by default.
+    pub spool_max_bytes: Option<u64>,
+    /// `DiskCheckIntervalMillis`: how often the disk is checked. Default 250.
+    pub disk_check_interval: Duration,
 }
 
 /// A validated engine config.
@@ -474,6 +485,11 @@ const ENGINE_KEYS: &[&str] = &[
     "InferenceTimeMillis",
     "SamplingMode",
     "Io",
+    "DiskWatermarkPercent",
+    "DiskHysteresisPercent",
+    "DiskSoftWatermarkPercent",
+    "SpoolMaxBytes",
+    "DiskCheckIntervalMillis",
 ];
 
 /// The `DataCaptureConfig` part, in either shape.
@@ -760,7 +776,43 @@ fn parse_engine(v: &Value) -> Result<EngineSettings, ConfigError> {
             _ => return Err(err(&io_path, "must be auto, uring or pwrite", Some(v))),
         },
     };
+    let watermark = int("DiskWatermarkPercent", 1, 100, 75)?;
+    let hysteresis = int("DiskHysteresisPercent", 0, 50, 5)?;
+    if hysteresis >= watermark {
+        return Err(err(
+            &field("DiskHysteresisPercent"),
+            format!("must be below DiskWatermarkPercent ({watermark})"),
+            get(obj, "DiskHysteresisPercent"),
+        ));
+    }
+    let soft = get(obj, "DiskSoftWatermarkPercent")
+        .map(|v| {
+            let p = field("DiskSoftWatermarkPercent");
+            let n = as_int_in(&p, v, 0, 99)?;
+            if n >= watermark {
+                return Err(err(
+                    &p,
+                    format!("must be below DiskWatermarkPercent ({watermark})"),
+                    Some(v),
+                ));
+            }
+            Ok(n as f64)
+        })
+        .transpose()?;
+    let spool_max_bytes = get(obj, "SpoolMaxBytes")
+        .map(|v| as_int_in(&field("SpoolMaxBytes"), v, MIB, u64::MAX >> 1))
+        .transpose()?;
     Ok(EngineSettings {
+        disk_watermark_percent: watermark as f64,
+        disk_hysteresis_percent: hysteresis as f64,
+        disk_soft_watermark_percent: soft,
+        spool_max_bytes,
+        disk_check_interval: Duration::from_millis(int(
+            "DiskCheckIntervalMillis",
+            10,
+            60_000,
+            250,
+        )?),
         spool_dir: PathBuf::from(spool_str),
         segment_max_bytes: int("SegmentMaxBytes", 64 * 1024, 5 * 1024 * MIB, 64 * MIB)?,
         segment_max_age: Duration::from_secs(int("SegmentMaxAgeSeconds", 1, 3600, 60)?),

@@ -17,10 +17,11 @@ pub use crate::format::Payload;
 use crate::format::{EncodingRules, LineWriter, is_valid_inference_id};
 use crate::io::Spool;
 use crate::ring::{RecordParts, Ring, ring};
-use crate::sample::{Closed, GATE_DISABLED, Sampler};
+use crate::sample::{Closed, GATE_DISABLED, GATE_SPOOL, GATE_WATERMARK, Sampler};
 use crate::segment::{Segments, Settings};
 use crate::stats::{Counters, Stats, inc};
 use crate::upload::{LocalDir, Msg, Uploader};
+use crate::watermark::{Controls, Monitor};
 use crate::writer::{Control, Sink, Writer};
 use crate::{Error, Result};
 
@@ -61,8 +62,10 @@ pub enum Outcome {
 pub enum DropReason {
     /// Capture is disabled.
     Disabled,
-    /// The disk watermark closed the gate.
+    /// The disk watermark (or a failed segment write) closed the gate.
     Watermark,
+    /// Undelivered segments reached `SpoolMaxBytes`.
+    SpoolFull,
     /// The ring had no room (the writer is behind).
     RingFull,
     /// The record is larger than `MaxRecordBytes`.
@@ -87,7 +90,7 @@ pub enum RejectReason {
 pub struct Engine {
     config: Config,
     counters: Arc<Counters>,
-    sampler: Sampler,
+    sampler: Arc<Sampler>,
     ring: Ring,
     max_record_bytes: u64,
     clock: Clock,
@@ -97,6 +100,7 @@ pub struct Engine {
     upload_tx: Sender<Msg>,
     writer: Option<JoinHandle<()>>,
     uploader: Option<JoinHandle<()>>,
+    monitor: Option<(Sender<()>, JoinHandle<()>)>,
     _spool: Spool,
 }
 
@@ -172,12 +176,28 @@ impl Engine {
         };
         let writer = spawn("capline-writer", move || writer.run())?;
 
+        let sampler = Arc::new(Sampler::new(
+            config.enable_capture,
+            config.sampling_percentage,
+            es.sampling_mode,
+        ));
+        let monitor = Monitor::new(
+            crate::watermark::Settings {
+                spool: es.spool_dir.clone(),
+                watermark: es.disk_watermark_percent,
+                hysteresis: es.disk_hysteresis_percent,
+                soft: es.disk_soft_watermark_percent,
+                spool_max: es.spool_max_bytes,
+                interval: es.disk_check_interval,
+            },
+            Box::new(Gates(sampler.clone())),
+            counters.clone(),
+        );
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let monitor = spawn("capline-disk", move || monitor.run(stop_rx))?;
+
         Ok(Engine {
-            sampler: Sampler::new(
-                config.enable_capture,
-                config.sampling_percentage,
-                es.sampling_mode,
-            ),
+            sampler,
             max_record_bytes: es.max_record_bytes,
             clock,
             capture_input: config.capture_mode.input(),
@@ -189,6 +209,7 @@ impl Engine {
             upload_tx,
             writer: Some(writer),
             uploader: Some(uploader),
+            monitor: Some((stop_tx, monitor)),
             _spool: spool,
         })
     }
@@ -206,6 +227,10 @@ impl Engine {
             Some(Closed::Watermark) => {
                 inc(&n.dropped_watermark);
                 return Outcome::Dropped(DropReason::Watermark);
+            }
+            Some(Closed::SpoolFull) => {
+                inc(&n.dropped_spool_full);
+                return Outcome::Dropped(DropReason::SpoolFull);
             }
         }
         if !self.sampler.keep(c.inference_id) {
@@ -275,7 +300,10 @@ impl Engine {
     pub fn stats(&self) -> Stats {
         let mut s = self.counters.snapshot();
         s.sampling_percentage = self.sampler.percentage();
+        s.effective_sampling_percentage = self.sampler.effective_percentage();
         s.capture_enabled = self.sampler.enabled();
+        s.gate_watermark_closed = self.sampler.gate_has(GATE_WATERMARK);
+        s.gate_spool_closed = self.sampler.gate_has(GATE_SPOOL);
         s
     }
 
@@ -313,6 +341,10 @@ impl Engine {
 
     fn stop(&mut self, deadline: Duration) -> Result<()> {
         let until = Instant::now() + deadline;
+        if let Some((stop, handle)) = self.monitor.take() {
+            let _ = stop.send(());
+            let _ = handle.join();
+        }
         // Closing the ring lets the writer drain it, seal, and exit; dropping
         // the control sender wakes it if it is asleep.
         self.ring.close();
@@ -328,10 +360,25 @@ impl Engine {
     }
 }
 
+/// The disk monitor's hands on the capture gate and the sampling rate.
+struct Gates(Arc<Sampler>);
+
+impl Controls for Gates {
+    fn disk_gate(&self, closed: bool) {
+        self.0.set_gate(GATE_WATERMARK, !closed);
+    }
+    fn spool_gate(&self, closed: bool) {
+        self.0.set_gate(GATE_SPOOL, !closed);
+    }
+    fn sampling_factor(&self, factor: f64) {
+        self.0.set_factor(factor);
+    }
+}
+
 impl Drop for Engine {
     /// Shuts down with a 5 s delivery deadline if [`Engine::shutdown`] was not called.
     fn drop(&mut self) {
-        if self.writer.is_some() || self.uploader.is_some() {
+        if self.writer.is_some() || self.uploader.is_some() || self.monitor.is_some() {
             let _ = self.stop(Duration::from_secs(5));
         }
     }

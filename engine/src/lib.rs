@@ -56,6 +56,7 @@ mod segment;
 pub mod stats;
 mod timestamp;
 mod upload;
+mod watermark;
 mod writer;
 
 pub use config::{CaptureMode, Config, ConfigError, Destination};

@@ -24,11 +24,9 @@ const ONE: f64 = (1u64 << 63) as f64;
 /// Gate bit: capture disabled by the operator or the config.
 pub(crate) const GATE_DISABLED: u32 = 1;
 /// Gate bit: the disk watermark monitor closed the gate.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "set by the disk watermark monitor (issue 5)")
-)]
 pub(crate) const GATE_WATERMARK: u32 = 2;
+/// Gate bit: undelivered segments reached `SpoolMaxBytes`.
+pub(crate) const GATE_SPOOL: u32 = 4;
 
 /// The deterministic sampling value of an inference id: `xxh3_64(id, seed 0) >> 1`.
 pub fn deterministic_value(inference_id: &str) -> u64 {
@@ -40,8 +38,13 @@ pub fn deterministic_value(inference_id: &str) -> u64 {
 pub(crate) struct Sampler {
     /// Zero when open; otherwise the `GATE_*` bits of every closing reason.
     gate: AtomicU32,
-    /// Keep when `value < threshold`; in range `0 ..= 2^63`.
+    /// Keep when `value < threshold`; in range `0 ..= 2^63`. Derived from
+    /// `configured × factor`.
     threshold: AtomicU64,
+    /// The configured percentage, as `f64` bits.
+    configured: AtomicU64,
+    /// The degradation factor in `0.0 ..= 1.0`, as `f64` bits.
+    factor: AtomicU64,
     deterministic: bool,
 }
 
@@ -53,11 +56,12 @@ fn threshold_for(percent: f64) -> u64 {
     }
 }
 
-/// Why the gate is closed, from its bits (disabled wins).
+/// Why the gate is closed, from its bits (disabled wins, then the disk).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Closed {
     Disabled,
     Watermark,
+    SpoolFull,
 }
 
 impl Sampler {
@@ -65,6 +69,8 @@ impl Sampler {
         Sampler {
             gate: AtomicU32::new(if enabled { 0 } else { GATE_DISABLED }),
             threshold: AtomicU64::new(threshold_for(percent)),
+            configured: AtomicU64::new(percent.to_bits()),
+            factor: AtomicU64::new(1.0f64.to_bits()),
             deterministic: mode == SamplingMode::Deterministic,
         }
     }
@@ -75,7 +81,8 @@ impl Sampler {
         match self.gate.load(Ordering::Relaxed) {
             0 => None,
             g if g & GATE_DISABLED != 0 => Some(Closed::Disabled),
-            _ => Some(Closed::Watermark),
+            g if g & GATE_WATERMARK != 0 => Some(Closed::Watermark),
+            _ => Some(Closed::SpoolFull),
         }
     }
 
@@ -105,12 +112,37 @@ impl Sampler {
 
     /// `percent` must already be checked to lie in `0.0..=100.0`.
     pub(crate) fn set_percentage(&self, percent: f64) {
-        self.threshold
-            .store(threshold_for(percent), Ordering::Relaxed);
+        self.configured.store(percent.to_bits(), Ordering::Relaxed);
+        self.rederive();
     }
 
+    /// Scales the configured rate by `factor` (`0.0 ..= 1.0`): graceful degradation.
+    pub(crate) fn set_factor(&self, factor: f64) {
+        self.factor
+            .store(factor.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+        self.rederive();
+    }
+
+    fn rederive(&self) {
+        let p = f64::from_bits(self.configured.load(Ordering::Relaxed));
+        let f = f64::from_bits(self.factor.load(Ordering::Relaxed));
+        self.threshold
+            .store(threshold_for(p * f), Ordering::Relaxed);
+    }
+
+    /// The configured percentage.
     pub(crate) fn percentage(&self) -> f64 {
+        f64::from_bits(self.configured.load(Ordering::Relaxed))
+    }
+
+    /// The percentage in force after degradation.
+    pub(crate) fn effective_percentage(&self) -> f64 {
         self.threshold.load(Ordering::Relaxed) as f64 / ONE * 100.0
+    }
+
+    /// Whether the gate has `bit` set (closed for that reason).
+    pub(crate) fn gate_has(&self, bit: u32) -> bool {
+        self.gate.load(Ordering::Relaxed) & bit != 0
     }
 }
 

@@ -149,6 +149,9 @@ impl Segments {
     fn account(&mut self, p: Progress) {
         add(&self.counters.records_written, p.written);
         add(&self.counters.dropped_io_error, p.lost);
+        self.counters
+            .spool_active_bytes
+            .store(self.out.data_len(), std::sync::atomic::Ordering::Relaxed);
         if self.out.failed() {
             self.seal();
         }
@@ -183,6 +186,9 @@ impl Segments {
         let (p, len) = self.out.close();
         add(&self.counters.records_written, p.written);
         add(&self.counters.dropped_io_error, p.lost);
+        self.counters
+            .spool_active_bytes
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         if len == 0 {
             let _ = std::fs::remove_file(&o.path);
             return;

@@ -44,6 +44,12 @@ macro_rules! counters {
             pub sampling_percentage: f64,
             /// Whether capture is enabled (`set_enabled`).
             pub capture_enabled: bool,
+            /// The sampling percentage after disk-pressure degradation.
+            pub effective_sampling_percentage: f64,
+            /// Whether the disk watermark (or a failed write) has closed the gate.
+            pub gate_watermark_closed: bool,
+            /// Whether `SpoolMaxBytes` has closed the gate.
+            pub gate_spool_closed: bool,
         }
 
         impl Counters {
@@ -79,8 +85,10 @@ counters! {
         sampled_out,
         /// Calls made while capture was disabled (`set_enabled(false)` or `EnableCapture: false`).
         dropped_disabled,
-        /// Calls made while the disk watermark had closed the gate.
+        /// Calls made while the disk watermark (or a failed write) had closed the gate.
         dropped_watermark,
+        /// Calls made while undelivered segments filled `SpoolMaxBytes`.
+        dropped_spool_full,
         /// Calls dropped because the ring had no room.
         dropped_ring_full,
         /// Calls dropped because the record exceeded `MaxRecordBytes`.
@@ -110,6 +118,14 @@ counters! {
         delivery_failures,
         /// Segments sealed but not yet delivered.
         segments_pending,
+        /// Bytes of sealed segments not yet delivered.
+        spool_sealed_bytes,
+        /// Bytes of data in the open segment.
+        spool_active_bytes,
+        /// Times the disk monitor opened or closed the gate.
+        gate_changes,
+        /// Spool filesystem usage, in hundredths of a percent (df's rule).
+        disk_usage_basis_points,
     }
 }
 

@@ -83,6 +83,12 @@ pub(crate) struct Sealed {
     pub(crate) key: Key,
 }
 
+impl Sealed {
+    fn size(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+}
+
 /// Messages to the uploader thread.
 #[derive(Debug)]
 pub(crate) enum Msg {
@@ -167,6 +173,10 @@ impl Uploader {
     ) -> Self {
         dest.clean_tmp();
         add(&counters.segments_pending, recovered.len() as u64);
+        add(
+            &counters.spool_sealed_bytes,
+            recovered.iter().map(Sealed::size).sum(),
+        );
         Uploader {
             dest,
             rx,
@@ -206,8 +216,12 @@ impl Uploader {
                 );
                 return;
             }
+            let size = seg.size();
             match self.dest.deliver(&seg) {
                 Ok(()) => {
+                    self.counters
+                        .spool_sealed_bytes
+                        .fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
                     self.pending.pop_front();
                     inc(&self.counters.segments_delivered);
                     self.counters
@@ -239,6 +253,7 @@ impl Uploader {
 
     fn push(&mut self, s: Sealed) {
         inc(&self.counters.segments_pending);
+        add(&self.counters.spool_sealed_bytes, s.size());
         self.pending.push_back(s);
     }
 }
