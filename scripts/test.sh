@@ -25,7 +25,10 @@ step "build"
 cargo build --workspace --locked
 
 step "cargo test"
-cargo test --workspace --locked --no-fail-fast -- --skip sigkill
+cargo test --workspace --locked --no-fail-fast -- --skip sigkill --skip disk_
+
+step "disk watermark on loop-mounted ext4 and tmpfs (root), both I/O modes"
+cargo test -p capline --locked --test watermark -- --nocapture
 
 step "SIGKILL: 20 kills per I/O mode, no acknowledged record lost"
 cargo test -p capline-e2e --locked --test kill -- --nocapture

@@ -161,7 +161,7 @@ pub(crate) struct Uploader {
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl Uploader {
     /// `recovered` are segments found sealed in the spool at start.
