@@ -5,9 +5,10 @@
 //! `used / (used + available to unprivileged users)`, with
 //! `used = blocks - free`. It then decides, with hysteresis:
 //!
-//! - **disk gate**: closed at or above `DiskWatermarkPercent`, or as soon as a
-//!   segment write has failed (ENOSPC, EIO); reopened once usage is below the
-//!   watermark minus `DiskHysteresisPercent` and no write failed since the last check;
+//! - **disk gate**: closed at or above `DiskWatermarkPercent` (below 100; at
+//!   100 the usage check is off), or as soon as a segment write has failed
+//!   (ENOSPC, EIO); reopened once usage is below the watermark minus
+//!   `DiskHysteresisPercent` and no write failed since the last check;
 //! - **spool gate**: closed while undelivered segments (sealed plus the open
 //!   one) reach `SpoolMaxBytes`; reopened below that cap minus the hysteresis share;
 //! - **degradation** (opt-in): between `DiskSoftWatermarkPercent` and the
@@ -132,7 +133,9 @@ impl Monitor {
         self.io_errors_seen = io_errors;
 
         let reopen_below = s.watermark - s.hysteresis;
-        if !self.disk_closed && (usage >= s.watermark || write_failed) {
+        // At 100 % the usage check is off: only a failed write closes the gate.
+        let over = s.watermark < 100.0 && usage >= s.watermark;
+        if !self.disk_closed && (over || write_failed) {
             let reason = if write_failed {
                 "a segment write failed"
             } else {
