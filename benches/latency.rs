@@ -15,44 +15,11 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use capline::Outcome;
-use capline_benches::{ChannelCapture, capture_shapes, discarding_engine};
+use capline_benches::{ChannelCapture, Timer, capture_shapes, discarding_engine};
 use hdrhistogram::Histogram;
 
 const SAMPLES: u64 = 300_000;
 const BATCH: u64 = 64;
-
-struct Timer {
-    clock: quanta::Clock,
-    /// Nanoseconds one empty timed region costs (median).
-    overhead: f64,
-}
-
-impl Timer {
-    fn new() -> Timer {
-        let clock = quanta::Clock::new();
-        let mut h = Histogram::<u64>::new(3).expect("histogram");
-        for _ in 0..100_000 {
-            let a = clock.raw();
-            let b = clock.raw();
-            h.record(clock.delta_as_nanos(a, b).max(1)).expect("record");
-        }
-        Timer {
-            overhead: h.value_at_quantile(0.5) as f64,
-            clock,
-        }
-    }
-
-    /// Nanoseconds per call of `f` run `batch` times, less the timer's own cost.
-    fn time(&self, batch: u64, mut f: impl FnMut()) -> u64 {
-        let a = self.clock.raw();
-        for _ in 0..batch {
-            f();
-        }
-        let b = self.clock.raw();
-        let ns = self.clock.delta_as_nanos(a, b) as f64 - self.overhead;
-        (ns / batch as f64).max(1.0).round() as u64
-    }
-}
 
 fn row(name: &str, h: &Histogram<u64>, base: Option<&Histogram<u64>>) {
     let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p);

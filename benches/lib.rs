@@ -213,3 +213,50 @@ pub fn capture_shapes() -> Vec<Shape> {
         },
     ]
 }
+
+/// Times calls with the CPU counter (quanta's raw clock), less the cost of a
+/// timer read pair measured at construction.
+#[derive(Debug)]
+pub struct Timer {
+    /// The counter.
+    pub clock: quanta::Clock,
+    /// Nanoseconds an empty timed region costs (median of 100 000).
+    pub overhead: u64,
+}
+
+impl Timer {
+    /// Calibrates the counter and measures the timer's own cost.
+    pub fn new() -> Timer {
+        let clock = quanta::Clock::new();
+        let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+        for _ in 0..100_000 {
+            let a = clock.raw();
+            let b = clock.raw();
+            h.record(clock.delta_as_nanos(a, b).max(1)).expect("record");
+        }
+        Timer {
+            overhead: h.value_at_quantile(0.5),
+            clock,
+        }
+    }
+
+    /// Nanoseconds per call of `f` run `batch` times, less the timer's own cost.
+    pub fn time(&self, batch: u64, mut f: impl FnMut()) -> u64 {
+        let a = self.clock.raw();
+        for _ in 0..batch {
+            f();
+        }
+        let b = self.clock.raw();
+        let ns = self
+            .clock
+            .delta_as_nanos(a, b)
+            .saturating_sub(self.overhead);
+        (ns / batch).max(1)
+    }
+}
+
+impl Default for Timer {
+    fn default() -> Self {
+        Timer::new()
+    }
+}

@@ -28,30 +28,9 @@ use base64::Engine as _;
 use capline::bench_io::Output;
 use capline::config::IoMode;
 use capline::{Capture, Config, DropReason, Engine, Outcome, Payload};
-use capline_benches::{Shape, binary, csv, json};
+use capline_benches::{Shape, Timer, binary, csv, json};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-
-struct Timer {
-    clock: quanta::Clock,
-    overhead: u64,
-}
-
-impl Timer {
-    fn new() -> Timer {
-        let clock = quanta::Clock::new();
-        let mut h = Histogram::<u64>::new(3).expect("histogram");
-        for _ in 0..100_000 {
-            let a = clock.raw();
-            let b = clock.raw();
-            h.record(clock.delta_as_nanos(a, b)).expect("record");
-        }
-        Timer {
-            overhead: h.value_at_quantile(0.5),
-            clock,
-        }
-    }
-}
 
 #[derive(Debug, Default)]
 struct Figures {
