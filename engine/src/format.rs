@@ -309,10 +309,21 @@ const ESCAPE_STEP: usize = 64 * 1024;
 pub fn escape_into<B: LineBuf>(out: &mut B, s: &[u8]) {
     for part in s.chunks(ESCAPE_STEP) {
         let room = out.spare(part.len() * 6);
-        let written = escape_part(&mut room[..part.len() * 6], part);
+        let written = escape_dispatch(&mut room[..part.len() * 6], part);
         // SAFETY: `escape_part` initialized the first `written` bytes of `room`.
         unsafe { out.advance(written) };
     }
+}
+
+/// Uses the AVX2 escaper where the CPU has it (checked once, cached by std).
+#[inline]
+fn escape_dispatch(room: &mut [MaybeUninit<u8>], s: &[u8]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { avx2::escape_part(room, s) };
+    }
+    escape_part(room, s)
 }
 
 /// Escapes `s` into `room` (at least `6 * s.len()` bytes); returns the bytes
@@ -368,6 +379,97 @@ fn put_escaped(room: &mut [MaybeUninit<u8>], w: usize, b: u8) -> usize {
             room[w] = MaybeUninit::new(b'\\');
             room[w + 1] = MaybeUninit::new(e);
             w + 2
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! The same escaper, 32 bytes at a time: three compares find `"`, `\\` and
+    //! bytes below 0x20; a clean block is stored whole; otherwise the whole
+    //! block is stored, the output advanced to the first byte to escape, and
+    //! that byte written escaped (the bytes after it are rewritten next step).
+
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    use super::put_escaped;
+
+    /// # Safety
+    /// The CPU must support AVX2, and `room` must hold at least `6 * s.len()` bytes.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn escape_part(room: &mut [MaybeUninit<u8>], s: &[u8]) -> usize {
+        assert!(room.len() >= s.len() * 6);
+        let quote = _mm256_set1_epi8(b'"' as i8);
+        let backslash = _mm256_set1_epi8(b'\\' as i8);
+        let ctrl_max = _mm256_set1_epi8(0x1f);
+        let (mut w, mut i) = (0usize, 0usize);
+        while i + 32 <= s.len() {
+            // SAFETY: `i + 32 <= s.len()`, so the 32-byte load is in bounds.
+            let v = unsafe { _mm256_loadu_si256(s.as_ptr().add(i).cast()) };
+            // Bytes below 0x20: min(v, 0x1f) == v, unsigned.
+            let ctrl = _mm256_cmpeq_epi8(_mm256_min_epu8(v, ctrl_max), v);
+            let hits = _mm256_or_si256(
+                _mm256_or_si256(_mm256_cmpeq_epi8(v, quote), _mm256_cmpeq_epi8(v, backslash)),
+                ctrl,
+            );
+            let mask = _mm256_movemask_epi8(hits) as u32;
+            // SAFETY: `w <= 6 * i` (each input byte makes at most 6 output
+            // bytes) and `i + 32 <= s.len()`, so `w + 32 <= 6 * s.len() <= room.len()`.
+            unsafe { _mm256_storeu_si256(room.as_mut_ptr().add(w).cast(), v) };
+            if mask == 0 {
+                w += 32;
+                i += 32;
+            } else {
+                let clean = mask.trailing_zeros() as usize;
+                w += clean;
+                i += clean;
+                w = put_escaped(room, w, s[i]);
+                i += 1;
+            }
+        }
+        for &b in &s[i..] {
+            w = put_escaped(room, w, b);
+        }
+        w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX2 and the portable escaper write the same bytes.
+    #[test]
+    fn escapers_agree() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for len in 0..600 {
+            for density in [2u64, 7, 50, 1000] {
+                let input: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        if x.is_multiple_of(density) {
+                            [b'"', b'\\', 0x01, b'\n', 0x1f][(x >> 8) as usize % 5]
+                        } else {
+                            b'a' + (x % 26) as u8
+                        }
+                    })
+                    .collect();
+                let mut a = vec![MaybeUninit::uninit(); len * 6];
+                let mut b = vec![MaybeUninit::uninit(); len * 6];
+                let na = escape_part(&mut a, &input);
+                let nb = escape_dispatch(&mut b, &input);
+                // SAFETY: both escapers initialized their first `n` bytes.
+                let (a, b) = unsafe {
+                    (
+                        std::slice::from_raw_parts(a.as_ptr().cast::<u8>(), na),
+                        std::slice::from_raw_parts(b.as_ptr().cast::<u8>(), nb),
+                    )
+                };
+                assert_eq!(a, b, "len {len} density {density}");
+            }
         }
     }
 }
