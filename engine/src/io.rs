@@ -520,24 +520,31 @@ impl Output {
                 // SAFETY: the buffer is heap memory that is neither freed nor
                 // written until this write completes: `submit_blocks` waits for
                 // a buffer's write before reusing it, and `Drop` waits for all.
-                let pushed = unsafe { ring.submission().push(&entry) };
-                if pushed.is_err() {
-                    // The queue is full: drain it and try once more.
-                    let _ = ring.submit_and_wait(1);
+                let mut pushed = unsafe { ring.submission().push(&entry) }.is_ok();
+                if !pushed {
+                    // The queue is full: let the kernel take it, then try once more.
+                    let _ = ring.submit();
                     // SAFETY: as above.
-                    let _ = unsafe { ring.submission().push(&entry) };
+                    pushed = unsafe { ring.submission().push(&entry) }.is_ok();
                 }
-                if let Err(e) = ring.submit() {
-                    tracing::error!(error = %e, "io_uring_enter failed");
-                }
+                let submitted = pushed
+                    && match ring.submit() {
+                        Ok(_) => true,
+                        Err(e) => {
+                            tracing::error!(error = %e, "io_uring_enter failed");
+                            false
+                        }
+                    };
+                // A write that never reached the kernel is a failed write, not
+                // one to wait for.
                 self.in_flight.push_back(InFlight {
                     slot,
                     len,
                     data_end,
-                    done: false,
-                    failed: false,
+                    done: !submitted,
+                    failed: !submitted,
                 });
-                Progress::default()
+                self.advance()
             }
         }
     }
@@ -550,11 +557,24 @@ impl Output {
                 if pending == 0 {
                     break;
                 }
+                let retryable = [
+                    rustix::io::Errno::INTR,
+                    rustix::io::Errno::AGAIN,
+                    rustix::io::Errno::BUSY,
+                ];
                 if wait
                     && let Err(e) = ring.submit_and_wait(1)
-                    && e.raw_os_error() != Some(rustix::io::Errno::INTR.raw_os_error())
+                    && !retryable.iter().any(|r| e.raw_os_error() == Some(r.raw_os_error()))
                 {
+                    // The ring itself is unusable (a bad fd or memory fault,
+                    // which our own submissions never cause): report what is
+                    // in flight as failed rather than wait forever.
                     tracing::error!(error = %e, "io_uring wait failed");
+                    for w in self.in_flight.iter_mut().filter(|w| !w.done) {
+                        w.done = true;
+                        w.failed = true;
+                    }
+                    break;
                 }
                 let mut any = false;
                 for cqe in ring.completion() {
