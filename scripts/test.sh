@@ -24,6 +24,23 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build"
 cargo build --workspace --locked
 
+step "S3: moto server (PyPI moto[server]) on loopback"
+VENV="$HOME/.cache/capline/venv"
+if [ ! -x "$VENV/bin/moto_server" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q 'moto[server]' boto3
+fi
+MOTO_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"${TMPDIR:-/tmp}/capline-moto.log" 2>&1 &
+MOTO_PID=$!
+trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
+moto_up() { python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$MOTO_PORT/', timeout=1)" 2>/dev/null; }
+for _ in $(seq 1 50); do moto_up && break; sleep 0.2; done
+moto_up || { echo "moto did not start"; cat "${TMPDIR:-/tmp}/capline-moto.log"; exit 1; }
+export CAPLINE_TEST_S3="http://127.0.0.1:$MOTO_PORT"
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+echo "moto on $CAPLINE_TEST_S3"
+
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast -- --skip sigkill --skip disk_
 

@@ -150,6 +150,25 @@ pub struct EngineSettings {
     pub spool_max_bytes: Option<u64>,
     /// `DiskCheckIntervalMillis`: how often the disk is checked. Default 250.
     pub disk_check_interval: Duration,
+    /// S3 client settings (used for `s3://` destinations).
+    pub s3: S3Settings,
+}
+
+/// `Engine.S3`: how segments reach S3 or an S3-compatible store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    /// `EndpointUrl`: a custom endpoint (MinIO, Garage, moto). Default: AWS.
+    pub endpoint_url: Option<String>,
+    /// `Region`. Default: the AWS default chain (`AWS_REGION`, profile), else `us-east-1`.
+    pub region: Option<String>,
+    /// `ForcePathStyle`: path-style addressing. Default false.
+    pub force_path_style: bool,
+    /// `ChecksumMode`: `when_supported` (default) or `when_required`.
+    pub checksum_when_required: bool,
+    /// `PartSizeBytes`: multipart part size, 5 MiB – 5 GiB. Default 8 MiB.
+    pub part_size: u64,
+    /// `Concurrency`: parts uploaded at once, 1 – 64. Default 4.
+    pub concurrency: usize,
 }
 
 /// A validated engine config.
@@ -490,6 +509,7 @@ const ENGINE_KEYS: &[&str] = &[
     "DiskSoftWatermarkPercent",
     "SpoolMaxBytes",
     "DiskCheckIntervalMillis",
+    "S3",
 ];
 
 /// The `DataCaptureConfig` part, in either shape.
@@ -802,7 +822,19 @@ fn parse_engine(v: &Value) -> Result<EngineSettings, ConfigError> {
     let spool_max_bytes = get(obj, "SpoolMaxBytes")
         .map(|v| as_int_in(&field("SpoolMaxBytes"), v, MIB, u64::MAX >> 1))
         .transpose()?;
+    let s3 = match get(obj, "S3") {
+        None => S3Settings {
+            endpoint_url: None,
+            region: None,
+            force_path_style: false,
+            checksum_when_required: false,
+            part_size: 8 * MIB,
+            concurrency: 4,
+        },
+        Some(v) => parse_s3(v)?,
+    };
     Ok(EngineSettings {
+        s3,
         disk_watermark_percent: watermark as f64,
         disk_hysteresis_percent: hysteresis as f64,
         disk_soft_watermark_percent: soft,
@@ -825,5 +857,67 @@ fn parse_engine(v: &Value) -> Result<EngineSettings, ConfigError> {
             .unwrap_or(false),
         sampling_mode,
         io,
+    })
+}
+
+fn parse_s3(v: &Value) -> Result<S3Settings, ConfigError> {
+    const P: &str = "Engine.S3";
+    let obj = as_object(P, v)?;
+    check_keys(
+        P,
+        obj,
+        &[
+            "EndpointUrl",
+            "Region",
+            "ForcePathStyle",
+            "ChecksumMode",
+            "PartSizeBytes",
+            "Concurrency",
+        ],
+        "",
+    )?;
+    let field = |k: &str| format!("{P}.{k}");
+    let text = |k: &str| -> Result<Option<String>, ConfigError> {
+        get(obj, k)
+            .map(|v| as_str(&field(k), v).map(str::to_string))
+            .transpose()
+    };
+    let endpoint_url = text("EndpointUrl")?;
+    if let Some(u) = &endpoint_url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        return Err(err(
+            &field("EndpointUrl"),
+            "must start with http:// or https://",
+            get(obj, "EndpointUrl"),
+        ));
+    }
+    let checksum_when_required = match text("ChecksumMode")?.as_deref() {
+        None | Some("when_supported") => false,
+        Some("when_required") => true,
+        Some(_) => {
+            return Err(err(
+                &field("ChecksumMode"),
+                "must be when_supported or when_required",
+                get(obj, "ChecksumMode"),
+            ));
+        }
+    };
+    Ok(S3Settings {
+        endpoint_url,
+        region: text("Region")?,
+        force_path_style: get(obj, "ForcePathStyle")
+            .map(|v| as_bool(&field("ForcePathStyle"), v))
+            .transpose()?
+            .unwrap_or(false),
+        checksum_when_required,
+        part_size: get(obj, "PartSizeBytes")
+            .map(|v| as_int_in(&field("PartSizeBytes"), v, 5 * MIB, 5 * 1024 * MIB))
+            .transpose()?
+            .unwrap_or(8 * MIB),
+        concurrency: get(obj, "Concurrency")
+            .map(|v| as_int_in(&field("Concurrency"), v, 1, 64))
+            .transpose()?
+            .unwrap_or(4) as usize,
     })
 }

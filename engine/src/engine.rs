@@ -20,7 +20,8 @@ use crate::ring::{RecordParts, Ring, ring};
 use crate::sample::{Closed, GATE_DISABLED, GATE_SPOOL, GATE_WATERMARK, Sampler};
 use crate::segment::{Segments, Settings};
 use crate::stats::{Counters, Stats, inc};
-use crate::upload::{LocalDir, Msg, Uploader};
+use crate::upload::{Dest, LocalDir, Msg, Uploader};
+use crate::upload_s3::S3Dest;
 use crate::watermark::{Controls, Monitor};
 use crate::writer::{Control, Sink, Writer};
 use crate::{Error, Result};
@@ -126,18 +127,22 @@ impl Engine {
     }
 
     fn start_with(config: Config, discard: bool) -> Result<Engine> {
-        let dest = match &config.destination {
-            Destination::Local { dir } => LocalDir::new(dir.clone()),
-            Destination::S3 { .. } => {
-                return Err(Error::Unsupported(format!(
-                    "{}: S3 delivery is not built yet; use a file:///abs/dir destination",
-                    config.destination_uri
-                )));
-            }
-        };
         let es = &config.engine;
         let spool = Spool::open(&es.spool_dir)?;
         let recovered = crate::recover::recover(&spool)?;
+        let dest = match &config.destination {
+            Destination::Local { dir } => Dest::Local(LocalDir::new(dir.clone())),
+            Destination::S3 { bucket, prefix } => Dest::S3(Box::new(
+                S3Dest::new(
+                    bucket,
+                    prefix,
+                    config.kms_key_id.clone(),
+                    &es.s3,
+                    &recovered,
+                )
+                .map_err(|e| Error::io("start the S3 client runtime", &es.spool_dir, e))?,
+            )),
+        };
         let counters = Arc::new(Counters::default());
 
         let (upload_tx, upload_rx) = crossbeam_channel::unbounded();

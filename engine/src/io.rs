@@ -564,7 +564,9 @@ impl Output {
                 ];
                 if wait
                     && let Err(e) = ring.submit_and_wait(1)
-                    && !retryable.iter().any(|r| e.raw_os_error() == Some(r.raw_os_error()))
+                    && !retryable
+                        .iter()
+                        .any(|r| e.raw_os_error() == Some(r.raw_os_error()))
                 {
                     // The ring itself is unusable (a bad fd or memory fault,
                     // which our own submissions never cause): report what is

@@ -56,6 +56,7 @@ mod segment;
 pub mod stats;
 mod timestamp;
 mod upload;
+mod upload_s3;
 mod watermark;
 mod writer;
 

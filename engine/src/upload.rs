@@ -42,7 +42,7 @@ impl Key {
     }
 
     /// The key as a `/`-separated relative path.
-    pub(crate) fn as_str(&self) -> &str {
+    pub fn as_str(&self) -> &str {
         &self.0
     }
 
@@ -151,10 +151,39 @@ impl LocalDir {
     }
 }
 
+/// A delivery failure (retried while the segment is on disk).
+pub(crate) type DeliverError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where the uploader delivers.
+#[derive(Debug)]
+pub(crate) enum Dest {
+    /// `file://`.
+    Local(LocalDir),
+    /// `s3://`.
+    S3(Box<crate::upload_s3::S3Dest>),
+}
+
+impl Dest {
+    fn deliver(&self, seg: &Sealed) -> Result<(), DeliverError> {
+        match self {
+            Dest::Local(d) => Ok(d.deliver(seg)?),
+            Dest::S3(d) => {
+                d.deliver(seg)?;
+                // Only now, with the object complete, does the spool copy go.
+                std::fs::remove_file(&seg.path)?;
+                if let Some(dir) = seg.path.parent() {
+                    crate::io::sync_dir(dir)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// The uploader thread's state.
 #[derive(Debug)]
 pub(crate) struct Uploader {
-    dest: LocalDir,
+    dest: Dest,
     rx: Receiver<Msg>,
     pending: VecDeque<Sealed>,
     counters: Arc<Counters>,
@@ -166,12 +195,14 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 impl Uploader {
     /// `recovered` are segments found sealed in the spool at start.
     pub(crate) fn new(
-        dest: LocalDir,
+        dest: Dest,
         rx: Receiver<Msg>,
         recovered: Vec<Sealed>,
         counters: Arc<Counters>,
     ) -> Self {
-        dest.clean_tmp();
+        if let Dest::Local(d) = &dest {
+            d.clean_tmp();
+        }
         add(&counters.segments_pending, recovered.len() as u64);
         add(
             &counters.spool_sealed_bytes,
@@ -231,7 +262,7 @@ impl Uploader {
                 }
                 Err(e) => {
                     inc(&self.counters.delivery_failures);
-                    tracing::warn!(key = seg.key.as_str(), error = %e, retry_in = ?backoff, "delivery failed");
+                    tracing::warn!(key = seg.key.as_str(), error = %e, retry_in = ?backoff, "delivery failed; the segment stays in the spool");
                     let wait = match deadline {
                         Some(d) => backoff.min(d.saturating_duration_since(Instant::now())),
                         None => backoff,
