@@ -27,9 +27,6 @@ pub enum Error {
     /// Another engine holds the spool directory.
     #[error("spool directory {0} is in use by another capline engine (lock held)")]
     SpoolLocked(PathBuf),
-    /// The destination scheme is valid config but not deliverable by this build.
-    #[error("DataCaptureConfig.DestinationS3Uri: {0}")]
-    Unsupported(String),
     /// `flush` or `shutdown` did not finish before its deadline.
     #[error("timed out after {0:?} waiting for the writer")]
     Timeout(std::time::Duration),

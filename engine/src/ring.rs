@@ -152,6 +152,12 @@ impl Ring {
             // Acquire: the consumer zeroed everything before `head` before it
             // published it, and those bytes are what we are about to reuse.
             let head = s.head.0.load(Ordering::Acquire);
+            if head > tail {
+                // Our `tail` is stale: others claimed and the consumer freed
+                // past it since we read it. Read it again (it is >= `head` now).
+                tail = s.tail.0.load(Ordering::Relaxed);
+                continue;
+            }
             let (claim_end, record) = if tail + pad + need - head <= s.capacity {
                 (tail + pad + need, true)
             } else if pad > 0 && tail + pad - head <= s.capacity {
@@ -370,11 +376,19 @@ fn decode(body: &[u8]) -> RecordParts<'_> {
 // words and loom-tracked cells for bytes, so loom checks the data accesses too.
 
 #[cfg(not(loom))]
-#[derive(Debug)]
 struct Storage {
     /// `capacity / 8` words. `AtomicU64` is an `UnsafeCell`, so writing its
     /// bytes through a pointer derived from a shared reference is allowed.
     words: Box<[AtomicU64]>,
+}
+
+#[cfg(not(loom))]
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("bytes", &(self.words.len() * 8))
+            .finish()
+    }
 }
 
 #[cfg(not(loom))]

@@ -435,17 +435,6 @@ fn non_utf8_text_is_written_as_base64() {
 }
 
 #[test]
-fn s3_destinations_are_refused_until_delivery_exists() {
-    let d = dirs();
-    let text = format!(
-        r#"{{"EndpointName":"e","DataCaptureConfig":{{"InitialSamplingPercentage":1,"DestinationS3Uri":"s3://bucket/p","CaptureOptions":[{{"CaptureMode":"Input"}}]}},"Engine":{{"SpoolDir":"{}"}}}}"#,
-        d.spool.display()
-    );
-    let err = Engine::start(Config::from_json(&text).unwrap()).unwrap_err();
-    assert!(err.to_string().contains("DestinationS3Uri"), "{err}");
-}
-
-#[test]
 fn both_io_paths_write_the_same_records() {
     for io in ["uring", "pwrite"] {
         let d = dirs();
