@@ -54,7 +54,7 @@ step "strace: no syscall in the capture loop, < 1 per 100 records, O_DIRECT, io_
 scripts/strace-check.sh 1000000 uring pwrite
 
 step "loom: the ring's claim/commit/consume protocol under every interleaving"
-RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" \
+RUSTFLAGS="--cfg capline_loom" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" \
   cargo test -p capline --release --locked --lib ring::loom_tests
 
 step "fuzz: each target for ${FUZZ_SECONDS:=30} s with AddressSanitizer"

@@ -26,9 +26,9 @@
 //! is full, `try_push` returns `false` and the caller drops the record; it
 //! never waits.
 
-#[cfg(loom)]
+#[cfg(capline_loom)]
 use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-#[cfg(not(loom))]
+#[cfg(not(capline_loom))]
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use std::sync::Arc;
@@ -375,14 +375,14 @@ fn decode(body: &[u8]) -> RecordParts<'_> {
 // bytes are also written and read directly; under loom, atomics for header
 // words and loom-tracked cells for bytes, so loom checks the data accesses too.
 
-#[cfg(not(loom))]
+#[cfg(not(capline_loom))]
 struct Storage {
     /// `capacity / 8` words. `AtomicU64` is an `UnsafeCell`, so writing its
     /// bytes through a pointer derived from a shared reference is allowed.
     words: Box<[AtomicU64]>,
 }
 
-#[cfg(not(loom))]
+#[cfg(not(capline_loom))]
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Storage")
@@ -391,7 +391,7 @@ impl std::fmt::Debug for Storage {
     }
 }
 
-#[cfg(not(loom))]
+#[cfg(not(capline_loom))]
 impl Storage {
     fn new(capacity: usize) -> Self {
         Storage {
@@ -442,7 +442,7 @@ impl Storage {
     }
 }
 
-#[cfg(loom)]
+#[cfg(capline_loom)]
 #[derive(Debug)]
 struct Storage {
     words: Box<[AtomicU64]>,
@@ -452,10 +452,10 @@ struct Storage {
 // SAFETY: the ring protocol gives each byte one writer at a time (a claiming
 // producer, or the consumer while zeroing) and orders it before every reader;
 // under loom, every access goes through `with`/`with_mut`, so loom checks that claim.
-#[cfg(loom)]
+#[cfg(capline_loom)]
 unsafe impl Sync for Storage {}
 
-#[cfg(loom)]
+#[cfg(capline_loom)]
 impl Storage {
     fn new(capacity: usize) -> Self {
         Storage {
@@ -501,7 +501,7 @@ impl Storage {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(capline_loom)))]
 mod tests {
     use super::*;
 
@@ -694,8 +694,8 @@ mod tests {
 }
 
 /// Loom model checks of the claim/commit/consume protocol. Run with
-/// `RUSTFLAGS="--cfg loom" cargo test -p capline --release --lib ring::loom_tests`.
-#[cfg(all(test, loom))]
+/// `RUSTFLAGS="--cfg capline_loom" cargo test -p capline --release --lib ring::loom_tests`.
+#[cfg(all(test, capline_loom))]
 mod loom_tests {
     use super::*;
 
