@@ -55,7 +55,7 @@ scripts/strace-check.sh 1000000 uring pwrite
 
 step "loom: the ring's claim/commit/consume protocol under every interleaving"
 RUSTFLAGS="--cfg capline_loom" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" \
-  cargo test -p capline --release --locked --lib ring::loom_tests
+  cargo test -p capline --no-default-features --release --locked --lib ring::loom_tests
 
 step "fuzz: each target for ${FUZZ_SECONDS:=30} s with AddressSanitizer"
 # cargo-fuzz on stable: ASan needs RUSTC_BOOTSTRAP=1 for this command only, and

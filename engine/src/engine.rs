@@ -21,6 +21,7 @@ use crate::sample::{Closed, GATE_DISABLED, GATE_SPOOL, GATE_WATERMARK, Sampler};
 use crate::segment::{Segments, Settings};
 use crate::stats::{Counters, Stats, inc};
 use crate::upload::{Dest, LocalDir, Msg, Uploader};
+#[cfg(feature = "s3")]
 use crate::upload_s3::S3Dest;
 use crate::watermark::{Controls, Monitor};
 use crate::writer::{Control, Sink, Writer};
@@ -132,6 +133,7 @@ impl Engine {
         let recovered = crate::recover::recover(&spool)?;
         let dest = match &config.destination {
             Destination::Local { dir } => Dest::Local(LocalDir::new(dir.clone())),
+            #[cfg(feature = "s3")]
             Destination::S3 { bucket, prefix } => Dest::S3(Box::new(
                 S3Dest::new(
                     bucket,
@@ -142,6 +144,8 @@ impl Engine {
                 )
                 .map_err(|e| Error::io("start the S3 client runtime", &es.spool_dir, e))?,
             )),
+            #[cfg(not(feature = "s3"))]
+            Destination::S3 { .. } => return Err(Error::S3NotBuilt),
         };
         let counters = Arc::new(Counters::default());
 

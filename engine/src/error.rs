@@ -27,6 +27,11 @@ pub enum Error {
     /// Another engine holds the spool directory.
     #[error("spool directory {0} is in use by another capline engine (lock held)")]
     SpoolLocked(PathBuf),
+    /// An `s3://` destination, in a build without the `s3` feature.
+    #[error(
+        "DataCaptureConfig.DestinationS3Uri: this build of capline has no S3 support (cargo feature `s3`)"
+    )]
+    S3NotBuilt,
     /// `flush` or `shutdown` did not finish before its deadline.
     #[error("timed out after {0:?} waiting for the writer")]
     Timeout(std::time::Duration),

@@ -56,6 +56,7 @@ mod segment;
 pub mod stats;
 mod timestamp;
 mod upload;
+#[cfg(feature = "s3")]
 mod upload_s3;
 mod watermark;
 mod writer;

@@ -160,6 +160,7 @@ pub(crate) enum Dest {
     /// `file://`.
     Local(LocalDir),
     /// `s3://`.
+    #[cfg(feature = "s3")]
     S3(Box<crate::upload_s3::S3Dest>),
 }
 
@@ -167,6 +168,7 @@ impl Dest {
     fn deliver(&self, seg: &Sealed) -> Result<(), DeliverError> {
         match self {
             Dest::Local(d) => Ok(d.deliver(seg)?),
+            #[cfg(feature = "s3")]
             Dest::S3(d) => {
                 d.deliver(seg)?;
                 // Only now, with the object complete, does the spool copy go.
@@ -200,6 +202,7 @@ impl Uploader {
         recovered: Vec<Sealed>,
         counters: Arc<Counters>,
     ) -> Self {
+        #[cfg_attr(not(feature = "s3"), allow(irrefutable_let_patterns))]
         if let Dest::Local(d) = &dest {
             d.clean_tmp();
         }
