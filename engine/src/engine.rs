@@ -135,14 +135,8 @@ impl Engine {
             Destination::Local { dir } => Dest::Local(LocalDir::new(dir.clone())),
             #[cfg(feature = "s3")]
             Destination::S3 { bucket, prefix } => Dest::S3(Box::new(
-                S3Dest::new(
-                    bucket,
-                    prefix,
-                    config.kms_key_id.clone(),
-                    &es.s3,
-                    &recovered,
-                )
-                .map_err(|e| Error::io("start the S3 client runtime", &es.spool_dir, e))?,
+                S3Dest::new(bucket, prefix, config.kms_key_id.clone(), &es.s3)
+                    .map_err(|e| Error::io("start the S3 client runtime", &es.spool_dir, e))?,
             )),
             #[cfg(not(feature = "s3"))]
             Destination::S3 { .. } => return Err(Error::S3NotBuilt),

@@ -221,6 +221,11 @@ impl Uploader {
 
     /// Runs until told to shut down (or every sender is gone).
     pub(crate) fn run(mut self) {
+        #[cfg(feature = "s3")]
+        if let Dest::S3(d) = &self.dest {
+            let pending: Vec<Sealed> = self.pending.iter().cloned().collect();
+            d.abort_stale(&pending);
+        }
         let mut backoff = BACKOFF_MIN;
         let mut deadline: Option<Instant> = None;
         loop {

@@ -79,14 +79,13 @@ pub(crate) fn summarize(content: &[u8]) -> Summary {
 }
 
 impl S3Dest {
-    /// Builds the client (default credential chain) and aborts multipart
-    /// uploads an earlier run left open for `pending` segments.
+    /// Builds the client (default credential chain). No request is made here,
+    /// so the engine starts even while S3 is unreachable.
     pub(crate) fn new(
         bucket: &str,
         prefix: &str,
         kms_key_id: Option<String>,
         s: &S3Settings,
-        pending: &[Sealed],
     ) -> std::io::Result<S3Dest> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -126,7 +125,6 @@ impl S3Dest {
             part_size: s.part_size as usize,
             concurrency: s.concurrency,
         };
-        dest.abort_stale(pending);
         Ok(dest)
     }
 
@@ -138,8 +136,9 @@ impl S3Dest {
         }
     }
 
-    /// Aborts open multipart uploads for keys of segments still in the spool.
-    fn abort_stale(&self, pending: &[Sealed]) {
+    /// Aborts open multipart uploads for keys of segments still in the spool
+    /// (run by the uploader thread before its first delivery).
+    pub(crate) fn abort_stale(&self, pending: &[Sealed]) {
         if pending.is_empty() {
             return;
         }

@@ -48,8 +48,12 @@ fn client(rt: &tokio::runtime::Runtime, url: &str) -> Client {
     })
 }
 
-fn bucket(rt: &tokio::runtime::Runtime, c: &Client, name: &str) {
-    rt.block_on(c.create_bucket().bucket(name).send()).unwrap();
+/// Creates a bucket named `base` plus this process's id, so re-runs against
+/// the same server start empty; returns the name.
+fn bucket(rt: &tokio::runtime::Runtime, c: &Client, base: &str) -> String {
+    let name = format!("{base}-{}", std::process::id());
+    rt.block_on(c.create_bucket().bucket(&name).send()).unwrap();
+    name
 }
 
 fn config(url: &str, dest: &str, spool: &std::path::Path, extra: &str) -> Config {
@@ -70,11 +74,11 @@ fn segments_become_objects_in_the_sagemaker_layout() {
     let Some(url) = endpoint() else { return };
     let rt = rt();
     let c = client(&rt, &url);
-    bucket(&rt, &c, "capline-layout");
+    let b = bucket(&rt, &c, "capline-layout");
     let spool = tempfile::tempdir().unwrap();
     let engine = Engine::start(config(
         &url,
-        "s3://capline-layout/datacapture/",
+        &format!("s3://{b}/datacapture/"),
         spool.path(),
         r#","SegmentMaxBytes":12582912"#,
     ))
@@ -103,7 +107,7 @@ fn segments_become_objects_in_the_sagemaker_layout() {
     let listed = rt
         .block_on(
             c.list_objects_v2()
-                .bucket("capline-layout")
+                .bucket(&b)
                 .prefix("datacapture/")
                 .send(),
         )
@@ -126,10 +130,10 @@ fn segments_become_objects_in_the_sagemaker_layout() {
             "{key}"
         );
         let head = rt
-            .block_on(c.head_object().bucket("capline-layout").key(key).send())
+            .block_on(c.head_object().bucket(&b).key(key).send())
             .unwrap();
         let obj = rt
-            .block_on(c.get_object().bucket("capline-layout").key(key).send())
+            .block_on(c.get_object().bucket(&b).key(key).send())
             .unwrap();
         let data = rt.block_on(obj.body.collect()).unwrap().into_bytes();
         let n = data.iter().filter(|&&b| b == b'\n').count() as u64;
@@ -174,11 +178,11 @@ fn the_server_rejects_a_too_small_non_last_part() {
     let Some(url) = endpoint() else { return };
     let rt = rt();
     let c = client(&rt, &url);
-    bucket(&rt, &c, "capline-small-parts");
+    let b = bucket(&rt, &c, "capline-small-parts");
     let result: Result<(), String> = rt.block_on(async {
         let id = c
             .create_multipart_upload()
-            .bucket("capline-small-parts")
+            .bucket(&b)
             .key("k")
             .send()
             .await
@@ -190,7 +194,7 @@ fn the_server_rejects_a_too_small_non_last_part() {
         for n in 1..=2 {
             let out = c
                 .upload_part()
-                .bucket("capline-small-parts")
+                .bucket(&b)
                 .key("k")
                 .upload_id(&id)
                 .part_number(n)
@@ -206,7 +210,7 @@ fn the_server_rejects_a_too_small_non_last_part() {
             );
         }
         c.complete_multipart_upload()
-            .bucket("capline-small-parts")
+            .bucket(&b)
             .key("k")
             .upload_id(&id)
             .multipart_upload(
@@ -221,4 +225,50 @@ fn the_server_rejects_a_too_small_non_last_part() {
     });
     let err = result.expect_err("a 1 MiB non-last part must be refused");
     assert!(err.contains("EntityTooSmall"), "{err}");
+}
+
+#[test]
+fn uploads_left_open_by_an_earlier_run_are_aborted_and_the_segment_delivered_once() {
+    let Some(url) = endpoint() else { return };
+    let rt = rt();
+    let c = client(&rt, &url);
+    let b = bucket(&rt, &c, "capline-stale");
+    // A sealed segment an earlier run left behind, and the multipart upload it had begun.
+    let spool = tempfile::tempdir().unwrap();
+    let sealed = spool.path().join("sealed");
+    std::fs::create_dir_all(&sealed).unwrap();
+    let name =
+        "churn+AllTraffic+2024+01+19+19+27-57-062-fb33b08e-de02-414b-ba16-969c14d7e0f1.jsonl";
+    let line = r#"{"captureData":{"endpointInput":{"observedContentType":"text/csv","mode":"INPUT","data":"1,2\n","encoding":"CSV"}},"eventMetadata":{"eventId":"7ddb2d7c-4d6a-4e67-a68e-23870399829d","inferenceTime":"2024-01-19T19:27:57Z"},"eventVersion":"0"}"#;
+    std::fs::write(sealed.join(name), format!("{line}\n{line}\n")).unwrap();
+    let key =
+        "p/churn/AllTraffic/2024/01/19/19/27-57-062-fb33b08e-de02-414b-ba16-969c14d7e0f1.jsonl";
+    rt.block_on(c.create_multipart_upload().bucket(&b).key(key).send())
+        .unwrap();
+
+    let engine = Engine::start(config(&url, &format!("s3://{b}/p"), spool.path(), "")).unwrap();
+    let stats = engine.shutdown(Duration::from_secs(60)).unwrap();
+    assert_eq!(stats.segments_delivered, 1);
+
+    let open = rt
+        .block_on(c.list_multipart_uploads().bucket(&b).send())
+        .unwrap();
+    assert!(
+        open.uploads().is_empty(),
+        "no multipart upload left open: {:?}",
+        open.uploads()
+    );
+    let listed = rt.block_on(c.list_objects_v2().bucket(&b).send()).unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, [key]);
+    let head = rt
+        .block_on(c.head_object().bucket(&b).key(key).send())
+        .unwrap();
+    let meta = head.metadata().unwrap();
+    assert_eq!(meta["capline-records"], "2");
+    assert_eq!(meta["capline-first-inference-time"], "2024-01-19T19:27:57Z");
+    assert!(
+        std::fs::read_dir(&sealed).unwrap().next().is_none(),
+        "the spool copy is gone"
+    );
 }
