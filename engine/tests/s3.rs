@@ -105,12 +105,7 @@ fn segments_become_objects_in_the_sagemaker_layout() {
     );
 
     let listed = rt
-        .block_on(
-            c.list_objects_v2()
-                .bucket(&b)
-                .prefix("datacapture/")
-                .send(),
-        )
+        .block_on(c.list_objects_v2().bucket(&b).prefix("datacapture/").send())
         .unwrap();
     let keys: Vec<String> = listed
         .contents()
