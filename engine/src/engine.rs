@@ -275,7 +275,7 @@ impl Engine {
             inc(&n.dropped_too_large);
             return Outcome::Dropped(DropReason::TooLarge);
         }
-        if !self.ring.try_push(&rec) {
+        if !self.ring.try_push_sized(&rec, size) {
             inc(&n.dropped_ring_full);
             return Outcome::Dropped(DropReason::RingFull);
         }

@@ -61,10 +61,11 @@ impl AlignedBuf {
     }
 
     fn layout(cap: usize, align: usize) -> std::alloc::Layout {
-        std::alloc::Layout::from_size_align(cap, align).unwrap_or_else(|_| {
-            // `align` is a power of two and `cap` a multiple of it, far below isize::MAX.
-            std::alloc::Layout::new::<u8>()
-        })
+        // `align` is a power of two (statx alignments go through
+        // `next_power_of_two`) and `cap` a multiple of it, far below isize::MAX;
+        // a silent fallback layout would free memory with the wrong layout.
+        std::alloc::Layout::from_size_align(cap, align)
+            .expect("aligned buffer layout: power-of-two alignment, size below isize::MAX")
     }
 
     fn grow_to(&mut self, want: usize) {

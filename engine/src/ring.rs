@@ -138,9 +138,16 @@ pub(crate) fn ring(bytes: u64) -> (Ring, RingReader) {
 impl Ring {
     /// Copies the record in; `false` when there is no room. Never blocks,
     /// never allocates.
+    #[cfg(test)]
     pub(crate) fn try_push(&self, rec: &RecordParts) -> bool {
+        self.try_push_sized(rec, rec.size())
+    }
+
+    /// [`try_push`](Self::try_push) for a caller that already knows
+    /// `rec.size()` (the capture path computes it for the size check).
+    pub(crate) fn try_push_sized(&self, rec: &RecordParts, size: u64) -> bool {
         let s = &*self.shared;
-        let need = footprint(rec.size());
+        let need = footprint(size);
         if need > s.capacity {
             return false;
         }

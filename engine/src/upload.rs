@@ -42,7 +42,7 @@ impl Key {
     }
 
     /// The key as a `/`-separated relative path.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 

@@ -114,12 +114,18 @@ impl Monitor {
     }
 
     fn check(&mut self) {
-        let s = self.settings.clone();
-        let usage = match disk_usage(&s.spool) {
+        let Settings {
+            watermark,
+            hysteresis,
+            soft,
+            spool_max,
+            ..
+        } = self.settings;
+        let usage = match disk_usage(&self.settings.spool) {
             Ok(u) => u,
             Err(e) => {
                 if !self.warned_statvfs {
-                    tracing::warn!(spool = %s.spool.display(), error = %e, "statvfs failed; the disk watermark cannot be checked");
+                    tracing::warn!(spool = %self.settings.spool.display(), error = %e, "statvfs failed; the disk watermark cannot be checked");
                     self.warned_statvfs = true;
                 }
                 return;
@@ -132,9 +138,9 @@ impl Monitor {
         let write_failed = io_errors > self.io_errors_seen;
         self.io_errors_seen = io_errors;
 
-        let reopen_below = s.watermark - s.hysteresis;
+        let reopen_below = watermark - hysteresis;
         // At 100 % the usage check is off: only a failed write closes the gate.
-        let over = s.watermark < 100.0 && usage >= s.watermark;
+        let over = watermark < 100.0 && usage >= watermark;
         if !self.disk_closed && (over || write_failed) {
             let reason = if write_failed {
                 "a segment write failed"
@@ -144,7 +150,7 @@ impl Monitor {
             tracing::warn!(
                 reason,
                 usage = format!("{usage:.1}%"),
-                watermark = s.watermark,
+                watermark = watermark,
                 reopen_below,
                 "capture gate closed"
             );
@@ -152,17 +158,17 @@ impl Monitor {
         } else if self.disk_closed && usage < reopen_below && !write_failed {
             tracing::warn!(
                 usage = format!("{usage:.1}%"),
-                watermark = s.watermark,
+                watermark = watermark,
                 reopen_below,
                 "capture gate reopened: disk usage is below the watermark minus hysteresis"
             );
             self.set_disk(false);
         }
 
-        if let Some(max) = s.spool_max {
+        if let Some(max) = spool_max {
             let spool = self.counters.spool_sealed_bytes.load(Ordering::Relaxed)
                 + self.counters.spool_active_bytes.load(Ordering::Relaxed);
-            let reopen = (max as f64 * (1.0 - s.hysteresis / 100.0)) as u64;
+            let reopen = (max as f64 * (1.0 - hysteresis / 100.0)) as u64;
             if !self.spool_closed && spool >= max {
                 tracing::warn!(
                     spool_bytes = spool,
@@ -181,19 +187,19 @@ impl Monitor {
             }
         }
 
-        if let Some(soft) = s.soft {
+        if let Some(soft) = soft {
             let factor = if usage <= soft {
                 1.0
-            } else if usage >= s.watermark {
+            } else if usage >= watermark {
                 0.0
             } else {
-                (s.watermark - usage) / (s.watermark - soft)
+                (watermark - usage) / (watermark - soft)
             };
             if (factor == 1.0) != (self.factor == 1.0) {
                 tracing::warn!(
                     usage = format!("{usage:.1}%"),
                     soft,
-                    watermark = s.watermark,
+                    watermark = watermark,
                     factor,
                     "disk pressure: effective sampling rate {}",
                     if factor < 1.0 { "reduced" } else { "restored" }
