@@ -169,6 +169,26 @@ pub struct S3Settings {
     pub part_size: u64,
     /// `Concurrency`: parts uploaded at once, 1 – 64. Default 4.
     pub concurrency: usize,
+    /// `AttemptTimeoutSeconds`: the limit on one attempt of one request
+    /// (one part, one PutObject), 1 – 3600. Default 60.
+    pub attempt_timeout: Duration,
+    /// `ConnectTimeoutSeconds`: the limit on opening a connection, 1 – 300. Default 5.
+    pub connect_timeout: Duration,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        S3Settings {
+            endpoint_url: None,
+            region: None,
+            force_path_style: false,
+            checksum_when_required: false,
+            part_size: 8 * MIB,
+            concurrency: 4,
+            attempt_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// A validated engine config.
@@ -823,14 +843,7 @@ fn parse_engine(v: &Value) -> Result<EngineSettings, ConfigError> {
         .map(|v| as_int_in(&field("SpoolMaxBytes"), v, MIB, u64::MAX >> 1))
         .transpose()?;
     let s3 = match get(obj, "S3") {
-        None => S3Settings {
-            endpoint_url: None,
-            region: None,
-            force_path_style: false,
-            checksum_when_required: false,
-            part_size: 8 * MIB,
-            concurrency: 4,
-        },
+        None => S3Settings::default(),
         Some(v) => parse_s3(v)?,
     };
     Ok(EngineSettings {
@@ -862,6 +875,7 @@ fn parse_engine(v: &Value) -> Result<EngineSettings, ConfigError> {
 
 fn parse_s3(v: &Value) -> Result<S3Settings, ConfigError> {
     const P: &str = "Engine.S3";
+    let d = S3Settings::default();
     let obj = as_object(P, v)?;
     check_keys(
         P,
@@ -873,6 +887,8 @@ fn parse_s3(v: &Value) -> Result<S3Settings, ConfigError> {
             "ChecksumMode",
             "PartSizeBytes",
             "Concurrency",
+            "AttemptTimeoutSeconds",
+            "ConnectTimeoutSeconds",
         ],
         "",
     )?;
@@ -914,10 +930,18 @@ fn parse_s3(v: &Value) -> Result<S3Settings, ConfigError> {
         part_size: get(obj, "PartSizeBytes")
             .map(|v| as_int_in(&field("PartSizeBytes"), v, 5 * MIB, 5 * 1024 * MIB))
             .transpose()?
-            .unwrap_or(8 * MIB),
+            .unwrap_or(d.part_size),
         concurrency: get(obj, "Concurrency")
             .map(|v| as_int_in(&field("Concurrency"), v, 1, 64))
             .transpose()?
-            .unwrap_or(4) as usize,
+            .unwrap_or(d.concurrency as u64) as usize,
+        attempt_timeout: get(obj, "AttemptTimeoutSeconds")
+            .map(|v| as_int_in(&field("AttemptTimeoutSeconds"), v, 1, 3600))
+            .transpose()?
+            .map_or(d.attempt_timeout, Duration::from_secs),
+        connect_timeout: get(obj, "ConnectTimeoutSeconds")
+            .map(|v| as_int_in(&field("ConnectTimeoutSeconds"), v, 1, 300))
+            .transpose()?
+            .map_or(d.connect_timeout, Duration::from_secs),
     })
 }

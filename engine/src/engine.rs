@@ -131,17 +131,24 @@ impl Engine {
         let es = &config.engine;
         let spool = Spool::open(&es.spool_dir)?;
         let recovered = crate::recover::recover(&spool)?;
+        let counters = Arc::new(Counters::default());
         let dest = match &config.destination {
             Destination::Local { dir } => Dest::Local(LocalDir::new(dir.clone())),
             #[cfg(feature = "s3")]
             Destination::S3 { bucket, prefix } => Dest::S3(Box::new(
-                S3Dest::new(bucket, prefix, config.kms_key_id.clone(), &es.s3)
-                    .map_err(|e| Error::io("start the S3 client runtime", &es.spool_dir, e))?,
+                S3Dest::new(
+                    bucket,
+                    prefix,
+                    config.kms_key_id.clone(),
+                    &es.s3,
+                    spool.uploads.clone(),
+                    counters.clone(),
+                )
+                .map_err(|e| Error::io("start the S3 client runtime", &es.spool_dir, e))?,
             )),
             #[cfg(not(feature = "s3"))]
             Destination::S3 { .. } => return Err(Error::S3NotBuilt),
         };
-        let counters = Arc::new(Counters::default());
 
         let (upload_tx, upload_rx) = crossbeam_channel::unbounded();
         let uploader = Uploader::new(dest, upload_rx, recovered, counters.clone());

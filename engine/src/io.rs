@@ -685,12 +685,16 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// The spool directory: `active/` holds segments being written, `sealed/`
-/// holds durable segments waiting for delivery, and `LOCK` keeps a second
+/// holds durable segments waiting for delivery, `uploads/` their multipart
+/// upload progress, and `LOCK` keeps a second
 /// engine out.
 #[derive(Debug)]
 pub(crate) struct Spool {
     pub(crate) active: std::path::PathBuf,
     pub(crate) sealed: std::path::PathBuf,
+    /// Multipart upload progress, one file per sealed segment being uploaded.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    pub(crate) uploads: std::path::PathBuf,
     /// Held open for the engine's lifetime; the flock goes with it.
     _lock: File,
 }
@@ -701,7 +705,8 @@ impl Spool {
         use crate::Error;
         let active = root.join("active");
         let sealed = root.join("sealed");
-        for d in [&active, &sealed] {
+        let uploads = root.join("uploads");
+        for d in [&active, &sealed, &uploads] {
             std::fs::create_dir_all(d).map_err(|e| Error::io("create spool directory", d, e))?;
         }
         let lock_path = root.join("LOCK");
@@ -719,6 +724,7 @@ impl Spool {
         Ok(Spool {
             active,
             sealed,
+            uploads,
             _lock: lock,
         })
     }

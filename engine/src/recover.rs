@@ -86,7 +86,14 @@ pub(crate) fn recover(spool: &Spool) -> crate::Result<Vec<Sealed>> {
     sync_dir(&spool.sealed).map_err(|e| Error::io("sync spool", &spool.sealed, e))?;
     Ok(keyed_files(&spool.sealed)?
         .into_iter()
-        .map(|(path, key)| Sealed { path, key })
+        .map(|(path, key)| Sealed {
+            sealed_at: std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|_| std::time::SystemTime::now()),
+            path,
+            key,
+            recovered: true,
+        })
         .collect())
 }
 

@@ -205,6 +205,8 @@ impl Segments {
                 let _ = self.sealed_tx.send(Msg::Segment(Sealed {
                     path: sealed,
                     key: o.key,
+                    sealed_at: std::time::SystemTime::now(),
+                    recovered: false,
                 }));
             }
             Err(e) => {

@@ -50,6 +50,9 @@ macro_rules! counters {
             pub gate_watermark_closed: bool,
             /// Whether `SpoolMaxBytes` has closed the gate.
             pub gate_spool_closed: bool,
+            /// How long the oldest undelivered segment has waited since it
+            /// was sealed, in milliseconds; 0 when every segment is delivered.
+            pub delivery_lag_millis: u64,
         }
 
         impl Counters {
@@ -59,6 +62,11 @@ macro_rules! counters {
                     $( s.$p += stripe.$p.load(Ordering::Relaxed); )*
                 }
                 $( s.$s = self.$s.load(Ordering::Relaxed); )*
+                if s.oldest_pending_sealed_unix_ms != 0 {
+                    s.delivery_lag_millis =
+                        unix_millis(std::time::SystemTime::now())
+                            .saturating_sub(s.oldest_pending_sealed_unix_ms);
+                }
                 s
             }
         }
@@ -66,7 +74,11 @@ macro_rules! counters {
         impl Stats {
             /// Every counter as `(name, value)`, in declaration order.
             pub fn counters(&self) -> Vec<(&'static str, u64)> {
-                vec![ $( (stringify!($p), self.$p), )* $( (stringify!($s), self.$s), )* ]
+                vec![
+                    $( (stringify!($p), self.$p), )*
+                    $( (stringify!($s), self.$s), )*
+                    ("delivery_lag_millis", self.delivery_lag_millis),
+                ]
             }
 
             /// The sum of every per-call outcome; equals the number of `capture()` calls.
@@ -114,8 +126,16 @@ counters! {
         segments_sealed,
         /// Segments delivered to the destination.
         segments_delivered,
+        /// Delivery attempts (a segment's first try and every retry).
+        delivery_attempts,
         /// Failed delivery attempts (each is retried).
         delivery_failures,
+        /// Bytes the destination acknowledged: parts, single-part objects and
+        /// local files (a part sent again after a failure counts again).
+        bytes_uploaded,
+        /// When the oldest undelivered segment was sealed, in Unix
+        /// milliseconds; 0 when none waits. See `delivery_lag_millis`.
+        oldest_pending_sealed_unix_ms,
         /// Segments sealed but not yet delivered.
         segments_pending,
         /// Bytes of sealed segments not yet delivered.
@@ -127,6 +147,12 @@ counters! {
         /// Spool filesystem usage, in hundredths of a percent (df's rule).
         disk_usage_basis_points,
     }
+}
+
+/// `t` in milliseconds since the Unix epoch (0 before it).
+pub(crate) fn unix_millis(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);

@@ -13,11 +13,11 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::stats::{Counters, add, inc};
+use crate::stats::{Counters, add, inc, unix_millis};
 use crate::timestamp::Timestamp;
 
 /// A segment's object key below the destination prefix:
@@ -81,6 +81,10 @@ impl Key {
 pub(crate) struct Sealed {
     pub(crate) path: PathBuf,
     pub(crate) key: Key,
+    /// When it was sealed (its file's mtime for one found at start).
+    pub(crate) sealed_at: SystemTime,
+    /// Found in the spool at start: an earlier run may already have delivered it.
+    pub(crate) recovered: bool,
 }
 
 impl Sealed {
@@ -171,13 +175,35 @@ impl Dest {
             #[cfg(feature = "s3")]
             Dest::S3(d) => {
                 d.deliver(seg)?;
-                // Only now, with the object complete, does the spool copy go.
+                // Only now, with the object complete, does the spool copy go;
+                // its upload progress goes last (a crash in between leaves an
+                // orphan that the next start removes).
                 std::fs::remove_file(&seg.path)?;
                 if let Some(dir) = seg.path.parent() {
                     crate::io::sync_dir(dir)?;
                 }
+                d.forget(seg);
                 Ok(())
             }
+        }
+    }
+
+    /// Settles what an earlier run left at the destination for the segments
+    /// still pending; `true` once done (retried before each delivery until then).
+    fn reconcile(&self, _pending: &VecDeque<Sealed>) -> bool {
+        match self {
+            Dest::Local(d) => {
+                d.clean_tmp();
+                true
+            }
+            #[cfg(feature = "s3")]
+            Dest::S3(d) => match d.reconcile(_pending) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not list open multipart uploads; will try again");
+                    false
+                }
+            },
         }
     }
 }
@@ -191,8 +217,16 @@ pub(crate) struct Uploader {
     counters: Arc<Counters>,
 }
 
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Retry delays grow from `BACKOFF_MIN` to `BACKOFF_MAX`, doubling per
+/// failure; each wait is drawn uniformly from the upper half of the current
+/// delay (jitter, so many instances do not retry in step).
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+fn jittered(backoff: Duration) -> Duration {
+    let half = backoff / 2;
+    half + half.mul_f64(fastrand::f64())
+}
 
 impl Uploader {
     /// `recovered` are segments found sealed in the spool at start.
@@ -202,32 +236,28 @@ impl Uploader {
         recovered: Vec<Sealed>,
         counters: Arc<Counters>,
     ) -> Self {
-        #[cfg_attr(not(feature = "s3"), allow(irrefutable_let_patterns))]
-        if let Dest::Local(d) = &dest {
-            d.clean_tmp();
-        }
         add(&counters.segments_pending, recovered.len() as u64);
         add(
             &counters.spool_sealed_bytes,
             recovered.iter().map(Sealed::size).sum(),
         );
-        Uploader {
+        let up = Uploader {
             dest,
             rx,
             pending: recovered.into(),
             counters,
-        }
+        };
+        up.note_oldest();
+        up
     }
 
-    /// Runs until told to shut down (or every sender is gone).
+    /// Runs until told to shut down (or every sender is gone). No segment is
+    /// ever given up while it is on disk: failures are retried with backoff.
     pub(crate) fn run(mut self) {
-        #[cfg(feature = "s3")]
-        if let Dest::S3(d) = &self.dest {
-            let pending: Vec<Sealed> = self.pending.iter().cloned().collect();
-            d.abort_stale(&pending);
-        }
+        let mut reconciled = false;
         let mut backoff = BACKOFF_MIN;
         let mut deadline: Option<Instant> = None;
+        let mut attempts = 0u32;
         loop {
             // Take in everything that has arrived.
             loop {
@@ -255,9 +285,16 @@ impl Uploader {
                 );
                 return;
             }
+            reconciled = reconciled || self.dest.reconcile(&self.pending);
             let size = seg.size();
+            inc(&self.counters.delivery_attempts);
+            attempts += 1;
+            let started = Instant::now();
             match self.dest.deliver(&seg) {
                 Ok(()) => {
+                    if matches!(self.dest, Dest::Local(_)) {
+                        add(&self.counters.bytes_uploaded, size);
+                    }
                     self.counters
                         .spool_sealed_bytes
                         .fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
@@ -266,14 +303,25 @@ impl Uploader {
                     self.counters
                         .segments_pending
                         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    self.note_oldest();
+                    tracing::info!(
+                        key = seg.key.as_str(),
+                        bytes = size,
+                        attempts,
+                        took = ?started.elapsed(),
+                        lag = ?seg.sealed_at.elapsed().unwrap_or_default(),
+                        "segment delivered"
+                    );
                     backoff = BACKOFF_MIN;
+                    attempts = 0;
                 }
                 Err(e) => {
                     inc(&self.counters.delivery_failures);
-                    tracing::warn!(key = seg.key.as_str(), error = %e, retry_in = ?backoff, "delivery failed; the segment stays in the spool");
+                    let wait = jittered(backoff);
+                    tracing::warn!(key = seg.key.as_str(), attempts, error = %DisplayChain(&*e), retry_in = ?wait, "delivery failed; the segment stays in the spool");
                     let wait = match deadline {
-                        Some(d) => backoff.min(d.saturating_duration_since(Instant::now())),
-                        None => backoff,
+                        Some(d) => wait.min(d.saturating_duration_since(Instant::now())),
+                        None => wait,
                     };
                     match self.rx.recv_timeout(wait) {
                         Ok(Msg::Segment(s)) => self.push(s),
@@ -294,5 +342,35 @@ impl Uploader {
         inc(&self.counters.segments_pending);
         add(&self.counters.spool_sealed_bytes, s.size());
         self.pending.push_back(s);
+        self.note_oldest();
+    }
+
+    /// Publishes the seal time of the oldest pending segment (for the delivery lag).
+    fn note_oldest(&self) {
+        let oldest = self
+            .pending
+            .iter()
+            .map(|s| unix_millis(s.sealed_at).max(1))
+            .min()
+            .unwrap_or(0);
+        self.counters
+            .oldest_pending_sealed_unix_ms
+            .store(oldest, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// An error with its sources, `a: b: c` (the SDK's top-level message alone
+/// says little more than "service error").
+struct DisplayChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
     }
 }

@@ -485,6 +485,57 @@ fn engine_settings() {
 }
 
 #[test]
+fn s3_settings() {
+    let dcc = dcc();
+    let c = ok(&doc(&dcc, ENGINE));
+    assert_eq!(c.engine.s3.part_size, 8 << 20);
+    assert_eq!(c.engine.s3.concurrency, 4);
+    assert_eq!(c.engine.s3.attempt_timeout.as_secs(), 60);
+    assert_eq!(c.engine.s3.connect_timeout.as_secs(), 5);
+    assert!(!c.engine.s3.force_path_style && !c.engine.s3.checksum_when_required);
+    let c = ok(&doc(
+        &dcc,
+        r#"{"SpoolDir":"/s","S3":{"EndpointUrl":"http://127.0.0.1:3900","Region":"garage","ForcePathStyle":true,"ChecksumMode":"when_required","PartSizeBytes":5242880,"Concurrency":8,"AttemptTimeoutSeconds":10,"ConnectTimeoutSeconds":2}}"#,
+    ));
+    let s3 = &c.engine.s3;
+    assert_eq!(s3.endpoint_url.as_deref(), Some("http://127.0.0.1:3900"));
+    assert_eq!(s3.region.as_deref(), Some("garage"));
+    assert!(s3.force_path_style && s3.checksum_when_required);
+    assert_eq!((s3.part_size, s3.concurrency), (5 << 20, 8));
+    assert_eq!(s3.attempt_timeout.as_secs(), 10);
+    assert_eq!(s3.connect_timeout.as_secs(), 2);
+    for (s3, expected) in [
+        (
+            r#"{"EndpointUrl":"127.0.0.1:3900"}"#,
+            &["Engine.S3.EndpointUrl", "http:// or https://"][..],
+        ),
+        (
+            r#"{"PartSizeBytes":1048576}"#,
+            &["Engine.S3.PartSizeBytes", "got 1048576"],
+        ),
+        (r#"{"Concurrency":0}"#, &["Engine.S3.Concurrency", "got 0"]),
+        (
+            r#"{"ChecksumMode":"always"}"#,
+            &["Engine.S3.ChecksumMode", "when_supported or when_required"],
+        ),
+        (
+            r#"{"AttemptTimeoutSeconds":0}"#,
+            &["Engine.S3.AttemptTimeoutSeconds", "got 0"],
+        ),
+        (
+            r#"{"ConnectTimeoutSeconds":301}"#,
+            &["Engine.S3.ConnectTimeoutSeconds", "got 301"],
+        ),
+        (r#"{"Bucket":"b"}"#, &["Engine.S3", "Bucket"]),
+    ] {
+        bad(
+            &doc(&dcc, &format!(r#"{{"SpoolDir":"/s","S3":{s3}}}"#)),
+            expected,
+        );
+    }
+}
+
+#[test]
 fn not_json_or_wrong_shape() {
     bad("{", &["(document)", "valid JSON"]);
     bad("[]", &["(document)", "must be a JSON object"]);

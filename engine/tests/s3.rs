@@ -12,6 +12,14 @@ use capline::{Capture, Config, Engine, Outcome, Payload};
 use sha2::Digest;
 
 fn endpoint() -> Option<String> {
+    // The engine's logs, when CAPLINE_LOG asks for them (e.g. CAPLINE_LOG=info).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAPLINE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_test_writer()
+        .try_init();
     match std::env::var("CAPLINE_TEST_S3") {
         Ok(url) => Some(url),
         Err(_) if std::env::var_os("CI").is_some() => {
@@ -266,4 +274,261 @@ fn uploads_left_open_by_an_earlier_run_are_aborted_and_the_segment_delivered_onc
         std::fs::read_dir(&sealed).unwrap().next().is_none(),
         "the spool copy is gone"
     );
+}
+
+const SEGMENT_NAME: &str =
+    "churn+AllTraffic+2024+01+19+19+27-57-062-5a1c9e0e-2f4b-4d8e-9a57-3c7e1b2d4f60.jsonl";
+const SEGMENT_KEY: &str =
+    "p/churn/AllTraffic/2024/01/19/19/27-57-062-5a1c9e0e-2f4b-4d8e-9a57-3c7e1b2d4f60.jsonl";
+
+/// A valid segment of about `bytes` bytes (lines of ~8 KiB, distinct ids).
+fn segment_bytes(bytes: usize) -> Vec<u8> {
+    let data = "1,".repeat(4000);
+    let mut out = Vec::with_capacity(bytes + 9000);
+    let mut i = 0;
+    while out.len() < bytes {
+        out.extend_from_slice(format!(
+            r#"{{"captureData":{{"endpointInput":{{"observedContentType":"text/csv","mode":"INPUT","data":"{data}","encoding":"CSV"}}}},"eventMetadata":{{"eventId":"7ddb2d7c-4d6a-4e67-a68e-{i:012}","inferenceTime":"2024-01-19T19:27:57Z"}},"eventVersion":"0"}}"#
+        ).as_bytes());
+        out.push(b'\n');
+        i += 1;
+    }
+    out
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn object(rt: &tokio::runtime::Runtime, c: &Client, b: &str, key: &str) -> Vec<u8> {
+    let obj = rt
+        .block_on(c.get_object().bucket(b).key(key).send())
+        .unwrap();
+    rt.block_on(obj.body.collect())
+        .unwrap()
+        .into_bytes()
+        .to_vec()
+}
+
+fn assert_no_open_uploads(rt: &tokio::runtime::Runtime, c: &Client, b: &str) {
+    let open = rt
+        .block_on(c.list_multipart_uploads().bucket(b).send())
+        .unwrap();
+    assert!(
+        open.uploads().is_empty(),
+        "no multipart upload left open: {:?}",
+        open.uploads()
+    );
+}
+
+fn object_keys(rt: &tokio::runtime::Runtime, c: &Client, b: &str) -> Vec<String> {
+    let listed = rt.block_on(c.list_objects_v2().bucket(b).send()).unwrap();
+    listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_persisted_multipart_upload_resumes_without_sending_its_parts_again() {
+    let Some(url) = endpoint() else { return };
+    let rt = rt();
+    let c = client(&rt, &url);
+    let b = bucket(&rt, &c, "capline-resume");
+    let spool = tempfile::tempdir().unwrap();
+    for d in ["sealed", "uploads"] {
+        std::fs::create_dir_all(spool.path().join(d)).unwrap();
+    }
+    let content = segment_bytes(13 << 20);
+    std::fs::write(spool.path().join("sealed").join(SEGMENT_NAME), &content).unwrap();
+    // An earlier run created the upload, sent part 1, persisted that, and died.
+    let id = rt
+        .block_on(
+            c.create_multipart_upload()
+                .bucket(&b)
+                .key(SEGMENT_KEY)
+                .send(),
+        )
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    let part = rt
+        .block_on(
+            c.upload_part()
+                .bucket(&b)
+                .key(SEGMENT_KEY)
+                .upload_id(&id)
+                .part_number(1)
+                .body(content[..5 << 20].to_vec().into())
+                .send(),
+        )
+        .unwrap();
+    let etag = part.e_tag().unwrap();
+    std::fs::write(
+        spool
+            .path()
+            .join("uploads")
+            .join(format!("{SEGMENT_NAME}.upload")),
+        format!("capline-multipart 1\nupload_id {id}\npart_size 5242880\npart 1 {etag}\n"),
+    )
+    .unwrap();
+
+    let engine = Engine::start(config(&url, &format!("s3://{b}/p"), spool.path(), "")).unwrap();
+    let stats = engine.shutdown(Duration::from_secs(60)).unwrap();
+    assert_eq!(stats.segments_delivered, 1);
+    assert_eq!(
+        stats.bytes_uploaded,
+        content.len() as u64 - (5 << 20),
+        "only the parts the server lacked were sent"
+    );
+    assert_eq!(object_keys(&rt, &c, &b), [SEGMENT_KEY]);
+    assert!(
+        object(&rt, &c, &b, SEGMENT_KEY) == content,
+        "object differs"
+    );
+    assert_no_open_uploads(&rt, &c, &b);
+    for d in ["sealed", "uploads"] {
+        assert!(
+            std::fs::read_dir(spool.path().join(d))
+                .unwrap()
+                .next()
+                .is_none(),
+            "{d} is empty"
+        );
+    }
+}
+
+#[test]
+fn progress_naming_a_vanished_upload_starts_over_and_delivers_once() {
+    let Some(url) = endpoint() else { return };
+    let rt = rt();
+    let c = client(&rt, &url);
+    let b = bucket(&rt, &c, "capline-vanished");
+    let spool = tempfile::tempdir().unwrap();
+    for d in ["sealed", "uploads"] {
+        std::fs::create_dir_all(spool.path().join(d)).unwrap();
+    }
+    let content = segment_bytes(11 << 20);
+    std::fs::write(spool.path().join("sealed").join(SEGMENT_NAME), &content).unwrap();
+    std::fs::write(
+        spool
+            .path()
+            .join("uploads")
+            .join(format!("{SEGMENT_NAME}.upload")),
+        "capline-multipart 1\nupload_id no-such-upload\npart_size 5242880\npart 1 \"0123\"\n",
+    )
+    .unwrap();
+    let engine = Engine::start(config(&url, &format!("s3://{b}/p"), spool.path(), "")).unwrap();
+    let stats = engine.shutdown(Duration::from_secs(60)).unwrap();
+    assert_eq!(stats.segments_delivered, 1);
+    assert_eq!(stats.bytes_uploaded, content.len() as u64);
+    assert!(
+        object(&rt, &c, &b, SEGMENT_KEY) == content,
+        "object differs"
+    );
+    assert_no_open_uploads(&rt, &c, &b);
+}
+
+#[test]
+fn a_segment_an_earlier_run_delivered_is_not_sent_again() {
+    let Some(url) = endpoint() else { return };
+    let rt = rt();
+    let c = client(&rt, &url);
+    let b = bucket(&rt, &c, "capline-delivered");
+    let spool = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(spool.path().join("sealed")).unwrap();
+    let content = segment_bytes(100_000);
+    std::fs::write(spool.path().join("sealed").join(SEGMENT_NAME), &content).unwrap();
+    // The earlier run's upload completed; it died before removing its spool copy.
+    rt.block_on(
+        c.put_object()
+            .bucket(&b)
+            .key(SEGMENT_KEY)
+            .metadata("capline-sha256", sha256_hex(&content))
+            .body(content.clone().into())
+            .send(),
+    )
+    .unwrap();
+    let engine = Engine::start(config(&url, &format!("s3://{b}/p"), spool.path(), "")).unwrap();
+    let stats = engine.shutdown(Duration::from_secs(60)).unwrap();
+    assert_eq!(stats.segments_delivered, 1);
+    assert_eq!(stats.bytes_uploaded, 0, "nothing was sent again");
+    assert_eq!(object_keys(&rt, &c, &b), [SEGMENT_KEY]);
+    assert!(
+        std::fs::read_dir(spool.path().join("sealed"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[test]
+fn an_unreachable_store_keeps_segments_until_it_returns() {
+    let Some(url) = endpoint() else { return };
+    let rt = rt();
+    let c = client(&rt, &url);
+    let b = bucket(&rt, &c, "capline-outage");
+    let spool = tempfile::tempdir().unwrap();
+    // A port nothing listens on: every attempt fails to connect.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let engine = Engine::start(config(
+        &dead,
+        &format!("s3://{b}/p"),
+        spool.path(),
+        r#","SegmentMaxAgeSeconds":1"#,
+    ))
+    .unwrap();
+    for i in 0..100 {
+        let id = format!("o-{i}");
+        let kept = engine.capture(&Capture {
+            request: Payload::new("text/csv", b"1,2,3"),
+            response: Payload::new("text/csv", b"0.5"),
+            inference_id: Some(&id),
+            time: None,
+        });
+        assert_eq!(kept, Outcome::Kept);
+    }
+    engine.flush(Duration::from_secs(10)).unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while engine.stats().delivery_failures < 3 {
+        assert!(std::time::Instant::now() < until, "{:?}", engine.stats());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let during = engine.stats();
+    assert!(during.segments_pending >= 1, "{during:?}");
+    assert!(during.delivery_lag_millis > 0, "{during:?}");
+    assert!(during.delivery_attempts >= during.delivery_failures);
+    let stats = engine.shutdown(Duration::from_millis(500)).unwrap();
+    assert_eq!(stats.segments_delivered, 0);
+    assert_eq!(stats.records_written, 100);
+    let left = std::fs::read_dir(spool.path().join("sealed"))
+        .unwrap()
+        .count();
+    assert!(left >= 1, "the segment stays in the spool");
+
+    // The store is back (the next start points at the live server).
+    let engine = Engine::start(config(&url, &format!("s3://{b}/p"), spool.path(), "")).unwrap();
+    let stats = engine.shutdown(Duration::from_secs(60)).unwrap();
+    assert_eq!(stats.segments_delivered as usize, left);
+    assert_eq!(stats.delivery_lag_millis, 0);
+    let keys = object_keys(&rt, &c, &b);
+    assert_eq!(keys.len(), left);
+    let lines: usize = keys
+        .iter()
+        .map(|k| {
+            object(&rt, &c, &b, k)
+                .iter()
+                .filter(|&&x| x == b'\n')
+                .count()
+        })
+        .sum();
+    assert_eq!(lines, 100, "every record arrived once");
 }
