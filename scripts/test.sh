@@ -9,7 +9,7 @@ export RUSTUP_TOOLCHAIN=stable
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/capline/target}
 export CARGO_TERM_COLOR=never
 
-step() { printf '\n=== %s ===\n' "$*"; }
+step() { printf '\n=== %s (at %d s) ===\n' "$*" "$SECONDS"; }
 
 step "toolchain"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -93,4 +93,4 @@ for target in serialize_record parse_config; do
 done
 
 echo
-echo "scripts/test.sh: all checks passed"
+echo "scripts/test.sh: all checks passed in ${SECONDS} s"

@@ -9,13 +9,23 @@ fn demo(dir: &std::path::Path) -> String {
     out
 }
 
+/// The value of the stats line `name value` the demo printed.
+fn stat(out: &str, name: &str) -> u64 {
+    out.lines()
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some(name)).then(|| words.next()?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no stat {name} in:\n{out}"))
+}
+
 #[test]
 fn demo_writes_sagemaker_layout_and_prints_its_summary() {
     let tmp = tempfile::tempdir().unwrap();
     let out = demo(tmp.path());
     assert!(out.contains("Done! 200 rows scored"), "{out}");
-    assert!(out.contains("kept                   200"), "{out}");
-    assert!(out.contains("records_written        200"), "{out}");
+    assert_eq!(stat(&out, "kept"), 200, "{out}");
+    assert_eq!(stat(&out, "records_written"), 200, "{out}");
     assert!(out.contains("First captured record:\n{\n  \"captureData\": {\n    \"endpointInput\": {\n      \"observedContentType\": \"text/csv\",\n      \"mode\": \"INPUT\","), "{out}");
 
     let root = tmp.path().join("capline-demo");
@@ -167,4 +177,51 @@ fn cat_reports_missing_input() {
     let o = capline(tmp.path(), &["cat", "--validate", "empty"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("no .jsonl files"), "{:?}", text(&o));
+}
+
+#[test]
+fn demo_against_s3_prints_the_object_keys_and_reads_the_first_record_back() {
+    let url = match std::env::var("CAPLINE_TEST_S3") {
+        Ok(url) => url,
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("CAPLINE_TEST_S3 is not set: scripts/test.sh starts moto and sets it")
+        }
+        Err(_) => {
+            eprintln!("SKIPPED: CAPLINE_TEST_S3 is not set (run scripts/test.sh)");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = format!("capline-demo-{}", std::process::id());
+    let dest = format!("s3://{bucket}/datacapture");
+    let out = capline(
+        dir.path(),
+        &["demo", "--destination", &dest, "--s3-endpoint-url", &url],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let prefix = format!("s3://{bucket}/datacapture/DEMO-churn/AllTraffic/");
+    let keys: Vec<&str> = stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with(&prefix))
+        .collect();
+    assert!(!keys.is_empty(), "object keys are printed:\n{stdout}");
+    for k in &keys {
+        let rest = &k[prefix.len()..];
+        let parts: Vec<&str> = rest.split('/').collect();
+        assert_eq!(parts.len(), 5, "yyyy/mm/dd/hh/file: {k}");
+        assert!(parts[4].ends_with(".jsonl") && !rest.contains("//"), "{k}");
+    }
+    let first = stdout
+        .split("First captured record:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the first record is read back:\n{stdout}"));
+    assert!(first.contains("\"endpointInput\""), "{first}");
+    assert!(first.contains("\"eventVersion\": \"0\""), "{first}");
+    assert_eq!(
+        stat(&stdout, "segments_delivered") as usize,
+        keys.len(),
+        "one object per delivered segment"
+    );
 }

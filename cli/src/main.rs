@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod cat;
 mod demo;
+mod s3;
 
 /// SageMaker-compatible data capture for inference servers you run yourself.
 #[derive(Debug, Parser)]
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAPLINE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,aws_config=error")),
         )
         .with_writer(std::io::stderr)
         .init();

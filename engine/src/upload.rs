@@ -188,6 +188,14 @@ impl Dest {
         }
     }
 
+    /// A hint: `seg` is next; a destination may start preparing it.
+    fn prefetch(&self, _seg: &Sealed) {
+        #[cfg(feature = "s3")]
+        if let Dest::S3(d) = self {
+            d.prefetch(_seg);
+        }
+    }
+
     /// Settles what an earlier run left at the destination for the segments
     /// still pending; `true` once done (retried before each delivery until then).
     fn reconcile(&self, _pending: &VecDeque<Sealed>) -> bool {
@@ -286,6 +294,9 @@ impl Uploader {
                 return;
             }
             reconciled = reconciled || self.dest.reconcile(&self.pending);
+            if let Some(next) = self.pending.get(1) {
+                self.dest.prefetch(next);
+            }
             let size = seg.size();
             inc(&self.counters.delivery_attempts);
             attempts += 1;

@@ -59,6 +59,24 @@ pub(crate) struct S3Dest {
     /// Per key: attempts resumed from the local record because ListParts
     /// failed (only the uploader thread touches it).
     fallbacks: std::cell::RefCell<HashMap<String, u32>>,
+    /// The next segment's content and summary, being prepared on a blocking
+    /// thread while the current one uploads (its SHA-256 must be known
+    /// before its upload starts: it goes in the object's metadata).
+    prefetched: std::cell::RefCell<Option<(PathBuf, Prepared)>>,
+}
+
+type Prepared = tokio::task::JoinHandle<std::io::Result<(Bytes, Summary)>>;
+
+/// Maps a sealed segment and summarizes it.
+fn prepare(path: &Path) -> std::io::Result<(Bytes, Summary)> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: sealed segments are never modified while in the spool: the
+    // writer renamed them into `sealed/` after its last write, and only the
+    // uploader removes them, after the upload.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let content = Bytes::from_owner(map);
+    let summary = summarize(&content);
+    Ok((content, summary))
 }
 
 /// Attempts resumed from the local record before an upload starts over.
@@ -241,6 +259,7 @@ impl S3Dest {
             uploads_dir,
             counters,
             fallbacks: Default::default(),
+            prefetched: Default::default(),
         })
     }
 
@@ -342,15 +361,35 @@ impl S3Dest {
         })
     }
 
+    /// Starts preparing `seg` (the next to deliver) in the background.
+    pub(crate) fn prefetch(&self, seg: &Sealed) {
+        let mut slot = self.prefetched.borrow_mut();
+        if slot.as_ref().is_some_and(|(p, _)| *p == seg.path) {
+            return;
+        }
+        let path = seg.path.clone();
+        *slot = Some((
+            seg.path.clone(),
+            self.rt.spawn_blocking(move || prepare(&path)),
+        ));
+    }
+
     /// Uploads one sealed segment to its key (or confirms it is already there).
     pub(crate) fn deliver(&self, seg: &Sealed) -> Result<(), DeliverError> {
-        let file = std::fs::File::open(&seg.path)?;
-        // SAFETY: sealed segments are never modified while in the spool: the
-        // writer renamed them into `sealed/` after its last write, and only
-        // this thread removes them, after the upload.
-        let map = unsafe { memmap2::Mmap::map(&file)? };
-        let content = Bytes::from_owner(map);
-        let summary = summarize(&content);
+        let ready = {
+            let mut slot = self.prefetched.borrow_mut();
+            match slot.take() {
+                Some((p, h)) if p == seg.path => Some(h),
+                other => {
+                    *slot = other;
+                    None
+                }
+            }
+        };
+        let (content, summary) = match ready {
+            Some(h) => self.rt.block_on(h)??,
+            None => prepare(&seg.path)?,
+        };
         let key = self.object_key(seg);
         let progress = self.progress_path(seg);
         self.rt.block_on(async {
