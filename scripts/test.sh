@@ -44,6 +44,9 @@ echo "moto on $CAPLINE_TEST_S3"
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast -- --skip sigkill --skip disk_ --skip garage_
 
+step "boto3: the walkthrough's 'View Captured Data' on what capline demo delivered to moto"
+"$VENV/bin/python" tests/python/view_captured_data.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3" | tail -1
+
 step "disk watermark on loop-mounted ext4 and tmpfs (root), both I/O modes"
 cargo test -p capline --locked --test watermark -- --nocapture
 
