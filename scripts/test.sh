@@ -61,6 +61,14 @@ fi
 garage --version | head -1
 cargo test --release -p capline-e2e --locked --test garage -- --nocapture --test-threads=1
 
+step "C ABI: C and C++ programs against the installed header and libraries (pthreads, ASan+UBSan, valgrind, bad arguments)"
+need=()
+command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v c++ >/dev/null 2>&1 || need+=(g++)
+if [ ${#need[@]} -gt 0 ]; then apt-get install -y -q "${need[@]}"; fi
+scripts/c-tests.sh
+
 step "strace: no syscall in the capture loop, < 1 per 100 records, O_DIRECT, io_uring vs pwrite"
 scripts/strace-check.sh 1000000 uring pwrite
 
