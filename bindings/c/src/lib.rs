@@ -584,3 +584,41 @@ pub unsafe extern "C" fn capline_last_error(buf: *mut c_char, len: usize) -> usi
 pub extern "C" fn capline_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_error() -> String {
+        let mut buf = vec![0u8; 256];
+        // SAFETY: buf has 256 writable bytes.
+        let n = unsafe { capline_last_error(buf.as_mut_ptr().cast(), buf.len()) };
+        buf.truncate(n.min(255));
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn a_panic_becomes_an_error_code_with_its_message() {
+        let code = boundary(|| panic!("boom {}", 7));
+        assert_eq!(code, CAPLINE_ERR_PANIC);
+        assert!(last_error().contains("boom 7"), "{}", last_error());
+        let code = boundary(|| std::panic::panic_any(42u8));
+        assert_eq!(code, CAPLINE_ERR_PANIC);
+        assert!(last_error().contains("unknown panic"));
+    }
+
+    #[test]
+    fn a_failure_sets_the_message_and_success_leaves_it() {
+        assert_eq!(boundary(|| fail(CAPLINE_ERR_ARGUMENT, "bad thing")), -8);
+        assert_eq!(last_error(), "bad thing");
+        assert_eq!(boundary(|| Ok(CAPLINE_SAMPLED_OUT)), 1);
+        assert_eq!(last_error(), "bad thing");
+    }
+
+    #[test]
+    fn version_is_the_crate_version() {
+        // SAFETY: capline_version returns a static NUL-terminated string.
+        let v = unsafe { std::ffi::CStr::from_ptr(capline_version()) };
+        assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    }
+}
