@@ -47,6 +47,9 @@ cargo test --workspace --locked --no-fail-fast -- --skip sigkill --skip disk_ --
 step "boto3: the walkthrough's 'View Captured Data' on what capline demo delivered to moto"
 "$VENV/bin/python" tests/python/view_captured_data.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3" | tail -1
 
+step "boto3: capline endpoint (sagemaker-runtime client, two model servers and one down)"
+"$VENV/bin/python" tests/python/endpoint_test.py "$CARGO_TARGET_DIR/debug/capline"
+
 step "disk watermark on loop-mounted ext4 and tmpfs (root), both I/O modes"
 cargo test -p capline --locked --test watermark -- --nocapture
 

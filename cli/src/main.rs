@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod cat;
 mod demo;
+mod endpoint;
 mod s3;
 
 /// SageMaker-compatible data capture for inference servers you run yourself.
@@ -24,6 +25,9 @@ enum Command {
     Demo(demo::Args),
     /// Print, pretty-print, decode or validate capture files.
     Cat(cat::Args),
+    /// Serve a SageMaker-compatible endpoint (the runtime API) in front of
+    /// model servers, capturing every invocation.
+    Endpoint(endpoint::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Cat(args) => cat::run(args),
+        Command::Endpoint(args) => endpoint::run(args),
     };
     match result {
         Ok(code) => code,

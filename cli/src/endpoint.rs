@@ -1,0 +1,606 @@
+//! `capline endpoint`: a SageMaker-compatible real-time endpoint in front of
+//! model servers that speak the SageMaker container contract
+//! (`GET /ping`, `POST /invocations`), with data capture on the way back.
+//!
+//! - Clients use the SageMaker runtime API: `POST /endpoints/{name}/invocations`
+//!   (boto3's `invoke_endpoint`, the SageMaker SDK's `Predictor`).
+//! - Requests are spread over `ProductionVariants` by weight, or sent to the
+//!   variant named in `X-Amzn-SageMaker-Target-Variant`.
+//! - Each variant has its own engine and capture folder
+//!   (`{prefix}/{endpoint}/{variant}/...`), as SageMaker does.
+//! - Sidecar mode: plain `POST /invocations` and `GET /ping` go to the first
+//!   variant's model.
+//! - Only successful invocations are captured (request body and Content-Type,
+//!   response body and Content-Type, the inference id header); headers such as
+//!   Authorization or cookies never are. `capture()` never blocks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use capline::{Capture, Config, Engine, Payload};
+
+/// Arguments of `capline endpoint`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The endpoint config (JSON): the engine's config plus
+    /// `ProductionVariants` and `Listen`. See docs/OPERATIONS.md.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+const INFERENCE_ID: &str = "x-amzn-sagemaker-inference-id";
+const TARGET_VARIANT: &str = "x-amzn-sagemaker-target-variant";
+const CUSTOM_ATTRIBUTES: &str = "x-amzn-sagemaker-custom-attributes";
+const INVOKED_VARIANT: &str = "x-amzn-invoked-production-variant";
+const ERROR_TYPE: &str = "x-amzn-errortype";
+
+/// One production variant: a model server and its capture engine.
+struct Variant {
+    name: String,
+    weight: f64,
+    /// The model's base URL, without a trailing `/`.
+    url: String,
+    engine: Engine,
+}
+
+/// The parsed endpoint config.
+struct Settings {
+    endpoint_name: String,
+    listen: SocketAddr,
+    max_payload: usize,
+    upstream_timeout: Duration,
+    /// (name, weight, url, engine config) per variant.
+    variants: Vec<(String, f64, String, Config)>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn bad(field: &str, rule: &str) -> BoxError {
+    format!("{field}: {rule}").into()
+}
+
+/// Reads the endpoint config: `EndpointName`, `Listen` (default
+/// `127.0.0.1:8080`), `MaxPayloadBytes` (default 6 MiB),
+/// `UpstreamTimeoutSeconds` (default 60), `ProductionVariants` (each
+/// `VariantName`, `InitialVariantWeight` (default 1), `ModelUrl`),
+/// `DataCaptureConfig` and `Engine` (as for the engine; each variant's spool
+/// is `Engine.SpoolDir/{VariantName}`).
+fn parse(text: &str) -> Result<Settings, BoxError> {
+    use simd_json::prelude::*;
+    let mut bytes = text.as_bytes().to_vec();
+    let doc = simd_json::to_owned_value(&mut bytes)
+        .map_err(|e| bad("(document)", &format!("must be valid JSON ({e})")))?;
+    let obj = doc
+        .as_object()
+        .ok_or_else(|| bad("(document)", "must be a JSON object"))?;
+    const KNOWN: [&str; 7] = [
+        "EndpointName",
+        "Listen",
+        "MaxPayloadBytes",
+        "UpstreamTimeoutSeconds",
+        "ProductionVariants",
+        "DataCaptureConfig",
+        "Engine",
+    ];
+    for k in obj.keys() {
+        if !KNOWN.contains(&k.as_str()) {
+            return Err(bad(
+                k,
+                &format!("unknown field (known: {})", KNOWN.join(", ")),
+            ));
+        }
+    }
+    let endpoint_name = obj
+        .get("EndpointName")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| bad("EndpointName", "is required (a string)"))?
+        .to_string();
+    let listen: SocketAddr = obj
+        .get("Listen")
+        .map(|v| v.as_str().ok_or_else(|| bad("Listen", "must be a string")))
+        .transpose()?
+        .unwrap_or("127.0.0.1:8080")
+        .parse()
+        .map_err(|e| bad("Listen", &format!("must be HOST:PORT ({e})")))?;
+    let max_payload = match obj.get("MaxPayloadBytes") {
+        None => 6 * 1024 * 1024,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=1 << 30).contains(n))
+            .ok_or_else(|| bad("MaxPayloadBytes", "must be an integer from 1 to 1073741824"))?
+            as usize,
+    };
+    let upstream_timeout = match obj.get("UpstreamTimeoutSeconds") {
+        None => Duration::from_secs(60),
+        Some(v) => Duration::from_secs(v.as_u64().filter(|n| (1..=3600).contains(n)).ok_or_else(
+            || {
+                bad(
+                    "UpstreamTimeoutSeconds",
+                    "must be an integer from 1 to 3600",
+                )
+            },
+        )?),
+    };
+    let dcc = obj
+        .get("DataCaptureConfig")
+        .ok_or_else(|| bad("DataCaptureConfig", "is required"))?;
+    let engine = obj
+        .get("Engine")
+        .ok_or_else(|| bad("Engine", "is required"))?;
+    let spool = engine
+        .get("SpoolDir")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| bad("Engine.SpoolDir", "is required (a string)"))?
+        .to_string();
+    let list = obj
+        .get("ProductionVariants")
+        .and_then(|v| v.as_array())
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| bad("ProductionVariants", "is required (a non-empty array)"))?;
+    let mut variants = Vec::new();
+    for (i, v) in list.iter().enumerate() {
+        let field = |k: &str| format!("ProductionVariants[{i}].{k}");
+        let o = v
+            .as_object()
+            .ok_or_else(|| bad(&field(""), "must be an object"))?;
+        for k in o.keys() {
+            if !["VariantName", "InitialVariantWeight", "ModelUrl"].contains(&k.as_str()) {
+                return Err(bad(
+                    &field(k),
+                    "unknown field (known: VariantName, InitialVariantWeight, ModelUrl)",
+                ));
+            }
+        }
+        let name = o
+            .get("VariantName")
+            .and_then(|v| v.as_str())
+            .filter(|n| capline::config::is_valid_name(n))
+            .ok_or_else(|| {
+                bad(
+                    &field("VariantName"),
+                    "is required: 1-63 letters, digits and hyphens",
+                )
+            })?
+            .to_string();
+        if variants
+            .iter()
+            .any(|(n, ..): &(String, f64, String, Config)| *n == name)
+        {
+            return Err(bad(&field("VariantName"), &format!("{name} appears twice")));
+        }
+        let weight = match o.get("InitialVariantWeight") {
+            None => 1.0,
+            Some(w) => w
+                .cast_f64()
+                .filter(|w| w.is_finite() && *w >= 0.0)
+                .ok_or_else(|| bad(&field("InitialVariantWeight"), "must be a number >= 0"))?,
+        };
+        let url = o
+            .get("ModelUrl")
+            .and_then(|v| v.as_str())
+            .filter(|u| u.starts_with("http://"))
+            .ok_or_else(|| {
+                bad(
+                    &field("ModelUrl"),
+                    "is required: the model server's base URL, http://HOST:PORT",
+                )
+            })?
+            .trim_end_matches('/')
+            .to_string();
+        // The variant's engine config: the shared parts, its name, its own spool.
+        let mut engine_settings = engine.clone();
+        if let Some(e) = engine_settings.as_object_mut() {
+            e.insert(
+                "SpoolDir".into(),
+                simd_json::OwnedValue::from(format!("{}/{name}", spool.trim_end_matches('/'))),
+            );
+        }
+        let mut one = simd_json::owned::Object::new();
+        one.insert(
+            "EndpointName".into(),
+            simd_json::OwnedValue::from(endpoint_name.clone()),
+        );
+        one.insert(
+            "VariantName".into(),
+            simd_json::OwnedValue::from(name.clone()),
+        );
+        one.insert("DataCaptureConfig".into(), dcc.clone());
+        one.insert("Engine".into(), engine_settings);
+        let config = Config::from_json(&simd_json::OwnedValue::from(one).encode())?;
+        variants.push((name, weight, url, config));
+    }
+    if variants.iter().all(|(_, w, ..)| *w == 0.0) {
+        return Err(bad(
+            "ProductionVariants",
+            "at least one InitialVariantWeight must be > 0",
+        ));
+    }
+    Ok(Settings {
+        endpoint_name,
+        listen,
+        max_payload,
+        upstream_timeout,
+        variants,
+    })
+}
+
+/// What the request handlers share.
+struct State {
+    endpoint_name: String,
+    max_payload: usize,
+    upstream_timeout: Duration,
+    variants: Vec<Variant>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl State {
+    /// A variant by weight (the target variant header, when given, wins).
+    fn pick(&self, target: Option<&str>) -> Result<&Variant, String> {
+        if let Some(t) = target {
+            return self.variants.iter().find(|v| v.name == t).ok_or_else(|| {
+                format!(
+                    "Target variant {t} not found for endpoint {}",
+                    self.endpoint_name
+                )
+            });
+        }
+        let total: f64 = self.variants.iter().map(|v| v.weight).sum();
+        let mut x = fastrand::f64() * total;
+        for v in &self.variants {
+            if x < v.weight {
+                return Ok(v);
+            }
+            x -= v.weight;
+        }
+        self.variants
+            .iter()
+            .rev()
+            .find(|v| v.weight > 0.0)
+            .ok_or_else(|| "no variant has weight".to_string())
+    }
+}
+
+type Body = Full<Bytes>;
+
+/// A SageMaker runtime error: `x-amzn-errortype` and a JSON body.
+fn error(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
+    let body = format!(r#"{{"message":{}}}"#, json(message));
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(kind) {
+        r.headers_mut().insert(ERROR_TYPE, v);
+    }
+    r
+}
+
+/// SageMaker's ModelError (424): the model answered with an error, or not at all.
+fn model_error(variant: &str, status: u16, original: &str) -> Response<Body> {
+    let message = if status == 0 {
+        format!("Received server error (0) from {variant} with message \"{original}\".")
+    } else {
+        format!("Received error ({status}) from {variant} with message \"{original}\".")
+    };
+    let body = format!(
+        r#"{{"message":{},"OriginalStatusCode":{status},"OriginalMessage":{},"LogStreamArn":""}}"#,
+        json(&message),
+        json(original)
+    );
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::FAILED_DEPENDENCY;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(ERROR_TYPE, HeaderValue::from_static("ModelError"));
+    r
+}
+
+fn json(s: &str) -> String {
+    let mut out = vec![b'"'];
+    capline::format::escape_into(&mut out, s.as_bytes());
+    out.push(b'"');
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, hyper::Error> {
+    let path = req.uri().path().to_string();
+    let response = match (req.method(), path.as_str()) {
+        (&Method::GET, "/ping") => ping(&state).await,
+        (&Method::POST, "/invocations") => invoke(&state, req, true).await,
+        (&Method::POST, p) => match p
+            .strip_prefix("/endpoints/")
+            .and_then(|r| r.strip_suffix("/invocations"))
+        {
+            Some(name) if name == state.endpoint_name => invoke(&state, req, false).await,
+            Some(name) => error(
+                StatusCode::BAD_REQUEST,
+                "ValidationError",
+                &format!("Endpoint {name} not found."),
+            ),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "UnknownOperationException",
+                "unknown path",
+            ),
+        },
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            "unknown path",
+        ),
+    };
+    Ok(response)
+}
+
+/// Health of every variant's model (`GET {model}/ping`): 200 when all answer 200.
+async fn ping(state: &State) -> Response<Body> {
+    let mut all = true;
+    let mut parts = Vec::new();
+    for v in &state.variants {
+        let ok = match Request::get(format!("{}/ping", v.url)).body(Full::new(Bytes::new())) {
+            Ok(req) => matches!(
+                tokio::time::timeout(Duration::from_secs(2), state.client.request(req)).await,
+                Ok(Ok(r)) if r.status() == StatusCode::OK
+            ),
+            Err(_) => false,
+        };
+        all &= ok;
+        parts.push(format!(
+            r#"{}:{}"#,
+            json(&v.name),
+            if ok { "\"healthy\"" } else { "\"unhealthy\"" }
+        ));
+    }
+    let mut r = Response::new(Full::new(Bytes::from(format!("{{{}}}", parts.join(",")))));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if !all {
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    r
+}
+
+/// Forwards one invocation to a variant's model and captures it on success.
+/// `sidecar`: the plain container-contract form, always to the first variant.
+async fn invoke(state: &State, req: Request<Incoming>, sidecar: bool) -> Response<Body> {
+    let picked = if sidecar {
+        Ok(&state.variants[0])
+    } else {
+        state.pick(header(&req, TARGET_VARIANT))
+    };
+    let variant = match picked {
+        Ok(v) => v,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, "ValidationError", &msg),
+    };
+    let content_type = header(&req, CONTENT_TYPE.as_str())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let accept = header(&req, ACCEPT.as_str()).map(str::to_string);
+    let custom = header(&req, CUSTOM_ATTRIBUTES).map(str::to_string);
+    let inference_id = header(&req, INFERENCE_ID).map(str::to_string);
+    let body = match Limited::new(req.into_body(), state.max_payload)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "ValidationError",
+                &format!(
+                    "Request body is larger than the {} byte limit.",
+                    state.max_payload
+                ),
+            );
+        }
+        // The client went away mid-request: nothing to answer, nothing captured.
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "ValidationError",
+                &format!("reading the body: {e}"),
+            );
+        }
+    };
+
+    let mut up =
+        Request::post(format!("{}/invocations", variant.url)).header(CONTENT_TYPE, &content_type);
+    if let Some(a) = &accept {
+        up = up.header(ACCEPT, a);
+    }
+    if let Some(c) = &custom {
+        up = up.header(CUSTOM_ATTRIBUTES, c);
+    }
+    if let Some(id) = &inference_id {
+        up = up.header(INFERENCE_ID, id);
+    }
+    let Ok(up) = up.body(Full::new(body.clone())) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "ValidationError",
+            "invalid request headers",
+        );
+    };
+    let started = Instant::now();
+    let answer = match tokio::time::timeout(state.upstream_timeout, state.client.request(up)).await
+    {
+        Err(_) => {
+            return model_error(
+                &variant.name,
+                0,
+                &format!(
+                    "Your invocation timed out after {:?} while waiting for a response from the model",
+                    state.upstream_timeout
+                ),
+            );
+        }
+        Ok(Err(e)) => {
+            return model_error(&variant.name, 0, &format!("could not reach the model: {e}"));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = answer.status();
+    let out_type = answer
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let out_custom = answer.headers().get(CUSTOM_ATTRIBUTES).cloned();
+    let out = match answer.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return model_error(
+                &variant.name,
+                0,
+                &format!("reading the model's answer: {e}"),
+            );
+        }
+    };
+    if !status.is_success() {
+        // Failures are not captured as successes: not captured at all.
+        return model_error(
+            &variant.name,
+            status.as_u16(),
+            &String::from_utf8_lossy(&out),
+        );
+    }
+    tracing::debug!(variant = variant.name, took = ?started.elapsed(), "invocation");
+
+    // Never blocks: sampled, copied into the ring, or dropped and counted.
+    variant.engine.capture(&Capture {
+        request: Payload::new(&content_type, &body),
+        response: Payload::new(&out_type, &out),
+        inference_id: inference_id.as_deref(),
+        time: None,
+    });
+
+    let mut r = Response::new(Full::new(out));
+    if let Ok(v) = HeaderValue::from_str(&out_type) {
+        r.headers_mut().insert(CONTENT_TYPE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&variant.name) {
+        r.headers_mut().insert(INVOKED_VARIANT, v);
+    }
+    if let Some(c) = out_custom {
+        r.headers_mut().insert(CUSTOM_ATTRIBUTES, c);
+    }
+    r
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+async fn serve(state: Arc<State>, listener: tokio::net::TcpListener) {
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(&args.config)
+        .map_err(|e| format!("{}: {e}", args.config.display()))?;
+    let settings = parse(&text).map_err(|e| format!("{}: {e}", args.config.display()))?;
+    let mut variants = Vec::new();
+    for (name, weight, url, config) in settings.variants {
+        let engine = Engine::start(config)?;
+        variants.push(Variant {
+            name,
+            weight,
+            url,
+            engine,
+        });
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("capline-http")
+        .enable_all()
+        .build()?;
+    let state = Arc::new(State {
+        endpoint_name: settings.endpoint_name,
+        max_payload: settings.max_payload,
+        upstream_timeout: settings.upstream_timeout,
+        variants,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    });
+    let listener = rt.block_on(tokio::net::TcpListener::bind(settings.listen))?;
+    let addr = listener.local_addr()?;
+    // Printing must not fail the server (stdout may be a closed pipe).
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
+        "capline endpoint {} listening on http://{addr}",
+        state.endpoint_name
+    );
+    for v in &state.variants {
+        let _ = writeln!(
+            out,
+            "  variant {} (weight {}) -> {}",
+            v.name, v.weight, v.url
+        );
+    }
+    let _ = out.flush();
+    rt.block_on(serve(state.clone(), listener));
+    // Stop serving; in-flight connections end with the runtime.
+    rt.shutdown_timeout(Duration::from_secs(5));
+    let state = Arc::try_unwrap(state).map_err(|_| "request handlers still hold the engines")?;
+    for v in state.variants {
+        let stats = v.engine.shutdown(Duration::from_secs(30))?;
+        let _ = writeln!(
+            out,
+            "variant {}: kept {}, written {}, delivered {} segment(s), pending {}",
+            v.name,
+            stats.kept,
+            stats.records_written,
+            stats.segments_delivered,
+            stats.segments_pending
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

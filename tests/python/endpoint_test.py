@@ -1,0 +1,238 @@
+"""`capline endpoint` driven by boto3's sagemaker-runtime client, unchanged
+but for endpoint_url, with two model servers (the SageMaker container
+contract: GET /ping, POST /invocations) behind it, and a third that is down.
+
+Usage: python endpoint_test.py CAPLINE_BIN
+
+Checks: the split by weight within 5 standard deviations, the target variant
+header, InferenceId and custom attributes, CSV / JSON / binary bodies, the
+ModelError shape for a model's 500, 413 for an oversized body, a missing
+target variant, a model that is down, /ping; then, after SIGTERM, the files
+in each variant's capture folder: valid (`capline cat --validate`), one
+record per successful invocation, none for failures, ids and bodies intact.
+"""
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import boto3
+import botocore
+
+capline_bin = sys.argv[1]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def model(tag):
+    class Model(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200 if self.path == "/ping" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            ctype = self.headers.get("Content-Type", "")
+            if body == b"fail":
+                out, status, otype = b"model exploded", 500, "text/plain"
+            elif ctype == "application/json":
+                out = json.dumps({"variant": tag, "n": len(body)}).encode()
+                status, otype = 200, "application/json"
+            elif ctype == "text/csv":
+                out, status, otype = f"{tag},{len(body)}".encode(), 200, "text/csv"
+            else:
+                out, status, otype = bytes(reversed(body)), 200, "application/octet-stream"
+            self.send_response(status)
+            self.send_header("Content-Type", otype)
+            self.send_header("Content-Length", str(len(out)))
+            attrs = self.headers.get("X-Amzn-SageMaker-Custom-Attributes")
+            if attrs:
+                self.send_header("X-Amzn-SageMaker-Custom-Attributes", attrs + ";seen-by=" + tag)
+            self.end_headers()
+            self.wfile.write(out)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Model)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+work = tempfile.mkdtemp()
+a, b = model("A"), model("B")
+port = free_port()
+dest = os.path.join(work, "capture")
+config = {
+    "EndpointName": "churn",
+    "Listen": f"127.0.0.1:{port}",
+    "MaxPayloadBytes": 1048576,
+    "UpstreamTimeoutSeconds": 5,
+    "ProductionVariants": [
+        {"VariantName": "A", "InitialVariantWeight": 3, "ModelUrl": f"http://127.0.0.1:{a.server_port}"},
+        {"VariantName": "B", "InitialVariantWeight": 1, "ModelUrl": f"http://127.0.0.1:{b.server_port}"},
+        {"VariantName": "C", "InitialVariantWeight": 0, "ModelUrl": f"http://127.0.0.1:{free_port()}"},
+    ],
+    "DataCaptureConfig": {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": 100,
+        "DestinationS3Uri": f"file://{dest}",
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv"], "JsonContentTypes": ["application/json"]},
+    },
+    "Engine": {"SpoolDir": os.path.join(work, "spool"), "SegmentMaxAgeSeconds": 1},
+}
+cfg_path = os.path.join(work, "endpoint.json")
+with open(cfg_path, "w") as f:
+    json.dump(config, f)
+
+proc = subprocess.Popen([capline_bin, "endpoint", "--config", cfg_path], stdout=subprocess.PIPE, text=True)
+
+
+def stop_capline_on_failure(kind, value, tb):
+    proc.kill()
+    sys.__excepthook__(kind, value, tb)
+
+
+sys.excepthook = stop_capline_on_failure
+deadline = time.time() + 30
+while True:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        break
+    except OSError:
+        assert time.time() < deadline, "capline endpoint did not start"
+        assert proc.poll() is None, "capline endpoint exited"
+        time.sleep(0.05)
+
+rt = boto3.client(
+    "sagemaker-runtime",
+    endpoint_url=f"http://127.0.0.1:{port}",
+    region_name="us-east-1",
+    aws_access_key_id="AKIDEXAMPLE",
+    aws_secret_access_key="secret",
+)
+expected = {"A": [], "B": []}  # (inference id or None, request body) per success
+
+# 1. CSV without InferenceId: the split by weight (3:1).
+n = 400
+for i in range(n):
+    body = f"{i},0.5,1,0,3\n".encode()
+    r = rt.invoke_endpoint(EndpointName="churn", Body=body, ContentType="text/csv", Accept="text/csv")
+    v = r["InvokedProductionVariant"]
+    out = r["Body"].read().decode()
+    assert out == f"{v},{len(body)}", (v, out)
+    assert r["ContentType"] == "text/csv"
+    expected[v].append((None, body))
+na = len(expected["A"])
+sd = (n * 0.75 * 0.25) ** 0.5
+assert abs(na - 0.75 * n) <= 5 * sd, f"split A {na} of {n}"
+print(f"split: A {na}, B {n - na} of {n} (expected 300 +- {5 * sd:.0f})")
+
+# 2. JSON with InferenceId and custom attributes, to the target variant B.
+for i in range(20):
+    body = json.dumps({"instances": [[i, 1.5, "x\"y"]]}).encode()
+    r = rt.invoke_endpoint(EndpointName="churn", Body=body, ContentType="application/json",
+                           Accept="application/json", InferenceId=f"id-{i}", TargetVariant="B",
+                           CustomAttributes="c=1")
+    assert r["InvokedProductionVariant"] == "B"
+    assert json.loads(r["Body"].read()) == {"variant": "B", "n": len(body)}
+    assert r["CustomAttributes"] == "c=1;seen-by=B", r.get("CustomAttributes")
+    expected["B"].append((f"id-{i}", body))
+
+# 3. Binary bodies to A.
+for i in range(10):
+    body = bytes([i, 0, 255, 128]) * 100
+    r = rt.invoke_endpoint(EndpointName="churn", Body=body, ContentType="application/octet-stream",
+                           TargetVariant="A", InferenceId=f"bin-{i}")
+    assert r["Body"].read() == bytes(reversed(body))
+    expected["A"].append((f"bin-{i}", body))
+
+# 4. Failures: none is captured.
+try:
+    rt.invoke_endpoint(EndpointName="churn", Body=b"fail", ContentType="text/csv", TargetVariant="A")
+    raise AssertionError("a model 500 must be a ModelError")
+except rt.exceptions.ModelError as e:
+    assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 424
+    assert e.response["OriginalStatusCode"] == 500, e.response
+    assert e.response["OriginalMessage"] == "model exploded", e.response
+try:
+    rt.invoke_endpoint(EndpointName="churn", Body=b"x" * (1048576 + 1), ContentType="text/csv")
+    raise AssertionError("an oversized body must be refused")
+except botocore.exceptions.ClientError as e:
+    assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 413, e.response
+try:
+    rt.invoke_endpoint(EndpointName="churn", Body=b"1", ContentType="text/csv", TargetVariant="Z")
+    raise AssertionError("an unknown target variant must be refused")
+except botocore.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "ValidationError", e.response
+try:
+    rt.invoke_endpoint(EndpointName="churn", Body=b"1", ContentType="text/csv", TargetVariant="C")
+    raise AssertionError("a model that is down must be an error")
+except rt.exceptions.ModelError as e:
+    assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 424
+try:
+    rt.invoke_endpoint(EndpointName="other", Body=b"1", ContentType="text/csv")
+    raise AssertionError("another endpoint name must be refused")
+except botocore.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "ValidationError", e.response
+# The endpoint still serves after all that.
+r = rt.invoke_endpoint(EndpointName="churn", Body=b"9,9\n", ContentType="text/csv", TargetVariant="B")
+expected["B"].append((None, b"9,9\n"))
+
+# 5. /ping reports each model; C is down.
+try:
+    urllib.request.urlopen(f"http://127.0.0.1:{port}/ping")
+    raise AssertionError("ping must fail while a model is down")
+except urllib.error.HTTPError as e:
+    assert e.code == 503
+    assert json.loads(e.read()) == {"A": "healthy", "B": "healthy", "C": "unhealthy"}
+
+# 6. Sidecar form: plain POST /invocations goes to the first variant.
+req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=b"5,5\n",
+                             headers={"Content-Type": "text/csv"})
+with urllib.request.urlopen(req) as resp:
+    assert resp.read() == b"A,4"
+expected["A"].append((None, b"5,5\n"))
+
+# Stop; the engines write and deliver everything.
+proc.send_signal(signal.SIGTERM)
+out, _ = proc.communicate(timeout=60)
+assert proc.returncode == 0, out
+
+for variant, want in expected.items():
+    folder = os.path.join(dest, "churn", variant)
+    check = subprocess.run([capline_bin, "cat", "--validate", folder], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    records = []
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name)) as f:
+                records += [json.loads(line) for line in f]
+    assert len(records) == len(want), (variant, len(records), len(want))
+    got = set()
+    for rec in records:
+        inp = rec["captureData"]["endpointInput"]
+        data = base64.b64decode(inp["data"]) if inp["encoding"] == "BASE64" else inp["data"].encode()
+        got.add((rec["eventMetadata"].get("inferenceId"), data))
+    assert got == set(want), (variant, sorted(got - set(want))[:3], sorted(set(want) - got)[:3])
+    print(f"variant {variant}: {len(records)} records captured, matching the successful invocations")
+assert not os.path.exists(os.path.join(dest, "churn", "C")) or not any(
+    files for _, _, files in os.walk(os.path.join(dest, "churn", "C"))), "nothing captured for C"
+print("endpoint_test: ok")
