@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -47,18 +48,32 @@ const INVOKED_VARIANT: &str = "x-amzn-invoked-production-variant";
 const ERROR_TYPE: &str = "x-amzn-errortype";
 
 /// One production variant: a model server and its capture engine.
-struct Variant {
-    name: String,
-    weight: f64,
+pub(crate) struct Variant {
+    pub(crate) name: String,
+    /// The routing weight, as `f64` bits (changed at run time by the admin API).
+    weight: AtomicU64,
     /// The model's base URL, without a trailing `/`.
     url: String,
-    engine: Engine,
+    pub(crate) engine: Engine,
+    pub(crate) metrics: crate::admin::VariantMetrics,
+}
+
+impl Variant {
+    pub(crate) fn weight(&self) -> f64 {
+        f64::from_bits(self.weight.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_weight(&self, w: f64) {
+        self.weight.store(w.to_bits(), Ordering::Relaxed);
+    }
 }
 
 /// The parsed endpoint config.
 struct Settings {
     endpoint_name: String,
     listen: SocketAddr,
+    admin_listen: SocketAddr,
+    admin_token: Option<String>,
     max_payload: usize,
     upstream_timeout: Duration,
     /// (name, weight, url, engine config) per variant.
@@ -85,9 +100,11 @@ fn parse(text: &str) -> Result<Settings, BoxError> {
     let obj = doc
         .as_object()
         .ok_or_else(|| bad("(document)", "must be a JSON object"))?;
-    const KNOWN: [&str; 7] = [
+    const KNOWN: [&str; 9] = [
         "EndpointName",
         "Listen",
+        "AdminListen",
+        "AdminToken",
         "MaxPayloadBytes",
         "UpstreamTimeoutSeconds",
         "ProductionVariants",
@@ -114,6 +131,31 @@ fn parse(text: &str) -> Result<Settings, BoxError> {
         .unwrap_or("127.0.0.1:8080")
         .parse()
         .map_err(|e| bad("Listen", &format!("must be HOST:PORT ({e})")))?;
+    let admin_listen: SocketAddr = obj
+        .get("AdminListen")
+        .map(|v| {
+            v.as_str()
+                .ok_or_else(|| bad("AdminListen", "must be a string"))
+        })
+        .transpose()?
+        .unwrap_or("127.0.0.1:8081")
+        .parse()
+        .map_err(|e| bad("AdminListen", &format!("must be HOST:PORT ({e})")))?;
+    let admin_token = obj
+        .get("AdminToken")
+        .map(|v| {
+            v.as_str()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| bad("AdminToken", "must be a non-empty string"))
+        })
+        .transpose()?;
+    if !admin_listen.ip().is_loopback() && admin_token.is_none() {
+        return Err(bad(
+            "AdminToken",
+            "is required when AdminListen is not a loopback address",
+        ));
+    }
     let max_payload = match obj.get("MaxPayloadBytes") {
         None => 6 * 1024 * 1024,
         Some(v) => v
@@ -230,6 +272,8 @@ fn parse(text: &str) -> Result<Settings, BoxError> {
     Ok(Settings {
         endpoint_name,
         listen,
+        admin_listen,
+        admin_token,
         max_payload,
         upstream_timeout,
         variants,
@@ -237,12 +281,14 @@ fn parse(text: &str) -> Result<Settings, BoxError> {
 }
 
 /// What the request handlers share.
-struct State {
-    endpoint_name: String,
+pub(crate) struct State {
+    pub(crate) endpoint_name: String,
     max_payload: usize,
     upstream_timeout: Duration,
-    variants: Vec<Variant>,
+    pub(crate) variants: Vec<Variant>,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// Requests refused before reaching a model (413, unknown variant or endpoint).
+    pub(crate) refused: AtomicU64,
 }
 
 impl State {
@@ -256,19 +302,26 @@ impl State {
                 )
             });
         }
-        let total: f64 = self.variants.iter().map(|v| v.weight).sum();
+        // One snapshot of the weights (they may change concurrently).
+        let weights: Vec<f64> = self.variants.iter().map(Variant::weight).collect();
+        let total: f64 = weights.iter().sum();
+        if total <= 0.0 {
+            return Err("every variant has weight 0".to_string());
+        }
         let mut x = fastrand::f64() * total;
-        for v in &self.variants {
-            if x < v.weight {
+        for (v, w) in self.variants.iter().zip(&weights) {
+            if x < *w {
                 return Ok(v);
             }
-            x -= v.weight;
+            x -= w;
         }
         self.variants
             .iter()
+            .zip(&weights)
             .rev()
-            .find(|v| v.weight > 0.0)
-            .ok_or_else(|| "no variant has weight".to_string())
+            .find(|(_, w)| **w > 0.0)
+            .map(|(v, _)| v)
+            .ok_or_else(|| "every variant has weight 0".to_string())
     }
 }
 
@@ -308,7 +361,7 @@ fn model_error(variant: &str, status: u16, original: &str) -> Response<Body> {
     r
 }
 
-fn json(s: &str) -> String {
+pub(crate) fn json(s: &str) -> String {
     let mut out = vec![b'"'];
     capline::format::escape_into(&mut out, s.as_bytes());
     out.push(b'"');
@@ -387,7 +440,10 @@ async fn invoke(state: &State, req: Request<Incoming>, sidecar: bool) -> Respons
     };
     let variant = match picked {
         Ok(v) => v,
-        Err(msg) => return error(StatusCode::BAD_REQUEST, "ValidationError", &msg),
+        Err(msg) => {
+            state.refused.fetch_add(1, Ordering::Relaxed);
+            return error(StatusCode::BAD_REQUEST, "ValidationError", &msg);
+        }
     };
     let content_type = header(&req, CONTENT_TYPE.as_str())
         .unwrap_or("application/octet-stream")
@@ -401,6 +457,7 @@ async fn invoke(state: &State, req: Request<Incoming>, sidecar: bool) -> Respons
     {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            state.refused.fetch_add(1, Ordering::Relaxed);
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "ValidationError",
@@ -439,6 +496,32 @@ async fn invoke(state: &State, req: Request<Incoming>, sidecar: bool) -> Respons
         );
     };
     let started = Instant::now();
+    let input = Input {
+        content_type: &content_type,
+        body: &body,
+        inference_id: inference_id.as_deref(),
+    };
+    let response = forward(state, variant, up, input).await;
+    variant
+        .metrics
+        .record(response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// What is captured of the request.
+struct Input<'a> {
+    content_type: &'a str,
+    body: &'a Bytes,
+    inference_id: Option<&'a str>,
+}
+
+/// Sends the request to the model and shapes its answer; captures a success.
+async fn forward(
+    state: &State,
+    variant: &Variant,
+    up: Request<Full<Bytes>>,
+    input: Input<'_>,
+) -> Response<Body> {
     let answer = match tokio::time::timeout(state.upstream_timeout, state.client.request(up)).await
     {
         Err(_) => {
@@ -482,13 +565,12 @@ async fn invoke(state: &State, req: Request<Incoming>, sidecar: bool) -> Respons
             &String::from_utf8_lossy(&out),
         );
     }
-    tracing::debug!(variant = variant.name, took = ?started.elapsed(), "invocation");
 
     // Never blocks: sampled, copied into the ring, or dropped and counted.
     variant.engine.capture(&Capture {
-        request: Payload::new(&content_type, &body),
+        request: Payload::new(input.content_type, input.body),
         response: Payload::new(&out_type, &out),
-        inference_id: inference_id.as_deref(),
+        inference_id: input.inference_id,
         time: None,
     });
 
@@ -551,9 +633,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let engine = Engine::start(config)?;
         variants.push(Variant {
             name,
-            weight,
+            weight: AtomicU64::new(weight.to_bits()),
             url,
             engine,
+            metrics: Default::default(),
         });
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -567,9 +650,17 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         upstream_timeout: settings.upstream_timeout,
         variants,
         client: Client::builder(TokioExecutor::new()).build_http(),
+        refused: AtomicU64::new(0),
     });
     let listener = rt.block_on(tokio::net::TcpListener::bind(settings.listen))?;
     let addr = listener.local_addr()?;
+    let admin = rt.block_on(tokio::net::TcpListener::bind(settings.admin_listen))?;
+    let admin_addr = admin.local_addr()?;
+    rt.spawn(crate::admin::serve(
+        state.clone(),
+        settings.admin_token.map(Arc::from),
+        admin,
+    ));
     // Printing must not fail the server (stdout may be a closed pipe).
     use std::io::Write;
     let mut out = std::io::stdout();
@@ -582,9 +673,15 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let _ = writeln!(
             out,
             "  variant {} (weight {}) -> {}",
-            v.name, v.weight, v.url
+            v.name,
+            v.weight(),
+            v.url
         );
     }
+    let _ = writeln!(
+        out,
+        "admin API on http://{admin_addr} (GET /metrics, GET /variants, POST /variants/NAME)"
+    );
     let _ = out.flush();
     rt.block_on(serve(state.clone(), listener));
     // Stop serving; in-flight connections end with the runtime.

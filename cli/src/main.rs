@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod cat;
+mod ctl;
 mod demo;
 mod endpoint;
 mod s3;
@@ -28,6 +30,9 @@ enum Command {
     /// Serve a SageMaker-compatible endpoint (the runtime API) in front of
     /// model servers, capturing every invocation.
     Endpoint(endpoint::Args),
+    /// Change a running endpoint's variant weights and sampling, or read its
+    /// metrics, through its admin API.
+    Ctl(ctl::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Cat(args) => cat::run(args),
         Command::Endpoint(args) => endpoint::run(args),
+        Command::Ctl(args) => ctl::run(args),
     };
     match result {
         Ok(code) => code,

@@ -78,10 +78,13 @@ def model(tag):
 work = tempfile.mkdtemp()
 a, b = model("A"), model("B")
 port = free_port()
+admin_port = free_port()
 dest = os.path.join(work, "capture")
 config = {
     "EndpointName": "churn",
     "Listen": f"127.0.0.1:{port}",
+    "AdminListen": f"127.0.0.1:{admin_port}",
+    "AdminToken": "s3cret",
     "MaxPayloadBytes": 1048576,
     "UpstreamTimeoutSeconds": 5,
     "ProductionVariants": [
@@ -144,6 +147,63 @@ na = len(expected["A"])
 sd = (n * 0.75 * 0.25) ** 0.5
 assert abs(na - 0.75 * n) <= 5 * sd, f"split A {na} of {n}"
 print(f"split: A {na}, B {n - na} of {n} (expected 300 +- {5 * sd:.0f})")
+
+# 1b. Runtime control through `capline ctl`: weights and sampling, while
+# traffic flows (no request may fail).
+def ctl(*args, token="s3cret"):
+    cmd = [capline_bin, "ctl", "--admin", f"127.0.0.1:{admin_port}"]
+    if token:
+        cmd += ["--token", token]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True)
+
+
+denied = ctl("status", token=None)
+assert denied.returncode != 0 and "401" in denied.stderr, denied
+status = json.loads(ctl("status").stdout)
+assert [(v["name"], v["weight"]) for v in status] == [("A", 3.0), ("B", 1.0), ("C", 0.0)], status
+errors = []
+flowing = True
+
+
+def traffic():
+    while flowing:
+        try:
+            r = rt.invoke_endpoint(EndpointName="churn", Body=b"7,7\n", ContentType="text/csv")
+            expected[r["InvokedProductionVariant"]].append((None, b"7,7\n"))
+            r["Body"].read()
+        except Exception as e:  # noqa: BLE001 - any failure fails the test
+            errors.append(e)
+
+
+t = threading.Thread(target=traffic)
+t.start()
+for w in ["0", "3", "0.5", "0", "3"]:
+    assert ctl("set", "A", "--weight", w).returncode == 0
+    time.sleep(0.05)
+flowing = False
+t.join()
+assert not errors, errors[:3]
+assert ctl("set", "A", "--weight", "0").returncode == 0
+for i in range(30):
+    r = rt.invoke_endpoint(EndpointName="churn", Body=b"8,8\n", ContentType="text/csv")
+    assert r["InvokedProductionVariant"] == "B", "weight 0 takes A out of rotation"
+    expected["B"].append((None, b"8,8\n"))
+assert ctl("set", "A", "--weight", "3").returncode == 0
+# Sampling 0 on B: answered, not captured.
+assert ctl("set", "B", "--sampling", "0").returncode == 0
+for i in range(10):
+    rt.invoke_endpoint(EndpointName="churn", Body=b"6,6\n", ContentType="text/csv", TargetVariant="B")
+assert ctl("set", "B", "--sampling", "100").returncode == 0
+bad = ctl("set", "B", "--sampling", "150")
+assert bad.returncode != 0 and "sampling_percentage" in bad.stdout, bad
+metrics = ctl("metrics").stdout
+b_ok = int([l for l in metrics.splitlines()
+            if l.startswith('capline_endpoint_requests_total{variant="B",code="2xx"}')][0].split()[-1])
+b_sampled_out = int([l for l in metrics.splitlines() if l.startswith('capline_sampled_out{variant="B"}')][0].split()[-1])
+assert b_ok == len(expected["B"]) + 10, (b_ok, len(expected["B"]))
+assert b_sampled_out == 10, b_sampled_out
+assert 'capline_endpoint_request_duration_seconds_bucket{variant="A",le="+Inf"}' in metrics
+print(f"ctl: weights and sampling changed under traffic with no failed request; metrics B 2xx {b_ok}")
 
 # 2. JSON with InferenceId and custom attributes, to the target variant B.
 for i in range(20):

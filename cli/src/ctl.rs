@@ -1,0 +1,123 @@
+//! `capline ctl`: drives a running `capline endpoint` through its admin API.
+//!
+//! - `capline ctl status`: each variant's weight, sampling and capture state;
+//! - `capline ctl metrics`: the Prometheus text;
+//! - `capline ctl set VARIANT [--weight W] [--sampling P] [--enable | --disable]`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `capline ctl`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The admin listener, `HOST:PORT` (the endpoint config's `AdminListen`).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    admin: String,
+    /// The bearer token (`AdminToken`), when the endpoint has one.
+    #[arg(long, env = "CAPLINE_ADMIN_TOKEN")]
+    token: Option<String>,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Show each variant's weight, sampling percentage and capture state.
+    Status,
+    /// Print the Prometheus metrics.
+    Metrics,
+    /// Change a variant at run time (no request is dropped).
+    Set {
+        /// The variant's name.
+        variant: String,
+        /// New routing weight (>= 0).
+        #[arg(long)]
+        weight: Option<f64>,
+        /// New sampling percentage (0-100).
+        #[arg(long)]
+        sampling: Option<f64>,
+        /// Turn capture on.
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Turn capture off.
+        #[arg(long)]
+        disable: bool,
+    },
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns (status, body).
+fn call(
+    admin: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), Box<dyn std::error::Error>> {
+    let mut s = TcpStream::connect(admin).map_err(|e| format!("connect to {admin}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n").ok_or("malformed answer")?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("malformed status line")?;
+    Ok((status, rest.to_string()))
+}
+
+pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let token = args.token.as_deref();
+    let (status, body) = match &args.action {
+        Action::Status => call(&args.admin, token, "GET", "/variants", "")?,
+        Action::Metrics => call(&args.admin, token, "GET", "/metrics", "")?,
+        Action::Set {
+            variant,
+            weight,
+            sampling,
+            enable,
+            disable,
+        } => {
+            let mut fields = Vec::new();
+            if let Some(w) = weight {
+                fields.push(format!(r#""weight":{w}"#));
+            }
+            if let Some(p) = sampling {
+                fields.push(format!(r#""sampling_percentage":{p}"#));
+            }
+            if *enable || *disable {
+                fields.push(format!(r#""capture_enabled":{enable}"#));
+            }
+            if fields.is_empty() {
+                return Err(
+                    "nothing to set: give --weight, --sampling, --enable or --disable".into(),
+                );
+            }
+            call(
+                &args.admin,
+                token,
+                "POST",
+                &format!("/variants/{variant}"),
+                &format!("{{{}}}", fields.join(",")),
+            )?
+        }
+    };
+    println!("{}", body.trim_end());
+    Ok(if status == 200 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("capline ctl: the admin API answered {status}");
+        ExitCode::FAILURE
+    })
+}
