@@ -74,6 +74,8 @@ struct Settings {
     listen: SocketAddr,
     admin_listen: SocketAddr,
     admin_token: Option<String>,
+    /// (AccessKeyId, SecretAccessKey) pairs; empty: requests are not verified.
+    access_keys: Vec<(String, String)>,
     max_payload: usize,
     upstream_timeout: Duration,
     /// (name, weight, url, engine config) per variant.
@@ -100,8 +102,9 @@ fn parse(text: &str) -> Result<Settings, BoxError> {
     let obj = doc
         .as_object()
         .ok_or_else(|| bad("(document)", "must be a JSON object"))?;
-    const KNOWN: [&str; 9] = [
+    const KNOWN: [&str; 10] = [
         "EndpointName",
+        "AccessKeys",
         "Listen",
         "AdminListen",
         "AdminToken",
@@ -155,6 +158,23 @@ fn parse(text: &str) -> Result<Settings, BoxError> {
             "AdminToken",
             "is required when AdminListen is not a loopback address",
         ));
+    }
+    let mut access_keys = Vec::new();
+    if let Some(keys) = obj.get("AccessKeys") {
+        let keys = keys
+            .as_array()
+            .ok_or_else(|| bad("AccessKeys", "must be an array"))?;
+        for (i, k) in keys.iter().enumerate() {
+            let field = |f: &str| format!("AccessKeys[{i}].{f}");
+            let get = |f: &str| {
+                k.get(f)
+                    .and_then(|v| v.as_str())
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(|| bad(&field(f), "is required (a non-empty string)"))
+            };
+            access_keys.push((get("AccessKeyId")?, get("SecretAccessKey")?));
+        }
     }
     let max_payload = match obj.get("MaxPayloadBytes") {
         None => 6 * 1024 * 1024,
@@ -274,6 +294,7 @@ fn parse(text: &str) -> Result<Settings, BoxError> {
         listen,
         admin_listen,
         admin_token,
+        access_keys,
         max_payload,
         upstream_timeout,
         variants,
@@ -287,6 +308,8 @@ pub(crate) struct State {
     upstream_timeout: Duration,
     pub(crate) variants: Vec<Variant>,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// Verifies SigV4 on runtime API requests when access keys are configured.
+    verifier: Option<crate::sigv4::Verifier>,
     /// Requests refused before reaching a model (413, unknown variant or endpoint).
     pub(crate) refused: AtomicU64,
 }
@@ -451,6 +474,15 @@ async fn invoke(state: &State, req: Request<Incoming>, sidecar: bool) -> Respons
     let accept = header(&req, ACCEPT.as_str()).map(str::to_string);
     let custom = header(&req, CUSTOM_ATTRIBUTES).map(str::to_string);
     let inference_id = header(&req, INFERENCE_ID).map(str::to_string);
+    // Kept for the signature check (only when one is configured).
+    let signed = state.verifier.as_ref().filter(|_| !sidecar).map(|_| {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        (req.method().as_str().to_string(), pq, req.headers().clone())
+    });
     let body = match Limited::new(req.into_body(), state.max_payload)
         .collect()
         .await
@@ -477,6 +509,17 @@ async fn invoke(state: &State, req: Request<Incoming>, sidecar: bool) -> Respons
         }
     };
 
+    if let (Some(v), Some((method, pq, headers))) = (&state.verifier, &signed)
+        && let Err(why) = v.verify(method, pq, headers, &body, std::time::SystemTime::now())
+    {
+        // Refused and not captured.
+        state.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            reason = why,
+            "refused a request with a bad or missing signature"
+        );
+        return error(StatusCode::FORBIDDEN, "InvalidSignatureException", &why);
+    }
     let mut up =
         Request::post(format!("{}/invocations", variant.url)).header(CONTENT_TYPE, &content_type);
     if let Some(a) = &accept {
@@ -651,6 +694,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         variants,
         client: Client::builder(TokioExecutor::new()).build_http(),
         refused: AtomicU64::new(0),
+        verifier: (!settings.access_keys.is_empty())
+            .then(|| crate::sigv4::Verifier::new(settings.access_keys)),
     });
     let listener = rt.block_on(tokio::net::TcpListener::bind(settings.listen))?;
     let addr = listener.local_addr()?;

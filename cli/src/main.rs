@@ -11,6 +11,7 @@ mod ctl;
 mod demo;
 mod endpoint;
 mod s3;
+mod sigv4;
 
 /// SageMaker-compatible data capture for inference servers you run yourself.
 #[derive(Debug, Parser)]

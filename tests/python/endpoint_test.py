@@ -85,6 +85,7 @@ config = {
     "Listen": f"127.0.0.1:{port}",
     "AdminListen": f"127.0.0.1:{admin_port}",
     "AdminToken": "s3cret",
+    "AccessKeys": [{"AccessKeyId": "AKIDEXAMPLE", "SecretAccessKey": "secret"}],
     "MaxPayloadBytes": 1048576,
     "UpstreamTimeoutSeconds": 5,
     "ProductionVariants": [
@@ -255,6 +256,42 @@ except botocore.exceptions.ClientError as e:
 # The endpoint still serves after all that.
 r = rt.invoke_endpoint(EndpointName="churn", Body=b"9,9\n", ContentType="text/csv", TargetVariant="B")
 expected["B"].append((None, b"9,9\n"))
+
+# 4b. SigV4: every call above was verified against boto3's own signature.
+# Unsigned, wrongly signed and tampered requests are refused (403), not captured.
+unsigned = urllib.request.Request(f"http://127.0.0.1:{port}/endpoints/churn/invocations", data=b"1,2\n",
+                                  headers={"Content-Type": "text/csv"})
+try:
+    urllib.request.urlopen(unsigned)
+    raise AssertionError("an unsigned request must be refused")
+except urllib.error.HTTPError as e:
+    assert e.code == 403, e.code
+wrong = boto3.client("sagemaker-runtime", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                     aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="not-the-secret")
+try:
+    wrong.invoke_endpoint(EndpointName="churn", Body=b"1,2\n", ContentType="text/csv")
+    raise AssertionError("a wrong secret must be refused")
+except botocore.exceptions.ClientError as e:
+    assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 403, e.response
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+signed = AWSRequest(method="POST", url=f"http://127.0.0.1:{port}/endpoints/churn/invocations",
+                    data=b"1,2\n", headers={"Content-Type": "text/csv"})
+SigV4Auth(Credentials("AKIDEXAMPLE", "secret"), "sagemaker", "us-east-1").add_auth(signed)
+prepared = signed.prepare()
+ok = urllib.request.Request(prepared.url, data=b"1,2\n", headers=dict(prepared.headers), method="POST")
+with urllib.request.urlopen(ok) as resp:  # the untouched signed request passes
+    expected[resp.headers["X-Amzn-Invoked-Production-Variant"]].append((None, b"1,2\n"))
+tampered = urllib.request.Request(prepared.url, data=b"1,3\n", headers=dict(prepared.headers), method="POST")
+try:
+    urllib.request.urlopen(tampered)
+    raise AssertionError("a tampered body must be refused")
+except urllib.error.HTTPError as e:
+    assert e.code == 403, e.code
+    assert "does not match" in e.read().decode()
+print("sigv4: boto3 signatures verified; unsigned, wrong-secret and tampered requests refused")
 
 # 5. /ping reports each model; C is down.
 try:
