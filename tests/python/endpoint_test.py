@@ -5,9 +5,13 @@ contract: GET /ping, POST /invocations) behind it, and a third that is down.
 Usage: python endpoint_test.py CAPLINE_BIN
 
 Checks: the split by weight within 5 standard deviations, the target variant
-header, InferenceId and custom attributes, CSV / JSON / binary bodies, the
-ModelError shape for a model's 500, 413 for an oversized body, a missing
-target variant, a model that is down, /ping; then, after SIGTERM, the files
+header, InferenceId and custom attributes, CSV / JSON / binary bodies;
+weights and sampling changed with `capline ctl` under traffic (no request
+fails), the admin token, /metrics; SigV4 (boto3's signatures verify; unsigned,
+wrong-secret and tampered requests get 403); the ModelError shape for a
+model's 500, a slow model (upstream timeout) and a model that is down, 413
+for an oversized body, a missing target variant, clients that disconnect
+mid-request, /ping, the sidecar form; then, after SIGTERM, the files
 in each variant's capture folder: valid (`capline cat --validate`), one
 record per successful invocation, none for failures, ids and bodies intact.
 """
@@ -52,6 +56,8 @@ def model(tag):
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             ctype = self.headers.get("Content-Type", "")
+            if body == b"slow":
+                time.sleep(2)
             if body == b"fail":
                 out, status, otype = b"model exploded", 500, "text/plain"
             elif ctype == "application/json":
@@ -87,7 +93,7 @@ config = {
     "AdminToken": "s3cret",
     "AccessKeys": [{"AccessKeyId": "AKIDEXAMPLE", "SecretAccessKey": "secret"}],
     "MaxPayloadBytes": 1048576,
-    "UpstreamTimeoutSeconds": 5,
+    "UpstreamTimeoutSeconds": 1,
     "ProductionVariants": [
         {"VariantName": "A", "InitialVariantWeight": 3, "ModelUrl": f"http://127.0.0.1:{a.server_port}"},
         {"VariantName": "B", "InitialVariantWeight": 1, "ModelUrl": f"http://127.0.0.1:{b.server_port}"},
@@ -253,6 +259,20 @@ try:
     raise AssertionError("another endpoint name must be refused")
 except botocore.exceptions.ClientError as e:
     assert e.response["Error"]["Code"] == "ValidationError", e.response
+# A slow model: the upstream timeout (1 s) gives a ModelError, not a hang.
+started = time.time()
+try:
+    rt.invoke_endpoint(EndpointName="churn", Body=b"slow", ContentType="text/csv", TargetVariant="A")
+    raise AssertionError("a model slower than UpstreamTimeoutSeconds must be a ModelError")
+except rt.exceptions.ModelError as e:
+    assert "timed out" in e.response["Error"]["Message"], e.response
+assert time.time() - started < 1.9, "answered at the timeout, not when the model finished"
+# A client that disconnects mid-request (10 of 1000 body bytes sent).
+for _ in range(3):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"POST /endpoints/churn/invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+              b"Content-Length: 1000\r\n\r\n0123456789")
+    s.close()
 # The endpoint still serves after all that.
 r = rt.invoke_endpoint(EndpointName="churn", Body=b"9,9\n", ContentType="text/csv", TargetVariant="B")
 expected["B"].append((None, b"9,9\n"))
