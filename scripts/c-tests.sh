@@ -33,7 +33,7 @@ STATIC="$PREFIX/lib/libcapline.a $(pkg-config --static --libs-only-l capline | s
 check_files() { # DEST EXPECTED_RECORDS
   "$CAPLINE" cat --validate "$1" >/dev/null
   local n
-  n=$(find "$1" -name '*.jsonl' -not -path '*/.*' -exec cat {} + | wc -l)
+  n=$(find "$1" -name '*.jsonl' -not -path "$1/.*" -not -path "$1/*/.*" -exec cat {} + | wc -l)
   [ "$n" -eq "$2" ] || { echo "$1: $n records on disk, expected $2"; exit 1; }
   echo "$1: $n records, all valid"
 }

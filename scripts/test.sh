@@ -24,7 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 step "scratch filesystem for test data: ext4 on a loop device"
-SCRATCH="$HOME/.cache/capline/scratch"
+SCRATCH=/var/tmp/capline-scratch
 SCRATCH_IMG="$HOME/.cache/capline/scratch.img"
 mkdir -p "$SCRATCH"
 if mountpoint -q "$SCRATCH"; then umount "$SCRATCH"; fi
