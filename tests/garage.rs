@@ -407,31 +407,10 @@ struct Audit {
     open_uploads: usize,
 }
 
-fn object_count(rt: &tokio::runtime::Runtime, c: &Client) -> u64 {
-    let mut n = 0;
-    let mut token = None;
-    loop {
-        let Ok(page) = rt.block_on(
-            c.list_objects_v2()
-                .bucket(BUCKET)
-                .prefix(format!("{PREFIX}/"))
-                .set_continuation_token(token.take())
-                .send(),
-        ) else {
-            return n;
-        };
-        n += page.contents().len() as u64;
-        token = page.next_continuation_token().map(str::to_string);
-        if token.is_none() {
-            return n;
-        }
-    }
-}
-
-fn audit(rt: &tokio::runtime::Runtime, c: &Client) -> Audit {
-    let mut a = Audit::default();
-    let mut token = None;
+/// Every key under the prefix (all pages), or the listing's error.
+fn keys(rt: &tokio::runtime::Runtime, c: &Client) -> Result<Vec<String>, String> {
     let mut keys = Vec::new();
+    let mut token = None;
     loop {
         let page = rt
             .block_on(
@@ -441,7 +420,7 @@ fn audit(rt: &tokio::runtime::Runtime, c: &Client) -> Audit {
                     .set_continuation_token(token.take())
                     .send(),
             )
-            .unwrap();
+            .map_err(|e| e.to_string())?;
         keys.extend(
             page.contents()
                 .iter()
@@ -449,9 +428,19 @@ fn audit(rt: &tokio::runtime::Runtime, c: &Client) -> Audit {
         );
         token = page.next_continuation_token().map(str::to_string);
         if token.is_none() {
-            break;
+            return Ok(keys);
         }
     }
+}
+
+/// Objects under the prefix; 0 while the cluster cannot answer.
+fn object_count(rt: &tokio::runtime::Runtime, c: &Client) -> u64 {
+    keys(rt, c).map_or(0, |k| k.len() as u64)
+}
+
+fn audit(rt: &tokio::runtime::Runtime, c: &Client) -> Audit {
+    let mut a = Audit::default();
+    let keys = keys(rt, c).unwrap();
     for key in keys {
         assert!(!key.contains("//"), "{key}");
         assert_eq!(key.split('/').count(), 8, "{key}");

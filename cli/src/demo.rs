@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use capline::{Capture, Config, Engine, Payload};
 
+use crate::json_string;
 use crate::s3::S3;
 use simd_json::prelude::Writable;
 
@@ -291,12 +292,4 @@ fn s3_settings(endpoint_url: Option<&str>, region: Option<&str>) -> String {
     } else {
         format!(r#", "S3": {{{}}}"#, fields.join(", "))
     }
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len() + 2);
-    out.push(b'"');
-    capline::format::escape_into(&mut out, s.as_bytes());
-    out.push(b'"');
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -351,15 +351,18 @@ impl State {
 type Body = Full<Bytes>;
 
 /// A SageMaker runtime error: `x-amzn-errortype` and a JSON body.
-fn error(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
-    let body = format!(r#"{{"message":{}}}"#, json(message));
+fn error(status: StatusCode, kind: &'static str, message: &str) -> Response<Body> {
+    error_with(status, kind, format!(r#"{{"message":{}}}"#, json(message)))
+}
+
+/// A SageMaker runtime error response: `x-amzn-errortype: kind` and a JSON body.
+fn error_with(status: StatusCode, kind: &'static str, body: String) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Ok(v) = HeaderValue::from_str(kind) {
-        r.headers_mut().insert(ERROR_TYPE, v);
-    }
+    r.headers_mut()
+        .insert(ERROR_TYPE, HeaderValue::from_static(kind));
     r
 }
 
@@ -370,26 +373,19 @@ fn model_error(variant: &str, status: u16, original: &str) -> Response<Body> {
     } else {
         format!("Received error ({status}) from {variant} with message \"{original}\".")
     };
-    let body = format!(
-        r#"{{"message":{},"OriginalStatusCode":{status},"OriginalMessage":{},"LogStreamArn":""}}"#,
-        json(&message),
-        json(original)
-    );
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = StatusCode::FAILED_DEPENDENCY;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut()
-        .insert(ERROR_TYPE, HeaderValue::from_static("ModelError"));
-    r
+    error_with(
+        StatusCode::FAILED_DEPENDENCY,
+        "ModelError",
+        format!(
+            r#"{{"message":{},"OriginalStatusCode":{status},"OriginalMessage":{},"LogStreamArn":""}}"#,
+            json(&message),
+            json(original)
+        ),
+    )
 }
 
-pub(crate) fn json(s: &str) -> String {
-    let mut out = vec![b'"'];
-    capline::format::escape_into(&mut out, s.as_bytes());
-    out.push(b'"');
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// A JSON string literal.
+pub(crate) use crate::json_string as json;
 
 fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())

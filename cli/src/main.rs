@@ -64,3 +64,12 @@ fn main() -> ExitCode {
 pub(crate) fn absolute(p: &std::path::Path) -> std::io::Result<PathBuf> {
     std::path::absolute(p)
 }
+
+/// `s` as a JSON string literal (quotes included), with capline's escaper.
+pub(crate) fn json_string(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    out.push(b'"');
+    capline::format::escape_into(&mut out, s.as_bytes());
+    out.push(b'"');
+    String::from_utf8_lossy(&out).into_owned()
+}
