@@ -52,8 +52,12 @@ run_threads() { # LABEL BINARY [RUNNER...]
 echo "--- 8 pthreads x $PER_THREAD captures, shared and static library"
 cc $CFLAGS bindings/c/tests/threads.c -o "$WORK/threads-shared" $SHARED
 cc $CFLAGS bindings/c/tests/threads.c -o "$WORK/threads-static" $STATIC
-ldd "$WORK/threads-shared" | grep -q "libcapline.so.0" || { echo "not linked to the shared library"; exit 1; }
-if ldd "$WORK/threads-static" | grep -q libcapline; then echo "static binary loads libcapline.so"; exit 1; fi
+# ldd's output is captured first: `ldd | grep -q` under pipefail fails when grep
+# exits before ldd has finished writing (SIGPIPE), which made this check flaky.
+deps_shared=$(ldd "$WORK/threads-shared")
+deps_static=$(ldd "$WORK/threads-static")
+[[ $deps_shared == *libcapline.so.0* ]] || { echo "not linked to the shared library:"; echo "$deps_shared"; exit 1; }
+if [[ $deps_static == *libcapline* ]]; then echo "static binary loads libcapline.so"; exit 1; fi
 run_threads shared "$WORK/threads-shared"
 run_threads static "$WORK/threads-static"
 

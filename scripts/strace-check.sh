@@ -40,7 +40,7 @@ for mode in "${MODES[@]}"; do
   enters=$(calls "$work/trace" | grep -c ' io_uring_enter(' || true)
   pwrites=$(calls "$work/trace" | grep -c ' pwrite64(' || true)
   echo "strace ($mode): $total syscalls in all threads for $N records (limit $limit); $in_loop by the capturing thread inside the loop; $direct of $segments segment opens with O_DIRECT; $enters io_uring_enter, $pwrites pwrite64"
-  calls "$work/trace" | sed -E 's/^[0-9]+ +//; s/\(.*//' | sort | uniq -c | sort -rn | head -8
+  calls "$work/trace" | sed -E 's/^[0-9]+ +//; s/\(.*//' | sort | uniq -c | sort -rn | awk 'NR <= 8'
   [ "$in_loop" -eq 0 ] || fail "the capture loop made syscalls"
   [ "$total" -lt "$limit" ] || fail "$total syscalls is not under 1 per 100 records"
   [ "$segments" -gt 0 ] && [ "$direct" -eq "$segments" ] || fail "segments not opened with O_DIRECT"

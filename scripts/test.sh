@@ -79,10 +79,10 @@ cargo test -p capline-e2e --locked --test kill -- --nocapture
 
 step "Garage 2.5.0: 3-node cluster (two writers, a node down, a 60 s outage, SIGKILL mid-upload)"
 # About 14 minutes the first time on a machine; skipped once installed.
-if ! command -v garage >/dev/null 2>&1 || ! garage --version 2>/dev/null | grep -q '2\.5\.0'; then
+if ! command -v garage >/dev/null 2>&1 || [[ $(garage --version 2>/dev/null) != *2.5.0* ]]; then
   cargo install garage --version 2.5.0 --locked
 fi
-garage --version | head -1
+garage --version | awk 'NR == 1'
 cargo test --release -p capline-e2e --locked --test garage -- --nocapture --test-threads=1
 
 step "C ABI: C and C++ programs against the installed header and libraries (pthreads, ASan+UBSan, valgrind, bad arguments)"
