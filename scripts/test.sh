@@ -47,9 +47,10 @@ cargo build --workspace --locked
 
 step "S3: moto server (PyPI moto[server]) on loopback"
 VENV="$HOME/.cache/capline/venv"
-if [ ! -x "$VENV/bin/moto_server" ]; then
+# moto, boto3 and the SageMaker Python SDK v2 (the walkthrough's `Predictor`).
+if ! "$VENV/bin/python" -c 'import moto, boto3, sagemaker.predictor' >/dev/null 2>&1; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q 'moto[server]' boto3
+  "$VENV/bin/pip" install -q 'moto[server]' boto3 'sagemaker>=2.200,<3'
 fi
 MOTO_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"${TMPDIR:-/tmp}/capline-moto.log" 2>&1 &
@@ -65,11 +66,14 @@ echo "moto on $CAPLINE_TEST_S3"
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast -- --skip sigkill --skip disk_ --skip garage_
 
-step "boto3: the walkthrough's 'View Captured Data' on what capline demo delivered to moto"
+step "boto3: the walkthrough's 'View Captured Data' on what capline demo (over HTTP) delivered to moto"
 "$VENV/bin/python" tests/python/view_captured_data.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3" | tail -1
 
 step "boto3: capline endpoint (sagemaker-runtime client, two model servers and one down)"
 "$VENV/bin/python" tests/python/endpoint_test.py "$CARGO_TARGET_DIR/debug/capline"
+
+step "SageMaker Python SDK: the walkthrough's Predictor loop through capline endpoint, View Captured Data (local and moto)"
+SAGEMAKER_SUPPRESS_V2_WARNING=1 "$VENV/bin/python" tests/python/walkthrough.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3" | grep '^walkthrough'
 
 step "disk watermark on loop-mounted ext4 and tmpfs (root), both I/O modes"
 cargo test -p capline --locked --test watermark -- --nocapture

@@ -23,7 +23,12 @@ fn stat(out: &str, name: &str) -> u64 {
 fn demo_writes_sagemaker_layout_and_prints_its_summary() {
     let tmp = tempfile::tempdir().unwrap();
     let out = demo(tmp.path());
-    assert!(out.contains("Done! 200 rows scored"), "{out}");
+    // Over HTTP: a model server, capline endpoint in front, a real client.
+    assert!(
+        out.contains("capline endpoint on http://127.0.0.1:"),
+        "{out}"
+    );
+    assert!(out.contains("Done! 200 rows scored over HTTP"), "{out}");
     assert_eq!(stat(&out, "kept"), 200, "{out}");
     assert_eq!(stat(&out, "records_written"), 200, "{out}");
     assert!(out.contains("First captured record:\n{\n  \"captureData\": {\n    \"endpointInput\": {\n      \"observedContentType\": \"text/csv\",\n      \"mode\": \"INPUT\","), "{out}");

@@ -1,15 +1,27 @@
 //! `capline demo`: the SageMaker "Capture data from real-time endpoint"
-//! walkthrough, run locally. A stand-in churn model (a fixed logistic function
-//! of the walkthrough's 69-feature CSV rows) answers 200 deterministic rows;
-//! every request/response pair goes through `capture()` at 100 %; then the
-//! captured files (or S3 objects) are listed and the first record is
-//! pretty-printed, as the walkthrough's "View Captured Data" step does.
+//! walkthrough, run locally over HTTP.
+//!
+//! - A stand-in churn model (a fixed logistic function of the walkthrough's
+//!   69-feature CSV rows) serves the SageMaker container contract
+//!   (`GET /ping`, `POST /invocations`) on a loopback port.
+//! - `capline endpoint` (in process) serves the SageMaker runtime API in front
+//!   of it, capturing at 100 %.
+//! - A real HTTP client sends 200 deterministic rows to
+//!   `POST /endpoints/DEMO-churn/invocations`, as the walkthrough's
+//!   `predictor.predict(input_cols)` loop does.
+//! - Then the captured files (or S3 objects) are listed and the first record
+//!   is pretty-printed, as the walkthrough's "View Captured Data" step does.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use capline::{Capture, Config, Engine, Payload};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::json_string;
 use crate::s3::S3;
@@ -97,6 +109,71 @@ impl Rows {
     }
 }
 
+/// The features of one CSV row (a trailing newline allowed), or why not.
+fn features(csv: &str) -> Result<[f64; FEATURES], String> {
+    let mut x = [0.0; FEATURES];
+    let mut n = 0;
+    for cell in csv.trim_end_matches(['\r', '\n']).split(',') {
+        if n == FEATURES {
+            return Err(format!("more than {FEATURES} features"));
+        }
+        x[n] = cell
+            .trim()
+            .parse()
+            .map_err(|_| format!("feature {}: {cell:?} is not a number", n + 1))?;
+        n += 1;
+    }
+    if n != FEATURES {
+        return Err(format!("{n} features, the model takes {FEATURES}"));
+    }
+    Ok(x)
+}
+
+/// The stand-in model server: `GET /ping`, and `POST /invocations` with one
+/// `text/csv` row, answered with the churn probability as `text/csv`.
+async fn model(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let reply = |status: StatusCode, content_type: &'static str, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r
+    };
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/ping") => Ok(reply(StatusCode::OK, "text/plain", String::new())),
+        (&Method::POST, "/invocations") => {
+            let body = req.into_body().collect().await?.to_bytes();
+            let answer = std::str::from_utf8(&body)
+                .map_err(|_| "the row is not UTF-8".to_string())
+                .and_then(features);
+            Ok(match answer {
+                Ok(x) => reply(
+                    StatusCode::OK,
+                    "text/csv; charset=utf-8",
+                    format!("{}", score(&x)),
+                ),
+                Err(why) => reply(StatusCode::BAD_REQUEST, "text/plain", why),
+            })
+        }
+        _ => Ok(reply(StatusCode::NOT_FOUND, "text/plain", String::new())),
+    }
+}
+
+/// Serves [`model`] on `listener` until the runtime stops.
+async fn serve_model(listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(model))
+                .await;
+        });
+    }
+}
+
 /// The stand-in model: a fixed logistic function of the features.
 fn score(x: &[f64; FEATURES]) -> f64 {
     let z = -8.0
@@ -142,10 +219,16 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         (None, None) => PathBuf::from("capline-demo-spool"),
     };
     let spool = crate::absolute(&spool)?;
-    let config_json = format!(
+    let rt = crate::endpoint::runtime()?;
+    let model_listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let model_addr = model_listener.local_addr()?;
+    rt.spawn(serve_model(model_listener));
+    let endpoint_json = format!(
         r#"{{
   "EndpointName": "DEMO-churn",
-  "VariantName": "AllTraffic",
+  "Listen": "127.0.0.1:0",
+  "AdminListen": "127.0.0.1:0",
+  "ProductionVariants": [{{"VariantName": "AllTraffic", "InitialVariantWeight": 1, "ModelUrl": "http://{model_addr}"}}],
   "DataCaptureConfig": {{
     "EnableCapture": true,
     "InitialSamplingPercentage": 100,
@@ -159,7 +242,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         spool = json_string(&spool.to_string_lossy()),
         s3 = s3_settings(args.s3_endpoint_url.as_deref(), args.s3_region.as_deref()),
     );
-    let config = Config::from_json(&config_json)?;
+    let settings = crate::endpoint::parse(&endpoint_json).map_err(|e| e.to_string())?;
+    let config = settings
+        .configs()
+        .next()
+        .ok_or("the demo endpoint has no variant")?
+        .clone();
     let s3 = match &config.destination {
         capline::config::Destination::S3 { bucket, prefix } => {
             let s3 = S3::new(
@@ -185,43 +273,83 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         files_under(d, &mut before);
     }
 
+    let endpoint = crate::endpoint::start(&rt, settings)?;
     println!("EndpointName = {}", config.endpoint_name);
     println!("DestinationS3Uri = {destination}");
-    let engine = Engine::start(config)?;
+    println!(
+        "Model server (SageMaker container contract) on http://{model_addr}; \
+         capline endpoint on http://{}",
+        endpoint.addr
+    );
+    let url = format!(
+        "http://{}/endpoints/{}/invocations",
+        endpoint.addr, config.endpoint_name
+    );
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut rows = Rows(0x5eed_c0ff_ee15_600d);
     let cutoff = 0.8;
     let mut churners = 0;
+    let mut failed = 0;
     for i in 0..args.rows {
-        let (x, csv) = rows.row();
-        let probability = score(&x);
-        let body = format!("{probability}");
-        if probability > cutoff {
-            churners += 1;
-        }
-        let outcome = engine.capture(&Capture {
-            request: Payload::new("text/csv", csv.as_bytes()),
-            response: Payload::new("text/csv; charset=utf-8", body.as_bytes()),
-            inference_id: None,
-            time: None,
+        let (_, csv) = rows.row();
+        // predictor.predict(input_cols) with CSVSerializer: one CSV row.
+        let req = Request::post(&url)
+            .header(CONTENT_TYPE, "text/csv")
+            .header(ACCEPT, "text/csv")
+            .body(Full::new(Bytes::from(csv)))?;
+        let answer = rt.block_on(async {
+            let r = client.request(req).await.map_err(|e| e.to_string())?;
+            let status = r.status();
+            let body = r
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            let text = String::from_utf8_lossy(&body).into_owned();
+            if status.is_success() {
+                text.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("not a probability: {text:?}"))
+            } else {
+                Err(format!("{status}: {text}"))
+            }
         });
-        if outcome != capline::Outcome::Kept {
-            eprintln!("row {i}: {outcome:?}");
+        match answer {
+            Ok(probability) => {
+                if probability > cutoff {
+                    churners += 1;
+                }
+                print!(".");
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("row {i}: {e}");
+            }
         }
         if args.interval_ms > 0 {
             std::thread::sleep(Duration::from_millis(args.interval_ms));
         }
-        print!(".");
     }
     println!();
     println!(
-        "Done! {} rows scored, {churners} predicted to churn (p > {cutoff})",
-        args.rows
+        "Done! {} rows scored over HTTP, {churners} predicted to churn (p > {cutoff})",
+        args.rows - failed
     );
+    drop(client);
 
-    let stats = engine.shutdown(Duration::from_secs(30))?;
+    let (_, stats) = endpoint
+        .stop(rt)?
+        .into_iter()
+        .next()
+        .ok_or("the demo endpoint has no variant")?;
     println!("\nCapture stats:");
     for (name, value) in stats.counters() {
         println!("  {name:<30} {value}");
+    }
+    if failed > 0 {
+        eprintln!("capline demo: {failed} of {} invocations failed", args.rows);
+        return Ok(ExitCode::FAILURE);
     }
 
     if stats.segments_pending > 0 {

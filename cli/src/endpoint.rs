@@ -69,7 +69,7 @@ impl Variant {
 }
 
 /// The parsed endpoint config.
-struct Settings {
+pub(crate) struct Settings {
     endpoint_name: String,
     listen: SocketAddr,
     admin_listen: SocketAddr,
@@ -82,7 +82,14 @@ struct Settings {
     variants: Vec<(String, f64, String, Config)>,
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+impl Settings {
+    /// Each variant's engine config, in `ProductionVariants` order.
+    pub(crate) fn configs(&self) -> impl Iterator<Item = &Config> {
+        self.variants.iter().map(|(.., c)| c)
+    }
+}
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn bad(field: &str, rule: &str) -> BoxError {
     format!("{field}: {rule}").into()
@@ -94,7 +101,7 @@ fn bad(field: &str, rule: &str) -> BoxError {
 /// `VariantName`, `InitialVariantWeight` (default 1), `ModelUrl`),
 /// `DataCaptureConfig` and `Engine` (as for the engine; each variant's spool
 /// is `Engine.SpoolDir/{VariantName}`).
-fn parse(text: &str) -> Result<Settings, BoxError> {
+pub(crate) fn parse(text: &str) -> Result<Settings, BoxError> {
     use simd_json::prelude::*;
     let mut bytes = text.as_bytes().to_vec();
     let doc = simd_json::to_owned_value(&mut bytes)
@@ -642,31 +649,62 @@ async fn stop_signal() {
     }
 }
 
-async fn serve(state: Arc<State>, listener: tokio::net::TcpListener) {
-    let stop = stop_signal();
+/// How long in-flight requests may take to finish once a stop is asked for.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Accepts connections until `stop` resolves, then lets in-flight requests
+/// finish (up to [`GRACE`]) and closes idle keep-alive connections.
+async fn serve(
+    state: Arc<State>,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(stop);
     loop {
         tokio::select! {
-            () = &mut stop => return,
+            () = &mut stop => break,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
+                let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let _ = conn.await;
                 });
             }
         }
     }
+    drop(listener);
+    if tokio::time::timeout(GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "in-flight requests did not finish within {GRACE:?} of the stop; they are cut"
+        );
+    }
 }
 
-pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let text = std::fs::read_to_string(&args.config)
-        .map_err(|e| format!("{}: {e}", args.config.display()))?;
-    let settings = parse(&text).map_err(|e| format!("{}: {e}", args.config.display()))?;
+/// A started endpoint: its listeners' addresses and what stops it.
+pub(crate) struct Running {
+    /// The runtime API listener (`POST /endpoints/{name}/invocations`).
+    pub(crate) addr: SocketAddr,
+    /// The admin API listener.
+    pub(crate) admin_addr: SocketAddr,
+    state: Arc<State>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Starts each variant's engine, binds both listeners and serves on `rt`.
+pub(crate) fn start(
+    rt: &tokio::runtime::Runtime,
+    settings: Settings,
+) -> Result<Running, Box<dyn std::error::Error>> {
     let mut variants = Vec::new();
     for (name, weight, url, config) in settings.variants {
         let engine = Engine::start(config)?;
@@ -678,11 +716,6 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             metrics: Default::default(),
         });
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("capline-http")
-        .enable_all()
-        .build()?;
     let state = Arc::new(State {
         endpoint_name: settings.endpoint_name,
         max_payload: settings.max_payload,
@@ -702,42 +735,92 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         settings.admin_token.map(Arc::from),
         admin,
     ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(serve(state.clone(), listener, async move {
+        let _ = stopped.await;
+    }));
+    Ok(Running {
+        addr,
+        admin_addr,
+        state,
+        stop,
+        server,
+    })
+}
+
+impl Running {
+    /// The endpoint's name.
+    pub(crate) fn endpoint_name(&self) -> &str {
+        &self.state.endpoint_name
+    }
+
+    /// `(name, weight, model URL)` of each variant.
+    pub(crate) fn variants(&self) -> impl Iterator<Item = (&str, f64, &str)> {
+        self.state
+            .variants
+            .iter()
+            .map(|v| (v.name.as_str(), v.weight(), v.url.as_str()))
+    }
+
+    /// Stops accepting, lets in-flight requests finish, stops `rt` (and so the
+    /// admin API), then shuts each variant's engine down, delivering what it
+    /// can within 30 s. Returns each variant's final stats.
+    pub(crate) fn stop(
+        self,
+        rt: tokio::runtime::Runtime,
+    ) -> Result<Vec<(String, capline::Stats)>, Box<dyn std::error::Error>> {
+        let _ = self.stop.send(());
+        let _ = rt.block_on(self.server);
+        rt.shutdown_timeout(Duration::from_secs(1));
+        let state =
+            Arc::try_unwrap(self.state).map_err(|_| "request handlers still hold the engines")?;
+        let mut out = Vec::new();
+        for v in state.variants {
+            out.push((v.name, v.engine.shutdown(Duration::from_secs(30))?));
+        }
+        Ok(out)
+    }
+}
+
+/// A runtime for the endpoint: two worker threads.
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("capline-http")
+        .enable_all()
+        .build()
+}
+
+pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(&args.config)
+        .map_err(|e| format!("{}: {e}", args.config.display()))?;
+    let settings = parse(&text).map_err(|e| format!("{}: {e}", args.config.display()))?;
+    let rt = runtime()?;
+    let running = start(&rt, settings)?;
     // Printing must not fail the server (stdout may be a closed pipe).
     use std::io::Write;
     let mut out = std::io::stdout();
     let _ = writeln!(
         out,
-        "capline endpoint {} listening on http://{addr}",
-        state.endpoint_name
+        "capline endpoint {} listening on http://{}",
+        running.endpoint_name(),
+        running.addr
     );
-    for v in &state.variants {
-        let _ = writeln!(
-            out,
-            "  variant {} (weight {}) -> {}",
-            v.name,
-            v.weight(),
-            v.url
-        );
+    for (name, weight, url) in running.variants() {
+        let _ = writeln!(out, "  variant {name} (weight {weight}) -> {url}");
     }
     let _ = writeln!(
         out,
-        "admin API on http://{admin_addr} (GET /metrics, GET /variants, POST /variants/NAME)"
+        "admin API on http://{} (GET /metrics, GET /variants, POST /variants/NAME)",
+        running.admin_addr
     );
     let _ = out.flush();
-    rt.block_on(serve(state.clone(), listener));
-    // Stop serving; in-flight connections end with the runtime.
-    rt.shutdown_timeout(Duration::from_secs(5));
-    let state = Arc::try_unwrap(state).map_err(|_| "request handlers still hold the engines")?;
-    for v in state.variants {
-        let stats = v.engine.shutdown(Duration::from_secs(30))?;
+    rt.block_on(stop_signal());
+    for (name, stats) in running.stop(rt)? {
         let _ = writeln!(
             out,
-            "variant {}: kept {}, written {}, delivered {} segment(s), pending {}",
-            v.name,
-            stats.kept,
-            stats.records_written,
-            stats.segments_delivered,
-            stats.segments_pending
+            "variant {name}: kept {}, written {}, delivered {} segment(s), pending {}",
+            stats.kept, stats.records_written, stats.segments_delivered, stats.segments_pending
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -11,7 +11,8 @@ fails), the admin token, /metrics; SigV4 (boto3's signatures verify; unsigned,
 wrong-secret and tampered requests get 403); the ModelError shape for a
 model's 500, a slow model (upstream timeout) and a model that is down, 413
 for an oversized body, a missing target variant, clients that disconnect
-mid-request, /ping, the sidecar form; then, after SIGTERM, the files
+mid-request, /ping, the sidecar form; SIGTERM with a request in flight (it
+finishes and is captured); then the files
 in each variant's capture folder: valid (`capline cat --validate`), one
 record per successful invocation, none for failures, ids and bodies intact.
 """
@@ -58,6 +59,8 @@ def model(tag):
             ctype = self.headers.get("Content-Type", "")
             if body == b"slow":
                 time.sleep(2)
+            if body == b"drain":
+                time.sleep(0.5)
             if body == b"fail":
                 out, status, otype = b"model exploded", 500, "text/plain"
             elif ctype == "application/json":
@@ -328,10 +331,26 @@ with urllib.request.urlopen(req) as resp:
     assert resp.read() == b"A,4"
 expected["A"].append((None, b"5,5\n"))
 
-# Stop; the engines write and deliver everything.
+# Stop (SIGTERM) while a request is in flight: it completes and is captured;
+# then the engines write and deliver everything.
+drained = {}
+
+
+def in_flight():
+    drained["answer"] = rt.invoke_endpoint(
+        EndpointName="churn", Body=b"drain", ContentType="text/csv", TargetVariant="B")["Body"].read()
+
+
+t = threading.Thread(target=in_flight)
+t.start()
+time.sleep(0.2)
 proc.send_signal(signal.SIGTERM)
+t.join()
+assert drained.get("answer") == b"B,5", drained
+expected["B"].append((None, b"drain"))
 out, _ = proc.communicate(timeout=60)
 assert proc.returncode == 0, out
+print("SIGTERM: the in-flight request finished and was captured")
 
 for variant, want in expected.items():
     folder = os.path.join(dest, "churn", variant)
