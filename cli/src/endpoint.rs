@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -54,6 +55,8 @@ pub(crate) struct Variant {
     weight: AtomicU64,
     /// The model's base URL, without a trailing `/`.
     url: String,
+    /// The model's `HOST:PORT` (what connections go to, and the `Host` header).
+    authority: HeaderValue,
     pub(crate) engine: Engine,
     pub(crate) metrics: crate::admin::VariantMetrics,
 }
@@ -268,6 +271,16 @@ pub(crate) fn parse(text: &str) -> Result<Settings, BoxError> {
             })?
             .trim_end_matches('/')
             .to_string();
+        let authority = &url["http://".len()..];
+        if authority.is_empty()
+            || authority.contains('/')
+            || HeaderValue::from_str(authority).is_err()
+        {
+            return Err(bad(
+                &field("ModelUrl"),
+                "must be http://HOST:PORT (no path: the container contract's paths are /ping and /invocations)",
+            ));
+        }
         // The variant's engine config: the shared parts, its name, its own spool.
         let mut engine_settings = engine.clone();
         if let Some(e) = engine_settings.as_object_mut() {
@@ -398,16 +411,23 @@ fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, hyper::Error> {
+async fn handle(
+    state: Arc<State>,
+    pinned: Arc<Pinned>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, hyper::Error> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let inference_id = req.headers().get(INFERENCE_ID).cloned();
     let path = req.uri().path().to_string();
     let response = match (req.method(), path.as_str()) {
         (&Method::GET, "/ping") => ping(&state).await,
-        (&Method::POST, "/invocations") => invoke(&state, req, true).await,
+        (&Method::POST, "/invocations") => invoke(&state, &pinned, req, true).await,
         (&Method::POST, p) => match p
             .strip_prefix("/endpoints/")
             .and_then(|r| r.strip_suffix("/invocations"))
         {
-            Some(name) if name == state.endpoint_name => invoke(&state, req, false).await,
+            Some(name) if name == state.endpoint_name => invoke(&state, &pinned, req, false).await,
             Some(name) => error(
                 StatusCode::BAD_REQUEST,
                 "ValidationError",
@@ -425,6 +445,30 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             "unknown path",
         ),
     };
+    // The access log: one event per request (off unless CAPLINE_LOG enables
+    // the `capline::access` target; the bodies are never logged).
+    tracing::info!(
+        target: "capline::access",
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        variant = response
+            .headers()
+            .get(INVOKED_VARIANT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+        error = response
+            .headers()
+            .get(ERROR_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+        inference_id = inference_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+        "request"
+    );
     Ok(response)
 }
 
@@ -458,7 +502,12 @@ async fn ping(state: &State) -> Response<Body> {
 
 /// Forwards one invocation to a variant's model and captures it on success.
 /// `sidecar`: the plain container-contract form, always to the first variant.
-async fn invoke(state: &State, req: Request<Incoming>, sidecar: bool) -> Response<Body> {
+async fn invoke(
+    state: &State,
+    pinned: &Pinned,
+    req: Request<Incoming>,
+    sidecar: bool,
+) -> Response<Body> {
     let picked = if sidecar {
         Ok(&state.variants[0])
     } else {
@@ -523,31 +572,37 @@ async fn invoke(state: &State, req: Request<Incoming>, sidecar: bool) -> Respons
         );
         return error(StatusCode::FORBIDDEN, "InvalidSignatureException", &why);
     }
-    let mut up =
-        Request::post(format!("{}/invocations", variant.url)).header(CONTENT_TYPE, &content_type);
-    if let Some(a) = &accept {
-        up = up.header(ACCEPT, a);
-    }
-    if let Some(c) = &custom {
-        up = up.header(CUSTOM_ATTRIBUTES, c);
-    }
-    if let Some(id) = &inference_id {
-        up = up.header(INFERENCE_ID, id);
-    }
-    let Ok(up) = up.body(Full::new(body.clone())) else {
+    // The request to the model, built again if a reused connection turns out
+    // closed before it was sent.
+    let upstream_request = || {
+        let mut up = Request::post(hyper::Uri::from_static("/invocations"))
+            .header(HOST, variant.authority.clone())
+            .header(CONTENT_TYPE, &content_type);
+        if let Some(a) = &accept {
+            up = up.header(ACCEPT, a);
+        }
+        if let Some(c) = &custom {
+            up = up.header(CUSTOM_ATTRIBUTES, c);
+        }
+        if let Some(id) = &inference_id {
+            up = up.header(INFERENCE_ID, id);
+        }
+        up.body(Full::new(body.clone()))
+    };
+    if upstream_request().is_err() {
         return error(
             StatusCode::BAD_REQUEST,
             "ValidationError",
             "invalid request headers",
         );
-    };
+    }
     let started = Instant::now();
     let input = Input {
         content_type: &content_type,
         body: &body,
         inference_id: inference_id.as_deref(),
     };
-    let response = forward(state, variant, up, input).await;
+    let response = forward(state, variant, pinned, upstream_request, input).await;
     variant
         .metrics
         .record(response.status().as_u16(), started.elapsed());
@@ -561,14 +616,108 @@ struct Input<'a> {
     inference_id: Option<&'a str>,
 }
 
+/// One downstream connection's connections to the models, one per variant,
+/// reused request after request. HTTP/1 carries one request at a time on a
+/// connection, so a downstream connection never needs more than one upstream
+/// connection per variant, and no pool is shared between connections.
+pub(crate) struct Pinned(std::sync::Mutex<Vec<Option<SendRequest<Full<Bytes>>>>>);
+
+impl Pinned {
+    fn new(variants: usize) -> Self {
+        Pinned(std::sync::Mutex::new((0..variants).map(|_| None).collect()))
+    }
+
+    /// The open connection to variant `i`, if there is one (taken out while in use).
+    fn take(&self, i: usize) -> Option<SendRequest<Full<Bytes>>> {
+        let mut slots = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots
+            .get_mut(i)
+            .and_then(Option::take)
+            .filter(|s| !s.is_closed())
+    }
+
+    /// Keeps the connection to variant `i` for the next request.
+    fn put(&self, i: usize, sender: SendRequest<Full<Bytes>>) {
+        let mut slots = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(slot) = slots.get_mut(i) {
+            *slot = Some(sender);
+        }
+    }
+}
+
+/// Opens a connection to a variant's model; its I/O runs on a task of its own.
+async fn connect(variant: &Variant) -> Result<SendRequest<Full<Bytes>>, BoxError> {
+    let addr = variant.authority.to_str()?;
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Sends one request to variant `i`'s model on the connection pinned to this
+/// downstream connection (opening one if needed), and reads the whole answer.
+/// A request that a reused connection refused before sending it (the model
+/// closed the idle connection) goes once more on a new connection; a request
+/// that was sent is never sent twice.
+async fn exchange(
+    variant: &Variant,
+    i: usize,
+    pinned: &Pinned,
+    build: impl Fn() -> hyper::http::Result<Request<Full<Bytes>>>,
+) -> Result<(hyper::http::response::Parts, Bytes), BoxError> {
+    let mut reused = pinned.take(i);
+    loop {
+        let retry_allowed = reused.is_some();
+        let mut sender = match reused.take() {
+            Some(s) => s,
+            None => connect(variant).await?,
+        };
+        if let Err(e) = sender.ready().await {
+            if retry_allowed {
+                continue;
+            }
+            return Err(e.into());
+        }
+        match sender.try_send_request(build()?).await {
+            Ok(answer) => {
+                let (parts, body) = answer.into_parts();
+                let body = body.collect().await?.to_bytes();
+                pinned.put(i, sender);
+                return Ok((parts, body));
+            }
+            Err(e) if retry_allowed && e.message().is_some() => continue,
+            Err(e) => return Err(e.into_error().into()),
+        }
+    }
+}
+
 /// Sends the request to the model and shapes its answer; captures a success.
 async fn forward(
     state: &State,
     variant: &Variant,
-    up: Request<Full<Bytes>>,
+    pinned: &Pinned,
+    build: impl Fn() -> hyper::http::Result<Request<Full<Bytes>>>,
     input: Input<'_>,
 ) -> Response<Body> {
-    let answer = match tokio::time::timeout(state.upstream_timeout, state.client.request(up)).await
+    let i = state
+        .variants
+        .iter()
+        .position(|v| std::ptr::eq(v, variant))
+        .unwrap_or(0);
+    let (answer, out) = match tokio::time::timeout(
+        state.upstream_timeout,
+        exchange(variant, i, pinned, build),
+    )
+    .await
     {
         Err(_) => {
             return model_error(
@@ -585,24 +734,14 @@ async fn forward(
         }
         Ok(Ok(r)) => r,
     };
-    let status = answer.status();
+    let status = answer.status;
     let out_type = answer
-        .headers()
+        .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_string();
-    let out_custom = answer.headers().get(CUSTOM_ATTRIBUTES).cloned();
-    let out = match answer.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return model_error(
-                &variant.name,
-                0,
-                &format!("reading the model's answer: {e}"),
-            );
-        }
-    };
+    let out_custom = answer.headers.get(CUSTOM_ATTRIBUTES).cloned();
     if !status.is_success() {
         // Failures are not captured as successes: not captured at all.
         return model_error(
@@ -668,7 +807,10 @@ async fn serve(
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
-                let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                let pinned = Arc::new(Pinned::new(state.variants.len()));
+                let service = hyper::service::service_fn(move |req| {
+                    handle(state.clone(), pinned.clone(), req)
+                });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
@@ -708,10 +850,12 @@ pub(crate) fn start(
     let mut variants = Vec::new();
     for (name, weight, url, config) in settings.variants {
         let engine = Engine::start(config)?;
+        let authority = HeaderValue::from_str(&url["http://".len()..])?;
         variants.push(Variant {
             name,
             weight: AtomicU64::new(weight.to_bits()),
             url,
+            authority,
             engine,
             metrics: Default::default(),
         });

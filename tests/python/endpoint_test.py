@@ -44,8 +44,17 @@ def free_port():
     return port
 
 
-def model(tag):
+seen = {}  # request body -> times a model received it
+
+
+def model(tag, keepalive=False):
     class Model(BaseHTTPRequestHandler):
+        if keepalive:
+            # HTTP/1.1 keep-alive, and idle connections closed after 0.3 s
+            # (as gunicorn's or uvicorn's keep-alive timeouts do).
+            protocol_version = "HTTP/1.1"
+            timeout = 0.3
+
         def log_message(self, *args):
             pass
 
@@ -56,6 +65,7 @@ def model(tag):
 
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            seen[body] = seen.get(body, 0) + 1
             ctype = self.headers.get("Content-Type", "")
             if body == b"slow":
                 time.sleep(2)
@@ -76,8 +86,11 @@ def model(tag):
             attrs = self.headers.get("X-Amzn-SageMaker-Custom-Attributes")
             if attrs:
                 self.send_header("X-Amzn-SageMaker-Custom-Attributes", attrs + ";seen-by=" + tag)
-            self.end_headers()
-            self.wfile.write(out)
+            try:
+                self.end_headers()
+                self.wfile.write(out)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # capline gave up on a slow answer (its upstream timeout)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Model)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -85,7 +98,7 @@ def model(tag):
 
 
 work = tempfile.mkdtemp()
-a, b = model("A"), model("B")
+a, b = model("A", keepalive=True), model("B")
 port = free_port()
 admin_port = free_port()
 dest = os.path.join(work, "capture")
@@ -115,7 +128,12 @@ cfg_path = os.path.join(work, "endpoint.json")
 with open(cfg_path, "w") as f:
     json.dump(config, f)
 
-proc = subprocess.Popen([capline_bin, "endpoint", "--config", cfg_path], stdout=subprocess.PIPE, text=True)
+# The access log as JSON lines, into a file (a pipe nobody reads could fill up).
+log_path = os.path.join(work, "endpoint.log")
+log_file = open(log_path, "w")
+proc = subprocess.Popen([capline_bin, "endpoint", "--config", cfg_path], stdout=subprocess.PIPE, text=True,
+                        stderr=log_file,
+                        env=dict(os.environ, CAPLINE_LOG="warn,capline::access=info", CAPLINE_LOG_FORMAT="json"))
 
 
 def stop_capline_on_failure(kind, value, tb):
@@ -316,6 +334,16 @@ except urllib.error.HTTPError as e:
     assert "does not match" in e.read().decode()
 print("sigv4: boto3 signatures verified; unsigned, wrong-secret and tampered requests refused")
 
+# Model A keeps connections alive and closes them after 0.3 s idle: a request
+# after a pause reaches it on a new connection, and is sent exactly once.
+for body in (b"idle,1\n", b"idle,2\n", b"idle,3\n"):
+    r = rt.invoke_endpoint(EndpointName="churn", Body=body, ContentType="text/csv", TargetVariant="A")
+    assert r["Body"].read() == f"A,{len(body)}".encode()
+    expected["A"].append((None, body))
+    time.sleep(0.6)
+assert [seen.get(b) for b in (b"idle,1\n", b"idle,2\n", b"idle,3\n")] == [1, 1, 1], seen
+print("keep-alive: requests after the model closed idle connections succeed, each sent once")
+
 # 5. /ping reports each model; C is down.
 try:
     urllib.request.urlopen(f"http://127.0.0.1:{port}/ping")
@@ -341,6 +369,12 @@ def in_flight():
         EndpointName="churn", Body=b"drain", ContentType="text/csv", TargetVariant="B")["Body"].read()
 
 
+answered = {}  # 2xx answers per variant so far, from /metrics
+for line in ctl("metrics").stdout.splitlines():
+    for v in ("A", "B"):
+        if line.startswith(f'capline_endpoint_requests_total{{variant="{v}",code="2xx"}}'):
+            answered[v] = int(line.split()[-1])
+answered["B"] += 1  # the request in flight at SIGTERM
 t = threading.Thread(target=in_flight)
 t.start()
 time.sleep(0.2)
@@ -371,4 +405,20 @@ for variant, want in expected.items():
     print(f"variant {variant}: {len(records)} records captured, matching the successful invocations")
 assert not os.path.exists(os.path.join(dest, "churn", "C")) or not any(
     files for _, _, files in os.walk(os.path.join(dest, "churn", "C"))), "nothing captured for C"
+# The access log: one JSON event per request, successes per variant as
+# captured, refusals with their error type; never a body or a credential.
+log_file.close()
+with open(log_path) as f:
+    log_text = f.read()
+events = [json.loads(line) for line in log_text.splitlines() if line.strip()]
+access = [e["fields"] for e in events if e["target"] == "capline::access"]
+for variant, n in answered.items():
+    ok = [a for a in access if a["status"] == 200 and a["variant"] == variant]
+    assert len(ok) == n, (variant, len(ok), n)
+assert any(a["status"] == 403 and a["error"] == "InvalidSignatureException" for a in access)
+assert any(a["status"] == 424 and a["error"] == "ModelError" for a in access)
+assert any(a["status"] == 413 for a in access)
+for secret in ("secret", "AKIDEXAMPLE", "Signature=", "idle,1"):
+    assert secret not in log_text, f"{secret!r} appears in the log"
+print(f"access log: {len(access)} JSON events, one per request; no body or credential in the log")
 print("endpoint_test: ok")
