@@ -969,3 +969,118 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    /// A valid endpoint config with `extra` members added (or replaced).
+    fn config(extra: &str) -> String {
+        let base = r#""EndpointName": "churn",
+            "ProductionVariants": [{"VariantName": "A", "ModelUrl": "http://127.0.0.1:9001"}],
+            "DataCaptureConfig": {"InitialSamplingPercentage": 100, "DestinationS3Uri": "file:///tmp/x",
+              "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]},
+            "Engine": {"SpoolDir": "/tmp/spool"}"#;
+        if extra.is_empty() {
+            format!("{{{base}}}")
+        } else {
+            format!("{{{extra}, {base}}}")
+        }
+    }
+
+    /// The error parsing `text` gives; panics if it parses.
+    fn error(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_valid_config_parses_with_its_defaults() {
+        let s = parse(&config("")).expect("valid");
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.admin_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(s.max_payload, 6 * 1024 * 1024);
+        assert_eq!(s.upstream_timeout.as_secs(), 60);
+        assert_eq!(s.variants.len(), 1);
+        let (name, weight, url, engine) = &s.variants[0];
+        assert_eq!(
+            (name.as_str(), *weight, url.as_str()),
+            ("A", 1.0, "http://127.0.0.1:9001")
+        );
+        assert_eq!(engine.variant_name, "A");
+    }
+
+    #[test]
+    fn each_bad_setting_is_named_in_its_error() {
+        // simd-json keeps the first of two equal keys, so these (placed first) replace the base's.
+        let variants = |v: &str| config(&format!(r#""ProductionVariants": [{v}]"#));
+        let cases: Vec<(String, &str)> = vec![
+            ("{".to_string(), "(document)"),
+            (config(r#""Colour": 1"#), "Colour: unknown field"),
+            (
+                config(r#""Listen": "nowhere""#),
+                "Listen: must be HOST:PORT",
+            ),
+            (
+                config(r#""AdminListen": "0.0.0.0:8081""#),
+                "AdminToken: is required when AdminListen",
+            ),
+            (
+                config(r#""MaxPayloadBytes": 0"#),
+                "MaxPayloadBytes: must be",
+            ),
+            (
+                config(r#""UpstreamTimeoutSeconds": 0"#),
+                "UpstreamTimeoutSeconds: must be",
+            ),
+            (
+                config(r#""AccessKeys": [{"AccessKeyId": "AKID"}]"#),
+                "AccessKeys[0].SecretAccessKey: is required",
+            ),
+            (variants(""), "ProductionVariants: is required"),
+            (
+                variants(r#"{"VariantName": "A B", "ModelUrl": "http://h:1"}"#),
+                "ProductionVariants[0].VariantName",
+            ),
+            (
+                variants(r#"{"VariantName": "A", "ModelUrl": "https://h:1"}"#),
+                "ProductionVariants[0].ModelUrl: is required",
+            ),
+            (
+                variants(r#"{"VariantName": "A", "ModelUrl": "http://h:1/models/churn"}"#),
+                "ProductionVariants[0].ModelUrl: must be http://HOST:PORT",
+            ),
+            (
+                variants(
+                    r#"{"VariantName": "A", "ModelUrl": "http://h:1"}, {"VariantName": "A", "ModelUrl": "http://h:2"}"#,
+                ),
+                "ProductionVariants[1].VariantName: A appears twice",
+            ),
+            (
+                variants(
+                    r#"{"VariantName": "A", "InitialVariantWeight": -1, "ModelUrl": "http://h:1"}"#,
+                ),
+                "ProductionVariants[0].InitialVariantWeight: must be a number >= 0",
+            ),
+            (
+                variants(
+                    r#"{"VariantName": "A", "InitialVariantWeight": 0, "ModelUrl": "http://h:1"}"#,
+                ),
+                "ProductionVariants: at least one InitialVariantWeight must be > 0",
+            ),
+            (
+                variants(r#"{"VariantName": "A", "ModelUrl": "http://h:1", "Image": "x"}"#),
+                "ProductionVariants[0].Image: unknown field",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = error(&text);
+            assert!(
+                got.starts_with(want),
+                "{want:?} expected, got {got:?} for {text}"
+            );
+        }
+    }
+}
