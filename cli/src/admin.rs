@@ -18,11 +18,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::header::AUTHORIZATION;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 
 use crate::endpoint::{State, Variant};
+use crate::http::reply;
 
 /// Upper bounds of the latency histogram buckets, in microseconds.
 const BUCKETS_US: [u64; 14] = [
@@ -114,13 +114,18 @@ pub(crate) fn metrics_text(state: &State) -> String {
             v.name
         );
     }
-    let stats: Vec<(&Variant, capline::Stats)> = state
+    // One snapshot per variant: its stats and their (name, value) list.
+    let stats: Vec<_> = state
         .variants
         .iter()
-        .map(|v| (v, v.engine.stats()))
+        .map(|v| {
+            let s = v.engine.stats();
+            let counters = s.counters();
+            (v, s, counters)
+        })
         .collect();
-    if let Some((_, first)) = stats.first() {
-        for (i, (name, _)) in first.counters().iter().enumerate() {
+    if let Some((_, _, first)) = stats.first() {
+        for (i, (name, _)) in first.iter().enumerate() {
             let kind = if matches!(
                 *name,
                 "segments_pending"
@@ -138,12 +143,11 @@ pub(crate) fn metrics_text(state: &State) -> String {
                 out,
                 "# HELP capline_{name} capline engine stat {name} (docs/OPERATIONS.md, Stats).\n# TYPE capline_{name} {kind}"
             );
-            for (v, s) in &stats {
+            for (v, _, counters) in &stats {
                 let _ = writeln!(
                     out,
                     "capline_{name}{{variant=\"{}\"}} {}",
-                    v.name,
-                    s.counters()[i].1
+                    v.name, counters[i].1
                 );
             }
         }
@@ -164,7 +168,7 @@ pub(crate) fn metrics_text(state: &State) -> String {
         out,
         "# HELP capline_sampling_percentage Sampling percentage in force.\n# TYPE capline_sampling_percentage gauge"
     );
-    for (v, s) in &stats {
+    for (v, s, _) in &stats {
         let _ = writeln!(
             out,
             "capline_sampling_percentage{{variant=\"{}\"}} {}",
@@ -192,19 +196,11 @@ fn variants_json(state: &State) -> String {
     format!("[{}]", parts.join(","))
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
 fn refuse(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     reply(
         status,
         "application/json",
-        format!(r#"{{"error":{}}}"#, crate::endpoint::json(message)),
+        format!(r#"{{"error":{}}}"#, crate::json_string(message)),
     )
 }
 
@@ -310,23 +306,12 @@ async fn handle(
     Ok(response)
 }
 
-/// Serves the admin API until the task is dropped.
+/// Serves the admin API until the runtime stops.
 pub(crate) async fn serve(
     state: Arc<State>,
     token: Option<Arc<str>>,
     listener: tokio::net::TcpListener,
 ) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let (state, token) = (state.clone(), token.clone());
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |req| handle(state.clone(), token.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    let service = hyper::service::service_fn(move |req| handle(state.clone(), token.clone(), req));
+    crate::http::serve(listener, service).await;
 }

@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ACCEPT, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 
 use crate::json_string;
 use crate::s3::S3;
@@ -132,13 +132,7 @@ fn features(csv: &str) -> Result<[f64; FEATURES], String> {
 /// The stand-in model server: `GET /ping`, and `POST /invocations` with one
 /// `text/csv` row, answered with the churn probability as `text/csv`.
 async fn model(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    let reply = |status: StatusCode, content_type: &'static str, body: String| {
-        let mut r = Response::new(Full::new(Bytes::from(body)));
-        *r.status_mut() = status;
-        r.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        r
-    };
+    use crate::http::reply;
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/ping") => Ok(reply(StatusCode::OK, "text/plain", String::new())),
         (&Method::POST, "/invocations") => {
@@ -156,21 +150,6 @@ async fn model(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Byte
             })
         }
         _ => Ok(reply(StatusCode::NOT_FOUND, "text/plain", String::new())),
-    }
-}
-
-/// Serves [`model`] on `listener` until the runtime stops.
-async fn serve_model(listener: tokio::net::TcpListener) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(model))
-                .await;
-        });
     }
 }
 
@@ -222,7 +201,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let rt = crate::endpoint::runtime()?;
     let model_listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let model_addr = model_listener.local_addr()?;
-    rt.spawn(serve_model(model_listener));
+    rt.spawn(crate::http::serve(
+        model_listener,
+        hyper::service::service_fn(model),
+    ));
     let endpoint_json = format!(
         r#"{{
   "EndpointName": "DEMO-churn",

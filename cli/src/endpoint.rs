@@ -27,11 +27,11 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use capline::{Capture, Config, Engine, Payload};
+
+use crate::json_string as json;
 
 /// Arguments of `capline endpoint`.
 #[derive(Debug, clap::Args)]
@@ -53,9 +53,8 @@ pub(crate) struct Variant {
     pub(crate) name: String,
     /// The routing weight, as `f64` bits (changed at run time by the admin API).
     weight: AtomicU64,
-    /// The model's base URL, without a trailing `/`.
-    url: String,
-    /// The model's `HOST:PORT` (what connections go to, and the `Host` header).
+    /// The model's `HOST:PORT` from its `ModelUrl` (what connections go to,
+    /// and the `Host` header).
     authority: HeaderValue,
     pub(crate) engine: Engine,
     pub(crate) metrics: crate::admin::VariantMetrics,
@@ -327,7 +326,6 @@ pub(crate) struct State {
     max_payload: usize,
     upstream_timeout: Duration,
     pub(crate) variants: Vec<Variant>,
-    client: Client<HttpConnector, Full<Bytes>>,
     /// Verifies SigV4 on runtime API requests when access keys are configured.
     verifier: Option<crate::sigv4::Verifier>,
     /// Requests refused before reaching a model (413, unknown variant or endpoint).
@@ -335,15 +333,20 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// A variant by weight (the target variant header, when given, wins).
-    fn pick(&self, target: Option<&str>) -> Result<&Variant, String> {
+    /// The index of a variant by weight (the target variant header, when
+    /// given, wins).
+    fn pick(&self, target: Option<&str>) -> Result<usize, String> {
         if let Some(t) = target {
-            return self.variants.iter().find(|v| v.name == t).ok_or_else(|| {
-                format!(
-                    "Target variant {t} not found for endpoint {}",
-                    self.endpoint_name
-                )
-            });
+            return self
+                .variants
+                .iter()
+                .position(|v| v.name == t)
+                .ok_or_else(|| {
+                    format!(
+                        "Target variant {t} not found for endpoint {}",
+                        self.endpoint_name
+                    )
+                });
         }
         // One snapshot of the weights (they may change concurrently).
         let weights: Vec<f64> = self.variants.iter().map(Variant::weight).collect();
@@ -352,18 +355,16 @@ impl State {
             return Err("every variant has weight 0".to_string());
         }
         let mut x = fastrand::f64() * total;
-        for (v, w) in self.variants.iter().zip(&weights) {
+        for (i, w) in weights.iter().enumerate() {
             if x < *w {
-                return Ok(v);
+                return Ok(i);
             }
             x -= w;
         }
-        self.variants
+        // Rounding left x at the top end: the last variant with weight > 0.
+        weights
             .iter()
-            .zip(&weights)
-            .rev()
-            .find(|(_, w)| **w > 0.0)
-            .map(|(v, _)| v)
+            .rposition(|w| *w > 0.0)
             .ok_or_else(|| "every variant has weight 0".to_string())
     }
 }
@@ -377,10 +378,7 @@ fn error(status: StatusCode, kind: &'static str, message: &str) -> Response<Body
 
 /// A SageMaker runtime error response: `x-amzn-errortype: kind` and a JSON body.
 fn error_with(status: StatusCode, kind: &'static str, body: String) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut r = crate::http::reply(status, "application/json", body);
     r.headers_mut()
         .insert(ERROR_TYPE, HeaderValue::from_static(kind));
     r
@@ -402,13 +400,6 @@ fn model_error(variant: &str, status: u16, original: &str) -> Response<Body> {
             json(original)
         ),
     )
-}
-
-/// A JSON string literal.
-pub(crate) use crate::json_string as json;
-
-fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 async fn handle(
@@ -472,18 +463,23 @@ async fn handle(
     Ok(response)
 }
 
-/// Health of every variant's model (`GET {model}/ping`): 200 when all answer 200.
+/// Health of every variant's model (`GET /ping` on a new connection, 2 s
+/// limit): 200 when all answer 200, else 503; the body says which.
 async fn ping(state: &State) -> Response<Body> {
     let mut all = true;
     let mut parts = Vec::new();
     for v in &state.variants {
-        let ok = match Request::get(format!("{}/ping", v.url)).body(Full::new(Bytes::new())) {
-            Ok(req) => matches!(
-                tokio::time::timeout(Duration::from_secs(2), state.client.request(req)).await,
-                Ok(Ok(r)) if r.status() == StatusCode::OK
-            ),
-            Err(_) => false,
+        let ask = async {
+            let mut sender = connect(v).await?;
+            let req = Request::get(hyper::Uri::from_static("/ping"))
+                .header(HOST, v.authority.clone())
+                .body(Full::new(Bytes::new()))?;
+            Ok::<_, BoxError>(sender.send_request(req).await?.status())
         };
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(2), ask).await,
+            Ok(Ok(StatusCode::OK))
+        );
         all &= ok;
         parts.push(format!(
             r#"{}:{}"#,
@@ -491,13 +487,16 @@ async fn ping(state: &State) -> Response<Body> {
             if ok { "\"healthy\"" } else { "\"unhealthy\"" }
         ));
     }
-    let mut r = Response::new(Full::new(Bytes::from(format!("{{{}}}", parts.join(",")))));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if !all {
-        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    }
-    r
+    let status = if all {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    crate::http::reply(
+        status,
+        "application/json",
+        format!("{{{}}}", parts.join(",")),
+    )
 }
 
 /// Forwards one invocation to a variant's model and captures it on success.
@@ -508,37 +507,23 @@ async fn invoke(
     req: Request<Incoming>,
     sidecar: bool,
 ) -> Response<Body> {
+    let (parts, incoming) = req.into_parts();
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let picked = if sidecar {
-        Ok(&state.variants[0])
+        Ok(0)
     } else {
-        state.pick(header(&req, TARGET_VARIANT))
+        state.pick(header(TARGET_VARIANT))
     };
-    let variant = match picked {
-        Ok(v) => v,
+    let (i, variant) = match picked {
+        Ok(i) => (i, &state.variants[i]),
         Err(msg) => {
             state.refused.fetch_add(1, Ordering::Relaxed);
             return error(StatusCode::BAD_REQUEST, "ValidationError", &msg);
         }
     };
-    let content_type = header(&req, CONTENT_TYPE.as_str())
-        .unwrap_or("application/octet-stream")
-        .to_string();
-    let accept = header(&req, ACCEPT.as_str()).map(str::to_string);
-    let custom = header(&req, CUSTOM_ATTRIBUTES).map(str::to_string);
-    let inference_id = header(&req, INFERENCE_ID).map(str::to_string);
-    // Kept for the signature check (only when one is configured).
-    let signed = state.verifier.as_ref().filter(|_| !sidecar).map(|_| {
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        (req.method().as_str().to_string(), pq, req.headers().clone())
-    });
-    let body = match Limited::new(req.into_body(), state.max_payload)
-        .collect()
-        .await
-    {
+    let content_type = header(CONTENT_TYPE.as_str()).unwrap_or("application/octet-stream");
+    let inference_id = header(INFERENCE_ID);
+    let body = match Limited::new(incoming, state.max_payload).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             state.refused.fetch_add(1, Ordering::Relaxed);
@@ -561,48 +546,48 @@ async fn invoke(
         }
     };
 
-    if let (Some(v), Some((method, pq, headers))) = (&state.verifier, &signed)
-        && let Err(why) = v.verify(method, pq, headers, &body, std::time::SystemTime::now())
-    {
-        // Refused and not captured.
-        state.refused.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            reason = why,
-            "refused a request with a bad or missing signature"
-        );
-        return error(StatusCode::FORBIDDEN, "InvalidSignatureException", &why);
+    if let Some(v) = state.verifier.as_ref().filter(|_| !sidecar) {
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Err(why) = v.verify(
+            parts.method.as_str(),
+            path_and_query,
+            &parts.headers,
+            &body,
+            std::time::SystemTime::now(),
+        ) {
+            // Refused and not captured.
+            state.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                reason = why,
+                "refused a request with a bad or missing signature"
+            );
+            return error(StatusCode::FORBIDDEN, "InvalidSignatureException", &why);
+        }
     }
-    // The request to the model, built again if a reused connection turns out
-    // closed before it was sent.
-    let upstream_request = || {
-        let mut up = Request::post(hyper::Uri::from_static("/invocations"))
-            .header(HOST, variant.authority.clone())
-            .header(CONTENT_TYPE, &content_type);
-        if let Some(a) = &accept {
-            up = up.header(ACCEPT, a);
+    // The request to the model: the body and the headers the container
+    // contract passes on.
+    let mut up = Request::post(hyper::Uri::from_static("/invocations"))
+        .header(HOST, variant.authority.clone())
+        .header(CONTENT_TYPE, content_type);
+    for name in [ACCEPT.as_str(), CUSTOM_ATTRIBUTES, INFERENCE_ID] {
+        if let Some(v) = parts.headers.get(name) {
+            up = up.header(name, v.clone());
         }
-        if let Some(c) = &custom {
-            up = up.header(CUSTOM_ATTRIBUTES, c);
-        }
-        if let Some(id) = &inference_id {
-            up = up.header(INFERENCE_ID, id);
-        }
-        up.body(Full::new(body.clone()))
-    };
-    if upstream_request().is_err() {
+    }
+    let Ok(up) = up.body(Full::new(body.clone())) else {
         return error(
             StatusCode::BAD_REQUEST,
             "ValidationError",
             "invalid request headers",
         );
-    }
+    };
     let started = Instant::now();
     let input = Input {
-        content_type: &content_type,
+        content_type,
         body: &body,
-        inference_id: inference_id.as_deref(),
+        inference_id,
     };
-    let response = forward(state, variant, pinned, upstream_request, input).await;
+    let response = forward(state, i, pinned, up, input).await;
     variant
         .metrics
         .record(response.status().as_u16(), started.elapsed());
@@ -672,7 +657,7 @@ async fn exchange(
     variant: &Variant,
     i: usize,
     pinned: &Pinned,
-    build: impl Fn() -> hyper::http::Result<Request<Full<Bytes>>>,
+    mut req: Request<Full<Bytes>>,
 ) -> Result<(hyper::http::response::Parts, Bytes), BoxError> {
     let mut reused = pinned.take(i);
     loop {
@@ -687,15 +672,18 @@ async fn exchange(
             }
             return Err(e.into());
         }
-        match sender.try_send_request(build()?).await {
+        match sender.try_send_request(req).await {
             Ok(answer) => {
                 let (parts, body) = answer.into_parts();
                 let body = body.collect().await?.to_bytes();
                 pinned.put(i, sender);
                 return Ok((parts, body));
             }
-            Err(e) if retry_allowed && e.message().is_some() => continue,
-            Err(e) => return Err(e.into_error().into()),
+            Err(mut e) => match e.take_message() {
+                // Not sent: hyper hands the request back.
+                Some(unsent) if retry_allowed => req = unsent,
+                _ => return Err(e.into_error().into()),
+            },
         }
     }
 }
@@ -703,19 +691,15 @@ async fn exchange(
 /// Sends the request to the model and shapes its answer; captures a success.
 async fn forward(
     state: &State,
-    variant: &Variant,
+    i: usize,
     pinned: &Pinned,
-    build: impl Fn() -> hyper::http::Result<Request<Full<Bytes>>>,
+    up: Request<Full<Bytes>>,
     input: Input<'_>,
 ) -> Response<Body> {
-    let i = state
-        .variants
-        .iter()
-        .position(|v| std::ptr::eq(v, variant))
-        .unwrap_or(0);
+    let variant = &state.variants[i];
     let (answer, out) = match tokio::time::timeout(
         state.upstream_timeout,
-        exchange(variant, i, pinned, build),
+        exchange(variant, i, pinned, up),
     )
     .await
     {
@@ -854,7 +838,6 @@ pub(crate) fn start(
         variants.push(Variant {
             name,
             weight: AtomicU64::new(weight.to_bits()),
-            url,
             authority,
             engine,
             metrics: Default::default(),
@@ -865,7 +848,6 @@ pub(crate) fn start(
         max_payload: settings.max_payload,
         upstream_timeout: settings.upstream_timeout,
         variants,
-        client: Client::builder(TokioExecutor::new()).build_http(),
         refused: AtomicU64::new(0),
         verifier: (!settings.access_keys.is_empty())
             .then(|| crate::sigv4::Verifier::new(settings.access_keys)),
@@ -898,12 +880,15 @@ impl Running {
         &self.state.endpoint_name
     }
 
-    /// `(name, weight, model URL)` of each variant.
+    /// `(name, weight, model HOST:PORT)` of each variant.
     pub(crate) fn variants(&self) -> impl Iterator<Item = (&str, f64, &str)> {
-        self.state
-            .variants
-            .iter()
-            .map(|v| (v.name.as_str(), v.weight(), v.url.as_str()))
+        self.state.variants.iter().map(|v| {
+            (
+                v.name.as_str(),
+                v.weight(),
+                v.authority.to_str().unwrap_or(""),
+            )
+        })
     }
 
     /// Stops accepting, lets in-flight requests finish, stops `rt` (and so the
@@ -950,8 +935,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         running.endpoint_name(),
         running.addr
     );
-    for (name, weight, url) in running.variants() {
-        let _ = writeln!(out, "  variant {name} (weight {weight}) -> {url}");
+    for (name, weight, model) in running.variants() {
+        let _ = writeln!(out, "  variant {name} (weight {weight}) -> http://{model}");
     }
     let _ = writeln!(
         out,

@@ -10,6 +10,7 @@ mod cat;
 mod ctl;
 mod demo;
 mod endpoint;
+mod http;
 mod s3;
 mod sigv4;
 
