@@ -28,40 +28,26 @@ import tempfile
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import boto3
 import botocore
 
+from container import ContainerModel, free_port
+
 capline_bin = sys.argv[1]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 seen = {}  # request body -> times a model received it
 
 
 def model(tag, keepalive=False):
-    class Model(BaseHTTPRequestHandler):
+    class Model(ContainerModel):
         if keepalive:
             # HTTP/1.1 keep-alive, and idle connections closed after 0.3 s
             # (as gunicorn's or uvicorn's keep-alive timeouts do).
             protocol_version = "HTTP/1.1"
             timeout = 0.3
-
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            self.send_response(200 if self.path == "/ping" else 404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
 
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))

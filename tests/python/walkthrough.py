@@ -29,20 +29,21 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import boto3
 import sagemaker
 from sagemaker.deserializers import JSONDeserializer
 from sagemaker.predictor import Predictor
 from sagemaker.serializers import CSVSerializer
+
+from container import ContainerModel, free_port
 
 capline_bin, s3_endpoint_url = sys.argv[1], sys.argv[2]
 region = "us-east-1"
@@ -56,16 +57,8 @@ def score(x):
     return 1.0 / (1.0 + math.exp(-z))
 
 
-class ChurnModel(BaseHTTPRequestHandler):
+class ChurnModel(ContainerModel):
     """The container contract; answers JSON when the client accepts it."""
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self.send_response(200 if self.path == "/ping" else 404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
@@ -81,14 +74,6 @@ class ChurnModel(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def write_validation_csv(path, rows=300):
