@@ -140,7 +140,8 @@ fn capline_run(dir: &Path, io: &str, s: &Shape, n: u64, timer: &Timer) -> Figure
 
 /// The disk's limit: `bytes` through capline's own I/O path, no serialization.
 fn disk_limit(dir: &Path, bytes: u64) -> Figures {
-    let mut out = Output::new(IoMode::Uring).expect("io_uring");
+    let mut out =
+        Output::new(IoMode::Uring, std::sync::Arc::new(capline::RealFs)).expect("io_uring");
     let path = dir.join("limit.bin");
     let chunk = vec![b'x'; 1 << 20];
     let start = Instant::now();
@@ -153,7 +154,7 @@ fn disk_limit(dir: &Path, bytes: u64) -> Figures {
         out.pump();
         left -= n as u64;
     }
-    out.close();
+    out.close().1.expect("close the disk-limit file");
     let secs = start.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&path);
     Figures {

@@ -103,9 +103,9 @@ scripts/c-tests.sh
 step "strace: no syscall in the capture loop, < 1 per 100 records, O_DIRECT, io_uring vs pwrite"
 scripts/strace-check.sh 1000000 uring pwrite
 
-step "loom: the ring's claim/commit/consume protocol under every interleaving"
+step "loom: the ring's claim/commit/consume protocol and the sampling setters under every interleaving"
 RUSTFLAGS="--cfg capline_loom" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" \
-  cargo test -p capline --no-default-features --release --locked --lib ring::loom_tests
+  cargo test -p capline --no-default-features --release --locked --lib loom_tests
 
 step "fuzz: each target for ${FUZZ_SECONDS:=30} s with AddressSanitizer"
 # cargo-fuzz on stable: ASan needs RUSTC_BOOTSTRAP=1 for this command only, and

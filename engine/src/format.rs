@@ -131,7 +131,8 @@ pub struct Event<'a> {
     pub time: Timestamp,
 }
 
-/// Where lines are written: a `Vec<u8>`, or the writer's aligned I/O buffer.
+/// Where lines are written: a `Vec<u8>`, or the writer's aligned I/O buffer
+/// (which implements this trait where it is defined, in the I/O stage).
 pub trait LineBuf {
     /// Appends bytes.
     fn extend_from_slice(&mut self, s: &[u8]);
@@ -170,33 +171,6 @@ impl LineBuf for Vec<u8> {
     }
 }
 
-impl LineBuf for crate::io::AlignedBuf {
-    #[inline]
-    fn extend_from_slice(&mut self, s: &[u8]) {
-        crate::io::AlignedBuf::extend_from_slice(self, s);
-    }
-    #[inline]
-    fn reserve(&mut self, n: usize) {
-        crate::io::AlignedBuf::reserve(self, n);
-    }
-    fn append_base64(&mut self, data: &[u8]) {
-        let n = base64_simd::STANDARD.encoded_length(data.len());
-        let spare = crate::io::AlignedBuf::spare(self, n);
-        let written = base64_simd::STANDARD
-            .encode(data, base64_simd::Out::from_uninit_slice(&mut spare[..n]))
-            .len();
-        // SAFETY: `encode` initialized the first `written` bytes of the spare room.
-        unsafe { crate::io::AlignedBuf::advance(self, written) };
-    }
-    fn spare(&mut self, n: usize) -> &mut [MaybeUninit<u8>] {
-        crate::io::AlignedBuf::spare(self, n)
-    }
-    unsafe fn advance(&mut self, n: usize) {
-        // SAFETY: passed on from the caller.
-        unsafe { crate::io::AlignedBuf::advance(self, n) };
-    }
-}
-
 /// Serializes events into SageMaker lines.
 #[derive(Debug, Clone, Default)]
 pub struct LineWriter {
@@ -217,49 +191,153 @@ impl LineWriter {
 
     /// Appends one line, `\n` included, to `out`.
     pub fn write<B: LineBuf>(&self, out: &mut B, ev: &Event) {
-        out.extend_from_slice(b"{\"captureData\":{");
+        out.extend_from_slice(OPEN);
         if let Some(p) = &ev.input {
-            self.payload(out, b"\"endpointInput\":{", b"INPUT", p);
+            self.payload(out, INPUT, p);
         }
         if let Some(p) = &ev.output {
             if ev.input.is_some() {
                 out.extend_from_slice(b",");
             }
-            self.payload(out, b"\"endpointOutput\":{", b"OUTPUT", p);
+            self.payload(out, OUTPUT, p);
         }
-        out.extend_from_slice(b"},\"eventMetadata\":{\"eventId\":\"");
+        out.extend_from_slice(EVENT_ID);
         let mut uuid = [0u8; uuid::fmt::Hyphenated::LENGTH];
         uuid::Uuid::from_bytes(ev.event_id)
             .hyphenated()
             .encode_lower(&mut uuid);
         out.extend_from_slice(&uuid);
         if let Some(id) = ev.inference_id {
-            out.extend_from_slice(b"\",\"inferenceId\":\"");
+            out.extend_from_slice(INFERENCE_ID);
             escape_into(out, id.as_bytes());
         }
-        out.extend_from_slice(b"\",\"inferenceTime\":\"");
+        out.extend_from_slice(INFERENCE_TIME);
         let mut time = [0u8; 24];
         let n = ev.time.write_to(&mut time, self.millis);
         out.extend_from_slice(&time[..n]);
-        out.extend_from_slice(b"\"},\"eventVersion\":\"0\"}\n");
+        out.extend_from_slice(CLOSE);
     }
 
-    fn payload<B: LineBuf>(&self, out: &mut B, key: &[u8], mode: &[u8], p: &Payload) {
+    fn payload<B: LineBuf>(&self, out: &mut B, side: Side, p: &Payload) {
         let enc = self.rules.encoding(p);
-        out.extend_from_slice(key);
-        out.extend_from_slice(b"\"observedContentType\":\"");
+        out.extend_from_slice(side.key);
+        out.extend_from_slice(CONTENT_TYPE);
         escape_into(out, p.content_type.as_bytes());
-        out.extend_from_slice(b"\",\"mode\":\"");
-        out.extend_from_slice(mode);
-        out.extend_from_slice(b"\",\"data\":\"");
+        out.extend_from_slice(MODE);
+        out.extend_from_slice(side.mode);
+        out.extend_from_slice(DATA);
         match enc {
             Encoding::Base64 => out.append_base64(p.data),
             Encoding::Csv | Encoding::Json => escape_into(out, p.data),
         }
-        out.extend_from_slice(b"\",\"encoding\":\"");
+        out.extend_from_slice(ENCODING);
         out.extend_from_slice(enc.as_str().as_bytes());
-        out.extend_from_slice(b"\"}");
+        out.extend_from_slice(PAYLOAD_CLOSE);
     }
+
+    /// The exact length of the line [`write`](Self::write) makes for `ev`.
+    /// Costs a pass over the payloads.
+    pub fn line_len(&self, ev: &Event) -> usize {
+        let payload = |side: Side, p: &Payload| {
+            let enc = self.rules.encoding(p);
+            let data = match enc {
+                Encoding::Base64 => base64_simd::STANDARD.encoded_length(p.data.len()),
+                Encoding::Csv | Encoding::Json => escaped_len(p.data),
+            };
+            side.overhead() + escaped_len(p.content_type.as_bytes()) + data + enc.as_str().len()
+        };
+        let mut n = self.fixed_len(ev);
+        n += ev.input.as_ref().map_or(0, |p| payload(INPUT, p));
+        n += ev.output.as_ref().map_or(0, |p| payload(OUTPUT, p));
+        n + ev.inference_id.map_or(0, |id| escaped_len(id.as_bytes()))
+    }
+
+    /// An upper bound of [`line_len`](Self::line_len), from the field sizes alone: no
+    /// byte grows to more than six when escaped, and BASE64 to less.
+    pub fn max_line_len(&self, ev: &Event) -> usize {
+        let payload = |side: Side, p: &Payload| {
+            side.overhead() + 6 * (p.content_type.len() + p.data.len()) + "BASE64".len()
+        };
+        let mut n = self.fixed_len(ev);
+        n += ev.input.as_ref().map_or(0, |p| payload(INPUT, p));
+        n += ev.output.as_ref().map_or(0, |p| payload(OUTPUT, p));
+        n + ev.inference_id.map_or(0, |id| 6 * id.len())
+    }
+
+    /// The bytes of a line outside its payloads and inference id.
+    fn fixed_len(&self, ev: &Event) -> usize {
+        let both = usize::from(ev.input.is_some() && ev.output.is_some());
+        let id = ev.inference_id.map_or(0, |_| INFERENCE_ID.len());
+        let time = ev.time.write_to(&mut [0u8; 24], self.millis);
+        OPEN.len()
+            + both
+            + EVENT_ID.len()
+            + uuid::fmt::Hyphenated::LENGTH
+            + id
+            + INFERENCE_TIME.len()
+            + time
+            + CLOSE.len()
+    }
+}
+
+// The pieces of a line, in order.
+const OPEN: &[u8] = b"{\"captureData\":{";
+const CONTENT_TYPE: &[u8] = b"\"observedContentType\":\"";
+const MODE: &[u8] = b"\",\"mode\":\"";
+const DATA: &[u8] = b"\",\"data\":\"";
+const ENCODING: &[u8] = b"\",\"encoding\":\"";
+const PAYLOAD_CLOSE: &[u8] = b"\"}";
+const EVENT_ID: &[u8] = b"},\"eventMetadata\":{\"eventId\":\"";
+const INFERENCE_ID: &[u8] = b"\",\"inferenceId\":\"";
+const INFERENCE_TIME: &[u8] = b"\",\"inferenceTime\":\"";
+const CLOSE: &[u8] = b"\"},\"eventVersion\":\"0\"}\n";
+
+/// Which side of the inference a payload is.
+#[derive(Clone, Copy)]
+struct Side {
+    key: &'static [u8],
+    mode: &'static [u8],
+}
+
+const INPUT: Side = Side {
+    key: b"\"endpointInput\":{",
+    mode: b"INPUT",
+};
+const OUTPUT: Side = Side {
+    key: b"\"endpointOutput\":{",
+    mode: b"OUTPUT",
+};
+
+impl Side {
+    /// The payload's bytes outside its content type, data and encoding name.
+    fn overhead(self) -> usize {
+        self.key.len()
+            + CONTENT_TYPE.len()
+            + MODE.len()
+            + self.mode.len()
+            + DATA.len()
+            + ENCODING.len()
+            + PAYLOAD_CLOSE.len()
+    }
+}
+
+/// The length of `s` escaped by [`escape_into`].
+fn escaped_len(s: &[u8]) -> usize {
+    let mut n = s.len();
+    let mut words = s.chunks_exact(8);
+    let grow = |b: u8| match ESCAPE[b as usize] {
+        0 => 0,
+        b'u' => 5,
+        _ => 1,
+    };
+    for word in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        if escape_mask(u64::from_le_bytes(bytes)) != 0 {
+            n += word.iter().map(|&b| grow(b)).sum::<usize>();
+        }
+    }
+    n + words.remainder().iter().map(|&b| grow(b)).sum::<usize>()
 }
 
 /// What each byte becomes inside a JSON string: 0 = itself, `u` = `\u00XX`, else `\` + that byte.

@@ -53,11 +53,10 @@ mod recover;
 mod ring;
 mod sample;
 mod segment;
+mod spool;
 pub mod stats;
 mod timestamp;
 mod upload;
-#[cfg(feature = "s3")]
-mod upload_s3;
 mod watermark;
 mod writer;
 
@@ -69,6 +68,8 @@ pub use config::{CaptureMode, Config, ConfigError, Destination};
 pub mod bench_io {
     pub use crate::io::{IoPath, Output};
 }
-pub use engine::{Capture, DropReason, Engine, Outcome, Payload, RejectReason};
+pub use engine::{Capture, DropReason, Engine, Outcome, RejectReason};
 pub use error::{Error, Result};
+pub use format::Payload;
+pub use io::fs::{Fs, RealFs};
 pub use stats::Stats;

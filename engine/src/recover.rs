@@ -14,10 +14,9 @@ use std::fs::OpenOptions;
 use std::io::Read;
 use std::path::Path;
 
-use crate::Error;
+use crate::error::{Error, Result};
 use crate::format::check::parse_line;
-use crate::io::{Spool, sync_dir};
-use crate::upload::{Key, Sealed};
+use crate::spool::{Key, Sealed, Spool, State};
 
 /// Length of the valid prefix: up to and including the last `\n` before the
 /// first NUL, stepping back further while the last line is not a valid record.
@@ -38,7 +37,10 @@ pub(crate) fn complete_prefix(bytes: &[u8]) -> usize {
     }
 }
 
-fn recover_active(path: &Path, sealed_dir: &Path, key: &Key) -> std::io::Result<bool> {
+/// Cuts an active segment to its complete prefix and seals it; `false` when
+/// nothing valid remained and the file was removed.
+fn recover_active(spool: &Spool, path: &Path, key: &Key) -> std::io::Result<bool> {
+    let fs = spool.fs();
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
@@ -50,41 +52,23 @@ fn recover_active(path: &Path, sealed_dir: &Path, key: &Key) -> std::io::Result<
     }
     if keep < bytes.len() {
         tracing::warn!(path = %path.display(), cut = bytes.len() - keep, "recovery cut a torn tail");
-        file.set_len(keep as u64)?;
+        fs.ftruncate(&file, keep as u64)?;
     }
-    file.sync_all()?;
+    fs.fdatasync(&file)?;
     drop(file);
-    std::fs::rename(path, sealed_dir.join(key.spool_name()))?;
+    spool.seal(key)?;
     Ok(true)
 }
 
-fn keyed_files(dir: &Path) -> crate::Result<Vec<(std::path::PathBuf, Key)>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read spool", dir, e))?;
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("read spool", dir, e))?;
-        let name = entry.file_name();
-        match name.to_str().and_then(Key::from_spool_name) {
-            Some(key) => out.push((entry.path(), key)),
-            None => {
-                tracing::warn!(path = %entry.path().display(), "not a capline segment; ignored")
-            }
-        }
-    }
-    out.sort_by(|a, b| a.1.cmp(&b.1));
-    Ok(out)
-}
-
 /// Seals what `active/` holds and returns every sealed segment, oldest key first.
-pub(crate) fn recover(spool: &Spool) -> crate::Result<Vec<Sealed>> {
-    for (path, key) in keyed_files(&spool.active)? {
-        let sealed = recover_active(&path, &spool.sealed, &key)
+pub(crate) fn recover(spool: &Spool) -> Result<Vec<Sealed>> {
+    for (path, key) in spool.list(State::Active)? {
+        let sealed = recover_active(spool, &path, &key)
             .map_err(|e| Error::io("recover segment", &path, e))?;
         tracing::info!(key = key.as_str(), sealed, "recovered an unsealed segment");
     }
-    sync_dir(&spool.active).map_err(|e| Error::io("sync spool", &spool.active, e))?;
-    sync_dir(&spool.sealed).map_err(|e| Error::io("sync spool", &spool.sealed, e))?;
-    Ok(keyed_files(&spool.sealed)?
+    Ok(spool
+        .list(State::Sealed)?
         .into_iter()
         .map(|(path, key)| Sealed {
             sealed_at: std::fs::metadata(&path)

@@ -1,89 +1,106 @@
-//! Segment: groups lines into files, rolls them, and seals them for delivery.
+//! Segment: formats each record as a line into the open segment, rolls
+//! segments, and seals them for delivery.
 //!
 //! A segment is created on its first record and named by that record's time
-//! (`MM-SS-mmm`) plus a random UUID; that name is its object key for life. It
-//! is sealed (written out, `fdatasync`ed, renamed from `active/` to `sealed/`)
-//! when the next record belongs to another UTC hour, when it would grow past
-//! `SegmentMaxBytes`, or `SegmentMaxAgeSeconds` after it was created.
+//! (`MM-SS-mmm`) plus a random UUID drawn then; that name is its object key
+//! for life (see [`crate::spool`]). It is sealed (written out, cut to its
+//! last line, `fdatasync`ed, renamed from `active/` to `sealed/`) when the
+//! next record belongs to another UTC hour, when the next line would push it
+//! past `SegmentMaxBytes`, or `SegmentMaxAgeSeconds` after it was created.
+//!
+//! The roll is decided before a line is written, so a line is serialized
+//! once, straight into the segment's aligned buffer. Whether a line fits is
+//! known from its worst-case length for almost every record; only a record
+//! that might not fit is measured exactly ([`LineWriter::line_len`]).
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use rand::{Rng, SeedableRng, rngs::SmallRng};
 
-use crate::io::{AlignedBuf, Output, Progress, sync_dir};
+use crate::format::{Event, LineWriter};
+use crate::io::{Output, Progress};
+use crate::spool::{Key, Sealed, Spool, State};
 use crate::stats::{Counters, add, inc};
 use crate::timestamp::Timestamp;
-use crate::upload::{Key, Msg, Sealed};
 
 /// Segments are preallocated this far ahead of their data (or to
 /// `SegmentMaxBytes`, if smaller).
 const PREALLOC: u64 = 8 << 20;
 
-/// The open segment's identity; its bytes are in the writer's [`Output`].
+/// The open segment's identity; its bytes are in the [`Output`].
 #[derive(Debug)]
 struct Open {
     key: Key,
-    path: PathBuf,
     first: Timestamp,
     created: Instant,
 }
 
-/// Rolling settings and the segment being written.
-#[derive(Debug)]
-pub(crate) struct Segments {
-    endpoint: String,
-    variant: String,
-    active_dir: PathBuf,
-    sealed_dir: PathBuf,
-    max_bytes: u64,
-    max_age: Duration,
-    out: Output,
-    open: Option<Open>,
-    /// Holds a line while it moves to a new segment (capacity reused).
-    spare: Vec<u8>,
-    sealed_tx: Sender<Msg>,
-    counters: Arc<Counters>,
-}
-
-/// Settings for [`Segments::new`].
+/// Rolling settings for [`Segments::new`].
 #[derive(Debug)]
 pub(crate) struct Settings<'a> {
     pub(crate) endpoint: &'a str,
     pub(crate) variant: &'a str,
-    pub(crate) active_dir: &'a Path,
-    pub(crate) sealed_dir: &'a Path,
     pub(crate) max_bytes: u64,
     pub(crate) max_age: Duration,
+}
+
+/// The line format, the output, and the segment being written.
+#[derive(Debug)]
+pub(crate) struct Segments {
+    endpoint: String,
+    variant: String,
+    max_bytes: u64,
+    max_age: Duration,
+    lines: LineWriter,
+    out: Output,
+    spool: Arc<Spool>,
+    open: Option<Open>,
+    /// Draws segment UUIDs.
+    rng: SmallRng,
+    sealed_tx: Sender<Sealed>,
+    counters: Arc<Counters>,
+}
+
+/// A random (version 4) UUID.
+pub(crate) fn uuid_v4(rng: &mut SmallRng) -> [u8; 16] {
+    let mut b: [u8; 16] = rng.random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    b
 }
 
 impl Segments {
     pub(crate) fn new(
         s: Settings,
+        lines: LineWriter,
         out: Output,
-        sealed_tx: Sender<Msg>,
+        spool: Arc<Spool>,
+        sealed_tx: Sender<Sealed>,
         counters: Arc<Counters>,
     ) -> Self {
         Segments {
             endpoint: s.endpoint.to_string(),
             variant: s.variant.to_string(),
-            active_dir: s.active_dir.to_path_buf(),
-            sealed_dir: s.sealed_dir.to_path_buf(),
             max_bytes: s.max_bytes,
             max_age: s.max_age,
+            lines,
             out,
+            spool,
             open: None,
-            spare: Vec::new(),
+            rng: SmallRng::from_os_rng(),
             sealed_tx,
             counters,
         }
     }
 
-    /// The buffer to append the next line to, for a record with time `t`.
-    /// Rolls first when `t` is in another hour or the segment is too old.
-    /// `None` when no segment could be created (the record is lost to I/O).
-    pub(crate) fn buffer_for(&mut self, t: &Timestamp, uuid: [u8; 16]) -> Option<&mut AlignedBuf> {
+    /// Appends `ev` as one line, rolling first when it belongs in a new
+    /// segment. A record no segment could be created for is counted as lost
+    /// to I/O.
+    pub(crate) fn append(&mut self, ev: &Event) {
+        let t = &ev.time;
         if self
             .open
             .as_ref()
@@ -91,31 +108,23 @@ impl Segments {
         {
             self.seal();
         }
-        if self.open.is_none() {
-            self.create(t, uuid)?;
-        }
-        Some(self.out.buf())
-    }
-
-    /// Accounts for the line just appended from buffer offset `start` on. When
-    /// it pushed the segment past `SegmentMaxBytes`, it moves to a new segment (`uuid`).
-    pub(crate) fn commit_line(&mut self, start: usize, t: &Timestamp, uuid: [u8; 16]) {
-        let line_len = (self.out.buf().len() - start) as u64;
-        let total = self.out.data_len();
-        if total > self.max_bytes && total > line_len {
-            self.spare.clear();
-            self.spare
-                .extend_from_slice(&self.out.buf().as_slice()[start..]);
-            self.out.buf().truncate(start);
-            self.seal();
-            if self.create(t, uuid).is_none() {
-                inc(&self.counters.dropped_io_error);
-                return;
+        if self.open.is_some() {
+            // A line goes to a new segment when it would push this one past
+            // SegmentMaxBytes (a line alone may exceed it). Only a line whose
+            // worst case does not fit is measured exactly.
+            let used = self.out.data_len();
+            if used > 0
+                && used + self.lines.max_line_len(ev) as u64 > self.max_bytes
+                && used + self.lines.line_len(ev) as u64 > self.max_bytes
+            {
+                self.seal();
             }
-            let line = std::mem::take(&mut self.spare);
-            self.out.buf().extend_from_slice(&line);
-            self.spare = line;
         }
+        if self.open.is_none() && !self.create(t) {
+            inc(&self.counters.dropped_io_error);
+            return;
+        }
+        self.lines.write(self.out.buf(), ev);
         self.out.line_end();
         let p = self.out.pump();
         self.account(p);
@@ -151,63 +160,61 @@ impl Segments {
         add(&self.counters.dropped_io_error, p.lost);
         self.counters
             .spool_active_bytes
-            .store(self.out.data_len(), std::sync::atomic::Ordering::Relaxed);
+            .store(self.out.data_len(), Ordering::Relaxed);
         if self.out.failed() {
             self.seal();
         }
     }
 
-    fn create(&mut self, t: &Timestamp, uuid: [u8; 16]) -> Option<()> {
-        let key = Key::new(&self.endpoint, &self.variant, t, &uuid);
-        let path = self.active_dir.join(key.spool_name());
+    /// Opens a new segment for a first record at `t`; `false` if it could not be created.
+    fn create(&mut self, t: &Timestamp) -> bool {
+        let key = Key::new(&self.endpoint, &self.variant, t, &uuid_v4(&mut self.rng));
+        let path = self.spool.path(State::Active, &key);
         match self.out.open(&path, self.max_bytes.min(PREALLOC)) {
             Ok(()) => {
                 self.open = Some(Open {
                     key,
-                    path,
                     first: *t,
                     created: Instant::now(),
                 });
-                Some(())
+                true
             }
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "cannot create segment");
                 let _ = std::fs::remove_file(&path);
-                None
+                false
             }
         }
     }
 
-    /// Writes out, truncates, syncs and hands the open segment to the uploader.
+    /// Writes out, cuts and syncs the open segment, and hands it to the uploader.
     pub(crate) fn seal(&mut self) {
         let Some(o) = self.open.take() else {
             return;
         };
-        let (p, len) = self.out.close();
+        let (p, closed) = self.out.close();
         add(&self.counters.records_written, p.written);
         add(&self.counters.dropped_io_error, p.lost);
-        self.counters
-            .spool_active_bytes
-            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.counters.spool_active_bytes.store(0, Ordering::Relaxed);
+        let len = match closed {
+            Ok(len) => len,
+            Err(e) => {
+                // Its lines are on disk, but so is padding after them:
+                // recovery cuts it at the next start.
+                tracing::error!(key = o.key.as_str(), error = %e, "cutting the segment to its last line failed; it stays in the spool for recovery at next start");
+                return;
+            }
+        };
         if len == 0 {
-            let _ = std::fs::remove_file(&o.path);
+            let _ = std::fs::remove_file(self.spool.path(State::Active, &o.key));
             return;
         }
         add(&self.counters.bytes_written, len);
-        let sealed = self.sealed_dir.join(o.key.spool_name());
-        let result = std::fs::rename(&o.path, &sealed)
-            .and_then(|()| sync_dir(&self.sealed_dir))
-            .and_then(|()| sync_dir(&self.active_dir));
-        match result {
-            Ok(()) => {
+        match self.spool.seal(&o.key) {
+            Ok(sealed) => {
                 inc(&self.counters.segments_sealed);
                 // The uploader outlives the writer; if it is gone, recovery delivers at next start.
-                let _ = self.sealed_tx.send(Msg::Segment(Sealed {
-                    path: sealed,
-                    key: o.key,
-                    sealed_at: std::time::SystemTime::now(),
-                    recovered: false,
-                }));
+                let _ = self.sealed_tx.send(sealed);
             }
             Err(e) => {
                 tracing::error!(key = o.key.as_str(), error = %e, "sealing failed; the segment stays in the spool for recovery at next start");

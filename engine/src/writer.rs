@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
-use rand::{Rng, SeedableRng, rngs::SmallRng};
+use rand::{SeedableRng, rngs::SmallRng};
 
 use crate::clock::{Clock, TimeBase};
-use crate::format::{Event, LineWriter};
-use crate::ring::{Pop, RecordParts, RingReader};
-use crate::segment::Segments;
+use crate::format::Event;
+use crate::ring::{Consumer, Pop, RecordParts};
+use crate::segment::{Segments, uuid_v4};
 use crate::stats::{Counters, add, inc};
 use crate::timestamp::Timestamp;
 
@@ -35,17 +35,17 @@ pub(crate) enum Control {
 /// Turns ring records into lines in segments.
 #[derive(Debug)]
 pub(crate) struct Sink {
-    pub(crate) lines: LineWriter,
-    pub(crate) segments: Segments,
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) rng: SmallRng,
-    pub(crate) time: TimeBase,
+    segments: Segments,
+    counters: Arc<Counters>,
+    /// Draws event ids, off the caller's thread.
+    rng: SmallRng,
+    time: TimeBase,
 }
 
 /// The writer thread's state.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    pub(crate) ring: RingReader,
+    pub(crate) ring: Consumer,
     pub(crate) control: Receiver<Control>,
     pub(crate) sink: Sink,
     pub(crate) flush_interval: Duration,
@@ -53,23 +53,9 @@ pub(crate) struct Writer {
     pub(crate) discard: bool,
 }
 
-/// A random (version 4) UUID; event ids and file names are made here, off the caller's thread.
-fn uuid_v4(rng: &mut SmallRng) -> [u8; 16] {
-    let mut b: [u8; 16] = rng.random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    b
-}
-
 impl Sink {
-    pub(crate) fn new(
-        lines: LineWriter,
-        segments: Segments,
-        counters: Arc<Counters>,
-        clock: Clock,
-    ) -> Self {
+    pub(crate) fn new(segments: Segments, counters: Arc<Counters>, clock: Clock) -> Self {
         Sink {
-            lines,
             segments,
             counters,
             rng: SmallRng::from_os_rng(),
@@ -77,29 +63,20 @@ impl Sink {
         }
     }
 
-    /// Serializes one record straight from the ring into the segment buffer.
+    /// Serializes one record straight from the ring into the open segment.
     fn write(&mut self, rec: RecordParts<'_>) {
         // capture() only queues times that convert.
         let Some(time) = Timestamp::from_unix_millis(self.time.unix_millis(rec.stamp)) else {
             inc(&self.counters.dropped_io_error);
             return;
         };
-        let event = Event {
+        self.segments.append(&Event {
             input: rec.input,
             output: rec.output,
             event_id: uuid_v4(&mut self.rng),
             inference_id: rec.inference_id,
             time,
-        };
-        let file_id = uuid_v4(&mut self.rng);
-        match self.segments.buffer_for(&time, file_id) {
-            Some(buf) => {
-                let start = buf.len();
-                self.lines.write(buf, &event);
-                self.segments.commit_line(start, &time, file_id);
-            }
-            None => inc(&self.counters.dropped_io_error),
-        }
+        });
     }
 }
 

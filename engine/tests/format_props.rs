@@ -146,3 +146,38 @@ proptest! {
         prop_assert_eq!(String::from_utf8(ours).unwrap(), &theirs[1..theirs.len() - 1]);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// `line_len` is the exact length `write` produces, and `max_line_len`
+    /// bounds it, for every shape of event (either payload absent, with or
+    /// without an inference id, BASE64 or text): segments roll on it.
+    #[test]
+    fn line_lengths_are_exact_and_bounded(
+        in_ct in content_type(),
+        in_data in data(),
+        out_ct in content_type(),
+        out_data in data(),
+        has_input in any::<bool>(),
+        has_output in any::<bool>(),
+        id in proptest::option::of("[!-~][ -~]{0,63}"),
+        millis in 0u64..253_402_300_800_000,
+        with_millis in any::<bool>(),
+        no_types in any::<bool>(),
+    ) {
+        let rules = if no_types { EncodingRules::new(None) } else { rules() };
+        let lines = LineWriter::new(rules, with_millis);
+        let ev = Event {
+            input: has_input.then(|| Payload::new(&in_ct, &in_data)),
+            output: has_output.then(|| Payload::new(&out_ct, &out_data)),
+            event_id: [7; 16],
+            inference_id: id.as_deref(),
+            time: Timestamp::from_unix_millis(millis).unwrap(),
+        };
+        let mut line = Vec::new();
+        lines.write(&mut line, &ev);
+        prop_assert_eq!(lines.line_len(&ev), line.len());
+        prop_assert!(lines.max_line_len(&ev) >= line.len());
+    }
+}

@@ -1,89 +1,33 @@
-//! The engine and its hot path, [`Engine::capture`].
+//! The engine: starts the pipeline's threads, and stops them.
 //!
-//! `capture()` is called on every inference by server threads. It checks the
-//! gate, draws the sampling decision, validates what it must, and copies a
-//! kept pair into the ring for the writer thread. It never blocks on the writer
-//! or on I/O; a record it cannot keep is dropped and counted with its reason.
+//! [`Engine::start`] takes the spool, recovers what an earlier run left
+//! there, and starts three threads: the writer (ring → format → segment), the
+//! uploader (sealed segments → destination) and the disk monitor. The hot
+//! path, [`Engine::capture`], is in [`capture`] on its own.
+
+mod capture;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+pub use capture::{Capture, DropReason, Outcome, RejectReason};
+
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, Destination};
-pub use crate::format::Payload;
-use crate::format::{EncodingRules, LineWriter, is_valid_inference_id};
-use crate::io::Spool;
-use crate::ring::{RecordParts, Ring, ring};
-use crate::sample::{Closed, GATE_DISABLED, GATE_SPOOL, GATE_WATERMARK, Sampler};
+use crate::config::{Config, ConfigError};
+use crate::error::{Error, Result};
+use crate::format::{EncodingRules, LineWriter};
+use crate::io::{Fs, Output, RealFs};
+use crate::ring::{Producer, ring};
+use crate::sample::{GATE_DISABLED, GATE_SPOOL, GATE_WATERMARK, Sampler};
 use crate::segment::{Segments, Settings};
-use crate::stats::{Counters, Stats, inc};
-use crate::upload::{Dest, LocalDir, Msg, Uploader};
-#[cfg(feature = "s3")]
-use crate::upload_s3::S3Dest;
+use crate::spool::Spool;
+use crate::stats::{Counters, Stats};
+use crate::upload::Uploader;
 use crate::watermark::{Controls, Monitor};
 use crate::writer::{Control, Sink, Writer};
-use crate::{Error, Result};
-
-/// Longest accepted Content-Type header, in bytes.
-pub const MAX_CONTENT_TYPE: usize = 1024;
-
-/// First instant that no longer fits `YYYY` (10000-01-01T00:00:00Z), in milliseconds.
-const MAX_TIME_MILLIS: u64 = 253_402_300_800_000;
-
-/// One inference to capture.
-#[derive(Debug, Clone, Copy)]
-pub struct Capture<'a> {
-    /// The request: its Content-Type and body.
-    pub request: Payload<'a>,
-    /// The response: its Content-Type and body.
-    pub response: Payload<'a>,
-    /// The caller's inference id (`X-Amzn-SageMaker-Inference-Id`): 1–64 printable ASCII characters.
-    pub inference_id: Option<&'a str>,
-    /// When the inference happened; `None` means now.
-    pub time: Option<SystemTime>,
-}
-
-/// What `capture()` did with a call. Every call has exactly one outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Queued for writing.
-    Kept,
-    /// Not selected by sampling.
-    SampledOut,
-    /// Not kept, for a reason that is not the caller's fault.
-    Dropped(DropReason),
-    /// Not kept because the call's data broke a rule.
-    Rejected(RejectReason),
-}
-
-/// Why a call was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// Capture is disabled.
-    Disabled,
-    /// The disk watermark (or a failed segment write) closed the gate.
-    Watermark,
-    /// Undelivered segments reached `SpoolMaxBytes`.
-    SpoolFull,
-    /// The ring had no room (the writer is behind).
-    RingFull,
-    /// The record is larger than `MaxRecordBytes`.
-    TooLarge,
-}
-
-/// Why a call was rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectReason {
-    /// The inference id is empty, longer than 64 bytes, starts with a space, or is not printable ASCII.
-    InferenceId,
-    /// A content type is longer than [`MAX_CONTENT_TYPE`] bytes.
-    ContentType,
-    /// The time is before 1970 or after year 9999.
-    Time,
-}
 
 /// A running capture engine: a writer thread, an uploader thread, and the
 /// capture path. `Engine` is `Sync`: share it (for example in an `Arc`) and
@@ -93,17 +37,17 @@ pub struct Engine {
     config: Config,
     counters: Arc<Counters>,
     sampler: Arc<Sampler>,
-    ring: Ring,
+    ring: Producer,
     max_record_bytes: u64,
     clock: Clock,
     capture_input: bool,
     capture_output: bool,
     control: Option<Sender<Control>>,
-    upload_tx: Sender<Msg>,
+    /// Tells the uploader its shutdown deadline.
+    upload_stop: Sender<Instant>,
     writer: Option<JoinHandle<()>>,
     uploader: Option<JoinHandle<()>>,
     monitor: Option<(Sender<()>, JoinHandle<()>)>,
-    _spool: Spool,
 }
 
 fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandle<()>> {
@@ -117,70 +61,67 @@ impl Engine {
     /// Starts an engine: takes the spool, recovers what an earlier run left
     /// there, and starts the writer and uploader threads.
     pub fn start(config: Config) -> Result<Engine> {
-        Engine::start_with(config, false)
+        Engine::start_with(config, Arc::new(RealFs), false)
+    }
+
+    /// [`start`](Self::start) with the spool's I/O going through `fs`: for
+    /// tests that make chosen operations fail, or a file system of your own.
+    pub fn start_on(config: Config, fs: Arc<dyn Fs>) -> Result<Engine> {
+        Engine::start_with(config, fs, false)
     }
 
     /// For benchmarks of the capture path only: an engine whose writer
     /// drains the ring and discards every record (nothing is written).
     #[doc(hidden)]
     pub fn start_discarding(config: Config) -> Result<Engine> {
-        Engine::start_with(config, true)
+        Engine::start_with(config, Arc::new(RealFs), true)
     }
 
-    fn start_with(config: Config, discard: bool) -> Result<Engine> {
+    fn start_with(config: Config, fs: Arc<dyn Fs>, discard: bool) -> Result<Engine> {
         let es = &config.engine;
-        let spool = Spool::open(&es.spool_dir)?;
+        let spool = Spool::open(&es.spool_dir, fs.clone())?;
         let recovered = crate::recover::recover(&spool)?;
         let counters = Arc::new(Counters::default());
-        let dest = match &config.destination {
-            Destination::Local { dir } => Dest::Local(LocalDir::new(dir.clone())),
-            #[cfg(feature = "s3")]
-            Destination::S3 { bucket, prefix } => Dest::S3(Box::new(
-                S3Dest::new(
-                    bucket,
-                    prefix,
-                    config.kms_key_id.clone(),
-                    &es.s3,
-                    spool.uploads.clone(),
-                    counters.clone(),
-                )
-                .map_err(|e| Error::io("start the S3 client runtime", &es.spool_dir, e))?,
-            )),
-            #[cfg(not(feature = "s3"))]
-            Destination::S3 { .. } => return Err(Error::S3NotBuilt),
-        };
+        let dest = crate::upload::open(&config, &spool, &counters)?;
 
-        let (upload_tx, upload_rx) = crossbeam_channel::unbounded();
-        let uploader = Uploader::new(dest, upload_rx, recovered, counters.clone());
+        let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
+        let (upload_stop, stop_rx) = crossbeam_channel::bounded(1);
+        let uploader = Uploader::new(
+            dest,
+            spool.clone(),
+            sealed_rx,
+            stop_rx,
+            recovered,
+            counters.clone(),
+        );
         let uploader = spawn("capline-upload", move || uploader.run())?;
 
-        let out = crate::io::Output::new(es.io)
+        let out = Output::new(es.io, fs)
             .map_err(|e| Error::io("set up io_uring (Engine.Io is \"uring\")", &es.spool_dir, e))?;
         tracing::info!(io = ?out.io_path(), "segment writer ready");
-        let (ring, reader) = ring(es.ring_bytes);
+        let (producer, consumer) = ring(es.ring_bytes);
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let segments = Segments::new(
             Settings {
                 endpoint: &config.endpoint_name,
                 variant: &config.variant_name,
-                active_dir: &spool.active,
-                sealed_dir: &spool.sealed,
                 max_bytes: es.segment_max_bytes,
                 max_age: es.segment_max_age,
             },
+            LineWriter::new(
+                EncodingRules::new(config.content_types.clone()),
+                es.inference_time_millis,
+            ),
             out,
-            upload_tx.clone(),
+            spool,
+            sealed_tx,
             counters.clone(),
-        );
-        let lines = LineWriter::new(
-            EncodingRules::new(config.content_types.clone()),
-            es.inference_time_millis,
         );
         let clock = Clock::new();
         let writer = Writer {
-            ring: reader,
+            ring: consumer,
             control: control_rx,
-            sink: Sink::new(lines, segments, counters.clone(), clock.clone()),
+            sink: Sink::new(segments, counters.clone(), clock.clone()),
             flush_interval: es.flush_interval,
             discard,
         };
@@ -214,80 +155,13 @@ impl Engine {
             capture_output: config.capture_mode.output(),
             config,
             counters,
-            ring,
+            ring: producer,
             control: Some(control_tx),
-            upload_tx,
+            upload_stop,
             writer: Some(writer),
             uploader: Some(uploader),
             monitor: Some((stop_tx, monitor)),
-            _spool: spool,
         })
-    }
-
-    /// Offers one inference for capture. Never blocks, never takes a lock,
-    /// never makes a syscall and never allocates; returns what happened.
-    pub fn capture(&self, c: &Capture) -> Outcome {
-        let n = self.counters.stripe();
-        match self.sampler.gate() {
-            None => {}
-            Some(Closed::Disabled) => {
-                inc(&n.dropped_disabled);
-                return Outcome::Dropped(DropReason::Disabled);
-            }
-            Some(Closed::Watermark) => {
-                inc(&n.dropped_watermark);
-                return Outcome::Dropped(DropReason::Watermark);
-            }
-            Some(Closed::SpoolFull) => {
-                inc(&n.dropped_spool_full);
-                return Outcome::Dropped(DropReason::SpoolFull);
-            }
-        }
-        if !self.sampler.keep(c.inference_id) {
-            inc(&n.sampled_out);
-            return Outcome::SampledOut;
-        }
-        if c.inference_id.is_some_and(|id| !is_valid_inference_id(id)) {
-            inc(&n.rejected_inference_id);
-            return Outcome::Rejected(RejectReason::InferenceId);
-        }
-        if c.request.content_type.len() > MAX_CONTENT_TYPE
-            || c.response.content_type.len() > MAX_CONTENT_TYPE
-        {
-            inc(&n.rejected_content_type);
-            return Outcome::Rejected(RejectReason::ContentType);
-        }
-        let stamp = match c.time {
-            // One counter read; the writer turns it into wall-clock time.
-            None => self.clock.stamp(),
-            Some(t) => t
-                .duration_since(UNIX_EPOCH)
-                .ok()
-                .map(|d| d.as_millis())
-                .filter(|ms| *ms < u128::from(MAX_TIME_MILLIS))
-                .map(|ms| Clock::stamp_millis(ms as u64)),
-        };
-        let Some(stamp) = stamp else {
-            inc(&n.rejected_time);
-            return Outcome::Rejected(RejectReason::Time);
-        };
-        let rec = RecordParts {
-            input: self.capture_input.then_some(c.request),
-            output: self.capture_output.then_some(c.response),
-            inference_id: c.inference_id,
-            stamp,
-        };
-        let size = rec.size();
-        if size > self.max_record_bytes {
-            inc(&n.dropped_too_large);
-            return Outcome::Dropped(DropReason::TooLarge);
-        }
-        if !self.ring.try_push_sized(&rec, size) {
-            inc(&n.dropped_ring_full);
-            return Outcome::Dropped(DropReason::RingFull);
-        }
-        inc(&n.kept);
-        Outcome::Kept
     }
 
     /// Waits until every record kept before this call is durable in the spool.
@@ -360,7 +234,7 @@ impl Engine {
         self.ring.close();
         self.control = None;
         let writer_ok = self.writer.take().is_none_or(|h| h.join().is_ok());
-        let _ = self.upload_tx.send(Msg::Shutdown(until));
+        let _ = self.upload_stop.send(until);
         let uploader_ok = self.uploader.take().is_none_or(|h| h.join().is_ok());
         match (writer_ok, uploader_ok) {
             (true, true) => Ok(()),

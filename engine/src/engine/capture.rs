@@ -1,0 +1,142 @@
+//! The hot path: [`Engine::capture`], and what it answers.
+//!
+//! `capture()` is called on every inference by server threads. It checks the
+//! gate, draws the sampling decision, validates what it must, and copies a
+//! kept pair into the ring for the writer thread ([`crate::ring::Producer`]).
+//! It never blocks, takes no lock, makes no syscall and never allocates; a
+//! record it cannot keep is dropped and counted with its reason.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::Engine;
+use crate::clock::Clock;
+use crate::format::{Payload, is_valid_inference_id};
+use crate::ring::RecordParts;
+use crate::sample::Closed;
+use crate::stats::inc;
+
+/// Longest accepted Content-Type header, in bytes.
+pub const MAX_CONTENT_TYPE: usize = 1024;
+
+/// First instant that no longer fits `YYYY` (10000-01-01T00:00:00Z), in milliseconds.
+const MAX_TIME_MILLIS: u64 = 253_402_300_800_000;
+
+/// One inference to capture.
+#[derive(Debug, Clone, Copy)]
+pub struct Capture<'a> {
+    /// The request: its Content-Type and body.
+    pub request: Payload<'a>,
+    /// The response: its Content-Type and body.
+    pub response: Payload<'a>,
+    /// The caller's inference id (`X-Amzn-SageMaker-Inference-Id`): 1–64 printable ASCII characters.
+    pub inference_id: Option<&'a str>,
+    /// When the inference happened; `None` means now.
+    pub time: Option<SystemTime>,
+}
+
+/// What `capture()` did with a call. Every call has exactly one outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Queued for writing.
+    Kept,
+    /// Not selected by sampling.
+    SampledOut,
+    /// Not kept, for a reason that is not the caller's fault.
+    Dropped(DropReason),
+    /// Not kept because the call's data broke a rule.
+    Rejected(RejectReason),
+}
+
+/// Why a call was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Capture is disabled.
+    Disabled,
+    /// The disk watermark (or a failed segment write) closed the gate.
+    Watermark,
+    /// Undelivered segments reached `SpoolMaxBytes`.
+    SpoolFull,
+    /// The ring had no room (the writer is behind).
+    RingFull,
+    /// The record is larger than `MaxRecordBytes`.
+    TooLarge,
+}
+
+/// Why a call was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The inference id is empty, longer than 64 bytes, starts with a space, or is not printable ASCII.
+    InferenceId,
+    /// A content type is longer than [`MAX_CONTENT_TYPE`] bytes.
+    ContentType,
+    /// The time is before 1970 or after year 9999.
+    Time,
+}
+
+impl Engine {
+    /// Offers one inference for capture. Never blocks, never takes a lock,
+    /// never makes a syscall and never allocates; returns what happened.
+    pub fn capture(&self, c: &Capture) -> Outcome {
+        let n = self.counters.stripe();
+        match self.sampler.gate() {
+            None => {}
+            Some(Closed::Disabled) => {
+                inc(&n.dropped_disabled);
+                return Outcome::Dropped(DropReason::Disabled);
+            }
+            Some(Closed::Watermark) => {
+                inc(&n.dropped_watermark);
+                return Outcome::Dropped(DropReason::Watermark);
+            }
+            Some(Closed::SpoolFull) => {
+                inc(&n.dropped_spool_full);
+                return Outcome::Dropped(DropReason::SpoolFull);
+            }
+        }
+        if !self.sampler.keep(c.inference_id) {
+            inc(&n.sampled_out);
+            return Outcome::SampledOut;
+        }
+        if c.inference_id.is_some_and(|id| !is_valid_inference_id(id)) {
+            inc(&n.rejected_inference_id);
+            return Outcome::Rejected(RejectReason::InferenceId);
+        }
+        if c.request.content_type.len() > MAX_CONTENT_TYPE
+            || c.response.content_type.len() > MAX_CONTENT_TYPE
+        {
+            inc(&n.rejected_content_type);
+            return Outcome::Rejected(RejectReason::ContentType);
+        }
+        let stamp = match c.time {
+            // One counter read; the writer turns it into wall-clock time.
+            None => self.clock.stamp(),
+            Some(t) => t
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis())
+                .filter(|ms| *ms < u128::from(MAX_TIME_MILLIS))
+                .map(|ms| Clock::stamp_millis(ms as u64)),
+        };
+        let Some(stamp) = stamp else {
+            inc(&n.rejected_time);
+            return Outcome::Rejected(RejectReason::Time);
+        };
+        let rec = RecordParts {
+            input: self.capture_input.then_some(c.request),
+            output: self.capture_output.then_some(c.response),
+            inference_id: c.inference_id,
+            stamp,
+        };
+        let size = rec.size();
+        if size > self.max_record_bytes {
+            inc(&n.dropped_too_large);
+            return Outcome::Dropped(DropReason::TooLarge);
+        }
+        if !self.ring.try_push(&rec, size) {
+            inc(&n.dropped_ring_full);
+            return Outcome::Dropped(DropReason::RingFull);
+        }
+        inc(&n.kept);
+        Outcome::Kept
+    }
+}

@@ -1,0 +1,440 @@
+//! The segment output: one segment file at a time, written in large aligned
+//! batches with `O_DIRECT`, through io_uring (or `pwrite` where io_uring is
+//! unavailable).
+//!
+//! Lines are serialized straight into [`AlignedBuf`]s. When the current buffer
+//! holds a batch, its whole blocks are submitted as one write and the partial
+//! last block is carried to the next buffer; up to [`BUFFERS`] writes are in
+//! flight at once. To make data durable (`sync`), the partial block is written
+//! zero-padded and rewritten in place by the next write; `fdatasync` follows.
+//! At close the file is truncated to its true length and synced again.
+//!
+//! Accounting is by line: every line's end offset is remembered until the
+//! bytes before it are known to be written (the *frontier*, which only moves
+//! over writes completed in order). If a write fails, the file is cut back to
+//! the last line end before the frontier, and the lines after it are reported
+//! as lost.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::backend::{Backend, IoPath, Started};
+use super::buf::AlignedBuf;
+use super::fs::Fs;
+use crate::config::IoMode;
+
+/// Writes in flight at once (and aligned buffers per writer).
+pub const BUFFERS: usize = 4;
+/// A batch: the current buffer is submitted once it holds this much.
+pub const BATCH: usize = 1 << 20;
+/// The smallest alignment used for `O_DIRECT`, whatever the device reports.
+const ALIGN_FLOOR: usize = 4096;
+
+/// Records whose writes finished since the last report.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Lines now known to be written.
+    pub written: u64,
+    /// Lines lost to a write error (the file was cut back before them).
+    pub lost: u64,
+}
+
+impl std::ops::AddAssign for Progress {
+    fn add_assign(&mut self, o: Progress) {
+        self.written += o.written;
+        self.lost += o.lost;
+    }
+}
+
+/// One submitted write.
+#[derive(Debug)]
+struct InFlight {
+    slot: usize,
+    /// Bytes written (whole blocks, zero padding included).
+    len: usize,
+    /// End of real data in this write (before padding).
+    data_end: u64,
+    done: bool,
+    failed: bool,
+}
+
+/// The open segment file.
+#[derive(Debug)]
+struct OpenFile {
+    file: File,
+    align: usize,
+    /// File offset of the current buffer's first byte (a multiple of `align`).
+    buf_start: u64,
+    /// Every byte before this offset is known written.
+    frontier: u64,
+    /// The last line end at or before the frontier.
+    good_len: u64,
+    /// Line ends not yet known written, in file offsets.
+    line_ends: VecDeque<u64>,
+    failed: bool,
+    /// The file is preallocated up to here, and grown by `prealloc_step` ahead of writes.
+    prealloc_end: u64,
+    prealloc_step: u64,
+}
+
+/// The writer's output: a backend, aligned buffers, and the open file.
+#[derive(Debug)]
+pub struct Output {
+    backend: Backend,
+    fs: Arc<dyn Fs>,
+    bufs: Vec<AlignedBuf>,
+    /// Index of the buffer lines go into.
+    current: usize,
+    in_flight: VecDeque<InFlight>,
+    file: Option<OpenFile>,
+    /// Logged once: the filesystem refused O_DIRECT.
+    warned_buffered: bool,
+}
+
+impl Output {
+    /// Sets up io_uring (or pwrite, per `mode`) over `fs`. `Auto` falls back
+    /// to pwrite with one log line when io_uring cannot be set up.
+    pub fn new(mode: IoMode, fs: Arc<dyn Fs>) -> std::io::Result<Output> {
+        let backend = Backend::new(mode)?;
+        Ok(Output {
+            backend,
+            fs,
+            bufs: (0..BUFFERS)
+                .map(|_| AlignedBuf::new(BATCH + ALIGN_FLOOR, ALIGN_FLOOR))
+                .collect(),
+            current: 0,
+            in_flight: VecDeque::new(),
+            file: None,
+            warned_buffered: false,
+        })
+    }
+
+    /// The path in use.
+    pub fn io_path(&self) -> IoPath {
+        self.backend.path()
+    }
+
+    /// Creates a new segment file (it must not exist), opened with `O_DIRECT`
+    /// where the filesystem allows, and preallocated to `prealloc` bytes.
+    pub fn open(&mut self, path: &Path, prealloc: u64) -> std::io::Result<()> {
+        debug_assert!(self.file.is_none());
+        let file = match self.fs.create(path, true) {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                if !self.warned_buffered {
+                    tracing::warn!(path = %path.display(), "the filesystem refuses O_DIRECT; writing segments through the page cache");
+                    self.warned_buffered = true;
+                }
+                let _ = std::fs::remove_file(path);
+                self.fs.create(path, false)?
+            }
+            Err(e) => return Err(e),
+        };
+        let align = dio_align(&file).max(ALIGN_FLOOR);
+        let prealloc_step = prealloc.next_multiple_of(align as u64);
+        let prealloc_end = preallocate(&file, 0, prealloc_step);
+        for b in &mut self.bufs {
+            if b.align() < align {
+                *b = AlignedBuf::new(BATCH + align, align);
+            }
+            b.clear();
+        }
+        self.file = Some(OpenFile {
+            file,
+            align,
+            buf_start: 0,
+            frontier: 0,
+            good_len: 0,
+            line_ends: VecDeque::new(),
+            failed: false,
+            prealloc_end,
+            prealloc_step,
+        });
+        Ok(())
+    }
+
+    /// The buffer to append the next line to.
+    #[inline]
+    pub fn buf(&mut self) -> &mut AlignedBuf {
+        &mut self.bufs[self.current]
+    }
+
+    /// Notes that a complete line now ends at the buffer's current length.
+    pub fn line_end(&mut self) {
+        let len = self.bufs[self.current].len() as u64;
+        if let Some(f) = self.file.as_mut() {
+            f.line_ends.push_back(f.buf_start + len);
+        }
+    }
+
+    /// Bytes of data in the file so far, buffered ones included.
+    pub(crate) fn data_len(&self) -> u64 {
+        self.file
+            .as_ref()
+            .map_or(0, |f| f.buf_start + self.bufs[self.current].len() as u64)
+    }
+
+    /// Whether a write has failed (the segment should be closed).
+    pub(crate) fn failed(&self) -> bool {
+        self.file.as_ref().is_some_and(|f| f.failed)
+    }
+
+    /// Submits the current buffer's whole blocks once it holds a batch, and
+    /// collects finished writes.
+    pub fn pump(&mut self) -> Progress {
+        let mut p = self.reap(false);
+        if self.bufs[self.current].len() >= BATCH && !self.failed() {
+            p += self.submit_blocks();
+        }
+        p
+    }
+
+    /// Writes everything buffered (the last block zero-padded, to be
+    /// rewritten in place later), waits for every write, and `fdatasync`s.
+    pub fn sync(&mut self) -> Progress {
+        let mut p = Progress::default();
+        let Some(f) = self.file.as_ref() else {
+            return p;
+        };
+        let slot = self.current;
+        let len = self.bufs[slot].len();
+        if !f.failed && len > 0 {
+            let start = f.buf_start;
+            let padded = self.bufs[slot].pad();
+            p += self.submit(slot, start, padded, start + len as u64);
+        }
+        p += self.reap(true);
+        if let Some(f) = self.file.as_mut() {
+            if !f.failed
+                && let Err(e) = self.fs.fdatasync(&f.file)
+            {
+                tracing::error!(error = %e, "fdatasync failed");
+                p += fail(f);
+            }
+            // The whole blocks just written are durable: keep only the partial
+            // last block, which the next write rewrites in place.
+            let whole = len / f.align * f.align;
+            self.bufs[slot].drain_front(whole);
+            f.buf_start += whole as u64;
+        }
+        p
+    }
+
+    /// Writes out, truncates to the true length, syncs and closes the file.
+    /// Returns the progress and the final length, or, in place of the
+    /// length, why the file could not be cut to it and made durable (it then
+    /// ends in padding, and must go through recovery before delivery).
+    pub fn close(&mut self) -> (Progress, std::io::Result<u64>) {
+        let mut p = self.sync();
+        let Some(f) = self.file.take() else {
+            return (p, Ok(0));
+        };
+        // Lines still pending here were never written (the file failed).
+        p.lost += f.line_ends.len() as u64;
+        let len = f.good_len;
+        let result = self
+            .fs
+            .ftruncate(&f.file, len)
+            .and_then(|()| self.fs.fdatasync(&f.file))
+            .map(|()| len);
+        for b in &mut self.bufs {
+            b.clear();
+        }
+        self.current = 0;
+        (p, result)
+    }
+
+    /// Submits the whole blocks of the current buffer and carries the partial
+    /// block to the next free buffer.
+    fn submit_blocks(&mut self) -> Progress {
+        let mut p = Progress::default();
+        let Some(f) = self.file.as_ref() else {
+            return p;
+        };
+        let align = f.align;
+        let start = f.buf_start;
+        let len = self.bufs[self.current].len();
+        let whole = len / align * align;
+        if whole == 0 {
+            return p;
+        }
+        let slot = self.current;
+        let next = (slot + 1) % self.bufs.len();
+        // The next buffer must be free: wait for its write if it is in flight.
+        while self.in_flight.iter().any(|w| w.slot == next && !w.done) {
+            p += self.reap(true);
+        }
+        let (head, tail) = self.bufs.split_at_mut(slot.max(next));
+        let (src, dst) = if slot < next {
+            (&head[slot], &mut tail[0])
+        } else {
+            (&tail[0], &mut head[next])
+        };
+        dst.clear();
+        dst.extend_from_slice(&src.as_slice()[whole..]);
+        p += self.submit(slot, start, whole, start + whole as u64);
+        if let Some(f) = self.file.as_mut() {
+            f.buf_start = start + whole as u64;
+        }
+        self.current = next;
+        p
+    }
+
+    /// Writes `len` bytes of buffer `slot` at `start`.
+    fn submit(&mut self, slot: usize, start: u64, len: usize, data_end: u64) -> Progress {
+        let Some(f) = self.file.as_mut() else {
+            return Progress::default();
+        };
+        let end = start + len as u64;
+        if end > f.prealloc_end && f.prealloc_step > 0 {
+            let to = end.next_multiple_of(f.prealloc_step);
+            f.prealloc_end = preallocate(&f.file, f.prealloc_end, to - f.prealloc_end);
+        }
+        let buf = &self.bufs[slot];
+        // What the file system lets through: all of it, a part (a short
+        // write), or nothing (a failed write that never reaches the kernel).
+        let started = match self.fs.admit_write(len) {
+            Ok(n) => {
+                // SAFETY: `n.min(len) <= len <= buf.cap` (whole blocks of the
+                // data, or the padded length), in heap memory that is neither
+                // freed nor written until this write completes:
+                // `submit_blocks` waits for a buffer's write before reusing
+                // it, and `Drop` waits for all.
+                unsafe {
+                    self.backend
+                        .start(&f.file, buf.ptr(), n.min(len), start, slot)
+                }
+            }
+            Err(e) => Started::Done(Err(e)),
+        };
+        let failed = match started {
+            Started::InFlight => None,
+            Started::Done(result) => Some(!written_whole(result, len)),
+        };
+        self.in_flight.push_back(InFlight {
+            slot,
+            len,
+            data_end,
+            done: failed.is_some(),
+            failed: failed.unwrap_or(false),
+        });
+        self.advance()
+    }
+
+    /// Collects finished writes; with `wait`, until none is in flight.
+    fn reap(&mut self, wait: bool) -> Progress {
+        while self.in_flight.iter().any(|w| !w.done) {
+            let in_flight = &mut self.in_flight;
+            let reported = self.backend.complete(wait, |slot, res| {
+                if let Some(w) = in_flight.iter_mut().find(|w| w.slot == slot && !w.done) {
+                    w.done = true;
+                    let result = if res < 0 {
+                        Err(std::io::Error::from_raw_os_error(-res))
+                    } else {
+                        Ok(res as usize)
+                    };
+                    w.failed = !written_whole(result, w.len);
+                }
+            });
+            match reported {
+                Ok(any) if !wait && !any => break,
+                Ok(_) => {}
+                Err(e) => {
+                    // Report what is in flight as failed rather than wait forever.
+                    tracing::error!(error = %e, "io_uring wait failed");
+                    for w in self.in_flight.iter_mut().filter(|w| !w.done) {
+                        w.done = true;
+                        w.failed = true;
+                    }
+                }
+            }
+        }
+        self.advance()
+    }
+
+    /// Moves the frontier over finished writes, in order, and counts the lines behind it.
+    fn advance(&mut self) -> Progress {
+        let mut p = Progress::default();
+        while self.in_flight.front().is_some_and(|w| w.done) {
+            let Some(w) = self.in_flight.pop_front() else {
+                break;
+            };
+            let Some(f) = self.file.as_mut() else {
+                continue;
+            };
+            if f.failed {
+                continue;
+            }
+            if w.failed {
+                p += fail(f);
+                continue;
+            }
+            f.frontier = f.frontier.max(w.data_end);
+            while f.line_ends.front().is_some_and(|&e| e <= f.frontier) {
+                f.good_len = f.line_ends.pop_front().unwrap_or(f.good_len);
+                p.written += 1;
+            }
+        }
+        p
+    }
+}
+
+/// Whether a write of `len` bytes wrote them all; logs why not.
+fn written_whole(result: std::io::Result<usize>, len: usize) -> bool {
+    match result {
+        Ok(n) if n == len => true,
+        Ok(n) => {
+            tracing::error!(wrote = n, wanted = len, "short segment write");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "segment write failed");
+            false
+        }
+    }
+}
+
+/// Marks the file failed: lines after the last good one are lost.
+fn fail(f: &mut OpenFile) -> Progress {
+    f.failed = true;
+    let lost = f.line_ends.len() as u64;
+    f.line_ends.clear();
+    Progress { written: 0, lost }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        // Buffers must outlive every write that uses them.
+        let _ = self.reap(true);
+    }
+}
+
+/// Reserves `offset .. offset + len` with `fallocate` so writes do not extend
+/// the file; returns the new preallocated end (unchanged where unsupported or
+/// out of space: the write itself then reports any real problem).
+fn preallocate(file: &File, offset: u64, len: u64) -> u64 {
+    if len == 0 {
+        return offset;
+    }
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), offset, len) {
+        Ok(()) => offset + len,
+        Err(_) => offset,
+    }
+}
+
+/// `O_DIRECT` alignment of a file: statx DIOALIGN where the kernel reports it.
+fn dio_align(file: &File) -> usize {
+    match rustix::fs::statx(
+        file,
+        "",
+        rustix::fs::AtFlags::EMPTY_PATH,
+        rustix::fs::StatxFlags::DIOALIGN,
+    ) {
+        Ok(st) if st.stx_mask & rustix::fs::StatxFlags::DIOALIGN.bits() != 0 => {
+            (st.stx_dio_offset_align.max(st.stx_dio_mem_align) as usize).next_power_of_two()
+        }
+        _ => ALIGN_FLOOR,
+    }
+}

@@ -1,0 +1,99 @@
+//! The consumer side: read each committed record in place, hand it to the
+//! writer, zero its bytes, and release them to the producers.
+
+#[cfg(capline_loom)]
+use loom::sync::atomic::Ordering;
+#[cfg(not(capline_loom))]
+use std::sync::atomic::Ordering;
+
+use std::sync::Arc;
+
+use super::{HEADER, KIND_RECORD, RecordParts, Shared};
+
+/// The consumer side, owned by the writer thread.
+#[derive(Debug)]
+pub(crate) struct Consumer {
+    pub(super) shared: Arc<Shared>,
+    /// The consumer's own head; published to `shared.head` in batches.
+    pub(super) head: u64,
+    pub(super) published: u64,
+}
+
+/// What the reader found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pop {
+    /// A record, handed to the callback.
+    Record,
+    /// Nothing committed right now.
+    Empty,
+    /// Nothing, and no producer will push again.
+    Closed,
+}
+
+impl Consumer {
+    /// Hands the oldest committed record to `f`, in place, then frees its bytes.
+    pub(crate) fn pop(&mut self, f: impl FnOnce(RecordParts<'_>)) -> Pop {
+        let s = &*self.shared;
+        let mask = s.capacity - 1;
+        let mut f = Some(f);
+        loop {
+            let off = (self.head & mask) as usize;
+            // Acquire: pairs with the producer's Release store of this header.
+            let word = s.storage.header(off).load(Ordering::Acquire);
+            if word == 0 {
+                // Empty. Past the warm window, move both ends to the buffer
+                // start (if no producer claims first): while the writer keeps
+                // up, producers then reuse the same cache-warm bytes instead
+                // of sweeping the whole buffer. The skipped bytes are already zero.
+                let at = self.head & mask;
+                if at >= s.warm {
+                    let next = self.head + (s.capacity - at);
+                    if s.tail
+                        .0
+                        .compare_exchange(self.head, next, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        self.head = next;
+                    }
+                }
+                publish(s, self.head, &mut self.published);
+                // Closed, and every claim committed (tail == head): nothing more will come.
+                let closed = s.closed.load(Ordering::Acquire)
+                    && s.tail.0.load(Ordering::Acquire) == self.head;
+                return if closed { Pop::Closed } else { Pop::Empty };
+            }
+            let len = word >> 32;
+            let is_record = word & 0xff == KIND_RECORD;
+            if is_record && let Some(f) = f.take() {
+                // SAFETY: the header is committed (Acquire above), so the
+                // producer finished writing `off .. off + len` and will not
+                // touch it again; no producer reuses it before we publish a
+                // head past it, which happens after `f` returns.
+                unsafe { s.storage.read_record(off, len as usize, f) };
+            }
+            // Everything outside `head .. tail` is zero. A record's bytes were
+            // written, so all are zeroed; padding only ever had its header written.
+            let dirty = if is_record { len as usize } else { HEADER };
+            // SAFETY: the consumer owns `off .. off + len` until it publishes
+            // a head past it, and nothing borrows it any more.
+            unsafe { s.storage.zero(off, dirty) };
+            self.head += len;
+            if self.head - self.published >= s.capacity / 8 {
+                publish(s, self.head, &mut self.published);
+            }
+            if is_record {
+                return Pop::Record;
+            }
+        }
+    }
+}
+
+/// Lets producers reuse everything before `head`.
+fn publish(s: &Shared, head: u64, published: &mut u64) {
+    if *published != head {
+        // Release: the consumer's zeroing of the consumed bytes happens-before
+        // any producer that Acquire-loads this head writes to them.
+        s.head.0.store(head, Ordering::Release);
+        *published = head;
+    }
+}

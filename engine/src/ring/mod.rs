@@ -1,0 +1,135 @@
+//! Ring: a bounded many-producer, one-consumer byte ring of variable-length
+//! records, allocated once.
+//!
+//! The design follows Agrona's `ManyToOneRingBuffer` (Aeron,
+//! <https://github.com/real-logic/agrona>): producers claim space by moving a
+//! shared tail with a compare-and-swap, copy their record into the claimed
+//! bytes, then publish it by storing its header with `Release`. The single
+//! consumer reads headers with `Acquire` at its head, hands the record to the
+//! writer *in place* (borrowed slices, no copy), zeroes the bytes it consumed,
+//! and publishes its head with `Release` so producers may reuse them.
+//!
+//! Positions (`tail`, `head`) are byte counts that only grow; `pos & mask` is
+//! the offset in the buffer. Every record starts 8-byte aligned with one
+//! 8-byte header word:
+//!
+//! ```text
+//! header word: 0                          not yet committed (or free)
+//!              (len << 32) | KIND_RECORD  a record of `len` bytes, header included
+//!              (len << 32) | KIND_PAD     `len` bytes to skip (the end of the buffer)
+//! record:      header | time stamp u64 | ct lens u16,u16 | id len u8 | flags u8 | pad u16
+//!              | data lens u32,u32 | in ct | in data | out ct | out data | id | pad to 8
+//! ```
+//!
+//! A record never wraps: when it does not fit before the end of the buffer,
+//! the producer first claims the rest of the buffer as padding. When the ring
+//! is full, [`Producer::try_push`] returns `false` and the caller drops the
+//! record; it never waits.
+//!
+//! The files follow the roles, as rtrb splits its `Producer` and `Consumer`:
+//! [`producer`] (claim, copy, commit), [`consumer`] (read in place, release),
+//! [`codec`] (a record's bytes) and [`storage`] (the buffer itself).
+
+mod codec;
+mod consumer;
+#[cfg(all(test, capline_loom))]
+mod loom_tests;
+mod producer;
+mod storage;
+#[cfg(all(test, not(capline_loom)))]
+mod tests;
+
+#[cfg(capline_loom)]
+use loom::sync::atomic::{AtomicBool, AtomicU64};
+#[cfg(not(capline_loom))]
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use std::sync::Arc;
+
+pub(crate) use consumer::{Consumer, Pop};
+pub(crate) use producer::Producer;
+use storage::Storage;
+
+use crate::format::Payload;
+
+/// A record as the capture path hands it over (borrowed from the caller), or
+/// as the consumer reads it back (borrowed from the ring).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordParts<'a> {
+    pub(crate) input: Option<Payload<'a>>,
+    pub(crate) output: Option<Payload<'a>>,
+    pub(crate) inference_id: Option<&'a str>,
+    pub(crate) stamp: u64,
+}
+
+impl RecordParts<'_> {
+    /// Payload bytes this record carries (bodies, content types, id).
+    pub(crate) fn size(&self) -> u64 {
+        let p = |p: &Option<Payload>| p.map_or(0, |p| p.content_type.len() + p.data.len());
+        (p(&self.input) + p(&self.output) + self.inference_id.map_or(0, str::len)) as u64
+    }
+}
+
+/// When the consumer finds the ring empty at least this far into the buffer
+/// (or an eighth of it, if smaller), it moves both ends back to the start.
+const WARM_WINDOW: u64 = 256 * 1024;
+const KIND_RECORD: u64 = 1;
+const KIND_PAD: u64 = 2;
+const HEADER: usize = 8;
+/// Fixed fields after the header: time, two content-type lengths, id length,
+/// flags, two data lengths.
+const FIXED: usize = 24;
+
+fn align8(n: u64) -> u64 {
+    (n + 7) & !7
+}
+
+/// Bytes a record of `payload` bytes occupies in the ring.
+pub(crate) fn footprint(payload: u64) -> u64 {
+    align8(HEADER as u64 + FIXED as u64 + payload)
+}
+
+/// Pads a hot atomic to its own cache line, so the producers' tail and the
+/// consumer's head do not share one.
+#[repr(align(128))]
+#[derive(Debug)]
+struct Padded<T>(T);
+
+/// The shared buffer and positions.
+#[derive(Debug)]
+struct Shared {
+    storage: Storage,
+    /// Buffer size in bytes: a power of two, at least 64.
+    capacity: u64,
+    /// Size of the warm window at the buffer start (see [`Consumer::pop`]).
+    warm: u64,
+    /// Next position to claim; in range `head ..= head + capacity`.
+    tail: Padded<AtomicU64>,
+    /// Every byte before this position is consumed and zeroed.
+    head: Padded<AtomicU64>,
+    /// Set when no producer will push again.
+    closed: AtomicBool,
+}
+
+/// A ring of at least `bytes` bytes (rounded up to a power of two, minimum 64).
+pub(crate) fn ring(bytes: u64) -> (Producer, Consumer) {
+    let capacity = bytes.max(64).next_power_of_two();
+    let shared = Arc::new(Shared {
+        storage: Storage::new(capacity as usize),
+        capacity,
+        warm: (capacity / 8).min(WARM_WINDOW),
+        tail: Padded(AtomicU64::new(0)),
+        head: Padded(AtomicU64::new(0)),
+        closed: AtomicBool::new(false),
+    });
+    (
+        Producer {
+            shared: shared.clone(),
+        },
+        Consumer {
+            shared,
+            head: 0,
+            published: 0,
+        },
+    )
+}

@@ -1,0 +1,95 @@
+//! The producer side: claim space with a compare-and-swap on the shared
+//! tail, copy the record in, commit it by storing its header.
+
+#[cfg(capline_loom)]
+use loom::sync::atomic::Ordering;
+#[cfg(not(capline_loom))]
+use std::sync::atomic::Ordering;
+
+use std::sync::Arc;
+
+use super::{KIND_PAD, KIND_RECORD, RecordParts, Shared, footprint};
+
+/// The producer side; shared by every capturing thread.
+#[derive(Debug, Clone)]
+pub(crate) struct Producer {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl Producer {
+    /// Copies the record in; `false` when there is no room. Never blocks,
+    /// never allocates. `size` is `rec.size()` (the capture path has it
+    /// already, from its size check).
+    pub(crate) fn try_push(&self, rec: &RecordParts, size: u64) -> bool {
+        let s = &*self.shared;
+        let need = footprint(size);
+        if need > s.capacity {
+            return false;
+        }
+        let mask = s.capacity - 1;
+        let mut tail = s.tail.0.load(Ordering::Relaxed);
+        let (pad, start) = loop {
+            let to_end = s.capacity - (tail & mask);
+            let pad = if need > to_end { to_end } else { 0 };
+            // Acquire: the consumer zeroed everything before `head` before it
+            // published it, and those bytes are what we are about to reuse.
+            let head = s.head.0.load(Ordering::Acquire);
+            if head > tail {
+                // Our `tail` is stale: others claimed and the consumer freed
+                // past it since we read it. Read it again (it is >= `head` now).
+                tail = s.tail.0.load(Ordering::Relaxed);
+                continue;
+            }
+            let (claim_end, record) = if tail + pad + need - head <= s.capacity {
+                (tail + pad + need, true)
+            } else if pad > 0 && tail + pad - head <= s.capacity {
+                // Only the padding fits: claim it so the next push starts at offset 0.
+                (tail + pad, false)
+            } else {
+                return false;
+            };
+            // Try moving the tail over the claim; on failure another producer
+            // moved it first, so start again from its value.
+            match s.tail.0.compare_exchange_weak(
+                tail,
+                claim_end,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) if record => break (pad, tail + pad),
+                Ok(_) => {
+                    s.publish_pad(tail, pad);
+                    return false;
+                }
+                Err(now) => tail = now,
+            }
+        };
+        if pad > 0 {
+            s.publish_pad(start - pad, pad);
+        }
+        let off = (start & mask) as usize;
+        // SAFETY: the CAS above gave this producer `start .. start + need`
+        // exclusively, the bytes lie within the buffer (a record never wraps),
+        // and the consumer zeroed them before publishing `head` (Acquire above).
+        unsafe { s.storage.write_record(off, rec) };
+        // Release: the record's bytes are visible to whoever sees the header.
+        s.storage
+            .header(off)
+            .store((need << 32) | KIND_RECORD, Ordering::Release);
+        true
+    }
+
+    /// Tells the consumer that no producer will push again.
+    pub(crate) fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+    }
+}
+
+impl Shared {
+    fn publish_pad(&self, at: u64, pad: u64) {
+        let off = (at & (self.capacity - 1)) as usize;
+        self.storage
+            .header(off)
+            .store((pad << 32) | KIND_PAD, Ordering::Release);
+    }
+}

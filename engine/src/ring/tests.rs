@@ -1,0 +1,201 @@
+//! The ring's unit tests: round trips, a full ring, wrap-around, the warm
+//! restart, refusals and many producers.
+
+use std::sync::atomic::Ordering;
+
+use super::*;
+
+/// Pushes `r` with its own size.
+fn push(w: &Producer, r: &RecordParts) -> bool {
+    w.try_push(r, r.size())
+}
+
+fn rec<'a>(data: &'a [u8], id: Option<&'a str>, t: u64) -> RecordParts<'a> {
+    RecordParts {
+        input: Some(Payload::new("text/csv", data)),
+        output: Some(Payload::new("application/json", b"{}")),
+        inference_id: id,
+        stamp: t,
+    }
+}
+
+/// (input data, inference id, time) of a popped record.
+type Owned = (Vec<u8>, Option<String>, u64);
+
+fn pop_owned(r: &mut Consumer) -> (Pop, Option<Owned>) {
+    let mut got = None;
+    let p = r.pop(|parts| {
+        got = Some((
+            parts.input.unwrap().data.to_vec(),
+            parts.inference_id.map(str::to_string),
+            parts.stamp,
+        ))
+    });
+    (p, got)
+}
+
+#[test]
+fn round_trips_every_field() {
+    let (w, mut r) = ring(1024);
+    assert!(push(
+        &w,
+        &RecordParts {
+            input: None,
+            output: Some(Payload::new("text/csv; charset=utf-8", b"0.5")),
+            inference_id: Some("id-7"),
+            stamp: 42,
+        }
+    ));
+    let mut seen = false;
+    assert_eq!(
+        r.pop(|p| {
+            assert!(p.input.is_none());
+            let out = p.output.unwrap();
+            assert_eq!(out.content_type, "text/csv; charset=utf-8");
+            assert_eq!(out.data, b"0.5");
+            assert_eq!(p.inference_id, Some("id-7"));
+            assert_eq!(p.stamp, 42);
+            seen = true;
+        }),
+        Pop::Record
+    );
+    assert!(seen);
+    assert_eq!(r.pop(|_| {}), Pop::Empty);
+    w.close();
+    assert_eq!(r.pop(|_| {}), Pop::Closed);
+}
+
+#[test]
+fn full_ring_refuses_and_recovers() {
+    let (w, mut r) = ring(256);
+    let data = [7u8; 40];
+    let mut pushed = 0;
+    while push(&w, &rec(&data, None, pushed)) {
+        pushed += 1;
+    }
+    assert!(pushed >= 2, "{pushed}");
+    for i in 0..pushed {
+        let (p, got) = pop_owned(&mut r);
+        assert_eq!(p, Pop::Record);
+        assert_eq!(got.unwrap().2, i, "FIFO");
+    }
+    assert_eq!(r.pop(|_| {}), Pop::Empty);
+    assert!(
+        push(&w, &rec(&data, None, 99)),
+        "room again after the consumer freed it"
+    );
+}
+
+#[test]
+fn wraps_around_with_padding_many_times() {
+    let (w, mut r) = ring(512);
+    for i in 0..10_000u64 {
+        let n = (i * 37 % 150) as usize;
+        let data: Vec<u8> = (0..n).map(|k| (k as u64 + i) as u8).collect();
+        let id = format!("id{i}");
+        // The consumer keeps up; a push may still need one retry when only
+        // the end-of-buffer padding fit.
+        let mut ok = push(&w, &rec(&data, Some(&id), i));
+        if !ok {
+            assert_eq!(pop_owned(&mut r).0, Pop::Empty);
+            ok = push(&w, &rec(&data, Some(&id), i));
+        }
+        assert!(ok, "push {i}");
+        let (p, got) = pop_owned(&mut r);
+        assert_eq!(p, Pop::Record);
+        let (d, got_id, t) = got.unwrap();
+        assert_eq!((d, got_id.as_deref(), t), (data, Some(id.as_str()), i));
+    }
+}
+
+#[test]
+fn an_empty_ring_rewinds_to_its_warm_start() {
+    let (w, mut r) = ring(1 << 20); // warm window: 128 KiB
+    let data = [3u8; 1000];
+    for i in 0..200 {
+        assert!(push(&w, &rec(&data, None, i)));
+    }
+    while r.pop(|_| {}) == Pop::Record {}
+    // The consumer found it empty past the window: both ends moved to the next lap's start.
+    let tail = w.shared.tail.0.load(Ordering::Relaxed);
+    assert_eq!(tail, 1 << 20);
+    assert_eq!(w.shared.head.0.load(Ordering::Relaxed), tail);
+    assert!(push(&w, &rec(&data, None, 7)));
+    assert_eq!(pop_owned(&mut r).1.unwrap().2, 7);
+}
+
+#[test]
+fn too_big_for_the_ring_is_refused() {
+    let (w, _r) = ring(128);
+    assert!(!push(&w, &rec(&[0u8; 200], None, 0)));
+}
+
+#[test]
+fn a_large_record_is_never_starved_by_padding() {
+    // Records bigger than half the ring: each must wait for the buffer
+    // start, which the padding claim makes reachable.
+    let (w, mut r) = ring(1024);
+    let big = [1u8; 600];
+    assert!(push(&w, &rec(&[0u8; 100], None, 0)));
+    assert_eq!(pop_owned(&mut r).0, Pop::Record);
+    for i in 1..50 {
+        let mut tries = 0;
+        while !push(&w, &rec(&big, None, i)) {
+            assert_eq!(pop_owned(&mut r).0, Pop::Empty);
+            tries += 1;
+            assert!(tries < 3, "record {i} starved");
+        }
+        let (p, got) = pop_owned(&mut r);
+        assert_eq!(p, Pop::Record);
+        assert_eq!(got.unwrap().2, i);
+    }
+}
+
+#[test]
+fn many_producers_one_consumer_lose_and_duplicate_nothing() {
+    let (w, mut r) = ring(4096);
+    let producers = 4;
+    let per = 20_000u64;
+    let handles: Vec<_> = (0..producers)
+        .map(|p| {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                let mut dropped = 0u64;
+                for i in 0..per {
+                    let payload = (p * per + i).to_le_bytes();
+                    while !push(&w, &rec(&payload, None, p)) {
+                        dropped += 1;
+                        std::thread::yield_now();
+                    }
+                }
+                dropped
+            })
+        })
+        .collect();
+    let mut seen = vec![false; (producers * per) as usize];
+    let mut last = vec![None::<u64>; producers as usize];
+    let mut count = 0;
+    while count < producers * per {
+        let mut got = None;
+        if r.pop(|p| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(p.input.unwrap().data);
+            got = Some((p.stamp, u64::from_le_bytes(b)));
+        }) == Pop::Record
+        {
+            let (producer, v) = got.unwrap();
+            assert!(!seen[v as usize], "duplicate {v}");
+            seen[v as usize] = true;
+            // Each producer's records arrive in its own order.
+            assert!(last[producer as usize].is_none_or(|l| l < v));
+            last[producer as usize] = Some(v);
+            count += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(seen.iter().all(|s| *s));
+}

@@ -1,0 +1,245 @@
+//! Spool: the on-disk protocol between the writer, recovery and the uploader.
+//!
+//! ```text
+//! {SpoolDir}/
+//!   LOCK                   flock held by the one engine using this spool
+//!   active/{name}          segments being written (at most one per engine)
+//!   sealed/{name}          complete, durable segments waiting for delivery
+//!   uploads/{name}.upload  multipart progress of a sealed segment (S3 only)
+//! ```
+//!
+//! A segment's `{name}` is its object key with `/` replaced by `+`
+//! ([`Key::spool_name`]), so the key is fixed when the segment is created and
+//! survives crashes and restarts in the file name itself. A segment moves
+//! one way: created in `active/`, renamed into `sealed/` once written,
+//! truncated to its last line and `fdatasync`ed ([`Spool::seal`]), and
+//! removed from `sealed/` only once the destination holds it
+//! ([`Spool::remove`]). Every rename and removal is followed by a sync of the
+//! directories involved. All of it goes through the engine's [`Fs`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::is_valid_name;
+use crate::error::{Error, Result};
+use crate::io::Fs;
+use crate::timestamp::Timestamp;
+
+/// A segment's object key below the destination prefix:
+/// `{endpoint}/{variant}/yyyy/mm/dd/hh/MM-SS-mmm-{uuid}.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Key(String);
+
+/// Separates key components in a spool file name (never valid in a name or a UUID).
+const SPOOL_SEP: char = '+';
+
+impl Key {
+    /// The key for a segment whose first record has time `first`.
+    pub(crate) fn new(endpoint: &str, variant: &str, first: &Timestamp, uuid: &[u8; 16]) -> Key {
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Uuid::from_bytes(*uuid)
+            .hyphenated()
+            .encode_lower(&mut id);
+        Key(format!(
+            "{endpoint}/{variant}/{}-{id}.jsonl",
+            first.key_path()
+        ))
+    }
+
+    /// The key as a `/`-separated relative path.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The flat file name the segment has in the spool.
+    pub(crate) fn spool_name(&self) -> String {
+        self.0.replace('/', &SPOOL_SEP.to_string())
+    }
+
+    /// Reads a key back from a spool file name; `None` if the name is not one of ours.
+    pub(crate) fn from_spool_name(name: &str) -> Option<Key> {
+        let parts: Vec<&str> = name.split(SPOOL_SEP).collect();
+        let [endpoint, variant, yyyy, mm, dd, hh, file] = parts[..] else {
+            return None;
+        };
+        let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|c| c.is_ascii_digit());
+        let file_ok = file.len() == "MM-SS-mmm-".len() + 36 + ".jsonl".len()
+            && file.ends_with(".jsonl")
+            && file.is_char_boundary(10)
+            && digits(&file[0..2], 2)
+            && digits(&file[3..5], 2)
+            && digits(&file[6..9], 3)
+            && uuid::Uuid::try_parse(&file[10..46]).is_ok();
+        let ok = is_valid_name(endpoint)
+            && is_valid_name(variant)
+            && digits(yyyy, 4)
+            && digits(mm, 2)
+            && digits(dd, 2)
+            && digits(hh, 2)
+            && file_ok;
+        ok.then(|| Key(parts.join("/")))
+    }
+}
+
+/// A sealed, durable segment waiting in the spool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Sealed {
+    pub(crate) path: PathBuf,
+    pub(crate) key: Key,
+    /// When it was sealed (its file's mtime for one found at start).
+    pub(crate) sealed_at: SystemTime,
+    /// Found in the spool at start: an earlier run may already have delivered it.
+    pub(crate) recovered: bool,
+}
+
+impl Sealed {
+    /// The segment's size in bytes (0 if it cannot be read).
+    pub(crate) fn size(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+}
+
+/// The two states a segment file can be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Being written (`active/`).
+    Active,
+    /// Complete and durable, waiting for delivery (`sealed/`).
+    Sealed,
+}
+
+/// An open spool: its directories, the engine's [`Fs`], and the lock that
+/// keeps a second engine out (held until the last clone is dropped).
+#[derive(Debug)]
+pub(crate) struct Spool {
+    active: PathBuf,
+    sealed: PathBuf,
+    uploads: PathBuf,
+    fs: Arc<dyn Fs>,
+    /// Held open for the spool's lifetime; the flock goes with it.
+    _lock: std::fs::File,
+}
+
+impl Spool {
+    /// Creates the layout under `root` if needed and takes the lock.
+    pub(crate) fn open(root: &Path, fs: Arc<dyn Fs>) -> Result<Arc<Spool>> {
+        let active = root.join("active");
+        let sealed = root.join("sealed");
+        let uploads = root.join("uploads");
+        for d in [&active, &sealed, &uploads] {
+            std::fs::create_dir_all(d).map_err(|e| Error::io("create spool directory", d, e))?;
+        }
+        let lock_path = root.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open spool lock", &lock_path, e))?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Err(Error::SpoolLocked(root.into())),
+            Err(e) => return Err(Error::io("lock spool", &lock_path, e.into())),
+        }
+        Ok(Arc::new(Spool {
+            active,
+            sealed,
+            uploads,
+            fs,
+            _lock: lock,
+        }))
+    }
+
+    /// The file system the spool's I/O goes through.
+    pub(crate) fn fs(&self) -> &Arc<dyn Fs> {
+        &self.fs
+    }
+
+    fn dir(&self, state: State) -> &Path {
+        match state {
+            State::Active => &self.active,
+            State::Sealed => &self.sealed,
+        }
+    }
+
+    /// Where the segment `key` lives in `state`.
+    pub(crate) fn path(&self, state: State, key: &Key) -> PathBuf {
+        self.dir(state).join(key.spool_name())
+    }
+
+    /// Where the multipart upload progress of the sealed segment `key` is kept.
+    pub(crate) fn progress_path(&self, key: &Key) -> PathBuf {
+        self.uploads.join(format!("{}.upload", key.spool_name()))
+    }
+
+    /// The directory of multipart upload progress files.
+    pub(crate) fn uploads_dir(&self) -> &Path {
+        &self.uploads
+    }
+
+    /// Every segment in `state`, oldest key first. Files whose names are not
+    /// segment names are left alone and logged.
+    pub(crate) fn list(&self, state: State) -> Result<Vec<(PathBuf, Key)>> {
+        let dir = self.dir(state);
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read spool", dir, e))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("read spool", dir, e))?;
+            let name = entry.file_name();
+            match name.to_str().and_then(Key::from_spool_name) {
+                Some(key) => out.push((entry.path(), key)),
+                None => {
+                    tracing::warn!(path = %entry.path().display(), "not a capline segment; ignored")
+                }
+            }
+        }
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(out)
+    }
+
+    /// Moves the active segment `key`, already cut to its last line and
+    /// durable, into `sealed/`, and makes the move durable. An error means
+    /// the segment is still in `active/`.
+    pub(crate) fn seal(&self, key: &Key) -> std::io::Result<Sealed> {
+        let path = self.path(State::Sealed, key);
+        self.fs.rename(&self.path(State::Active, key), &path)?;
+        // Renamed: from here the segment is sealed even if the move is not
+        // yet durable (a crash would leave it in `active/`, where recovery
+        // seals it again, and a delivery under its key is idempotent).
+        if let Err(e) = self
+            .fs
+            .sync_dir(&self.sealed)
+            .and_then(|()| self.fs.sync_dir(&self.active))
+        {
+            tracing::warn!(key = key.as_str(), error = %e, "syncing the spool directories after sealing failed");
+        }
+        Ok(Sealed {
+            path,
+            key: key.clone(),
+            sealed_at: SystemTime::now(),
+            recovered: false,
+        })
+    }
+
+    /// Removes a delivered segment from `sealed/` (if the destination did
+    /// not take the file itself), durably, then its upload progress file.
+    pub(crate) fn remove(&self, seg: &Sealed) -> std::io::Result<()> {
+        match std::fs::remove_file(&seg.path) {
+            Ok(()) => self.fs.sync_dir(&self.sealed)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        // The progress file goes last: a crash in between leaves an orphan
+        // that the next start removes.
+        if std::fs::remove_file(self.progress_path(&seg.key)).is_ok() {
+            let _ = self.fs.sync_dir(&self.uploads);
+        }
+        Ok(())
+    }
+
+    /// Makes `dir`'s entries durable.
+    pub(crate) fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.fs.sync_dir(dir)
+    }
+}
