@@ -23,8 +23,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::json_string;
 use crate::s3::S3;
+use capline_endpoint::http::json_string;
 use simd_json::prelude::Writable;
 
 /// Arguments of `capline demo`.
@@ -132,7 +132,7 @@ fn features(csv: &str) -> Result<[f64; FEATURES], String> {
 /// The stand-in model server: `GET /ping`, and `POST /invocations` with one
 /// `text/csv` row, answered with the churn probability as `text/csv`.
 async fn model(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    use crate::http::reply;
+    use capline_endpoint::http::reply;
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/ping") => Ok(reply(StatusCode::OK, "text/plain", String::new())),
         (&Method::POST, "/invocations") => {
@@ -188,7 +188,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Some(d) => d,
         None => format!(
             "file://{}",
-            crate::absolute(Path::new("capline-demo"))?.display()
+            std::path::absolute(Path::new("capline-demo"))?.display()
         ),
     };
     let local_dir = destination.strip_prefix("file://").map(PathBuf::from);
@@ -197,13 +197,14 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         (None, Some(d)) => d.join(".spool"),
         (None, None) => PathBuf::from("capline-demo-spool"),
     };
-    let spool = crate::absolute(&spool)?;
-    let rt = crate::endpoint::runtime()?;
+    let spool = std::path::absolute(&spool)?;
+    let rt = capline_endpoint::runtime()?;
     let model_listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let model_addr = model_listener.local_addr()?;
-    rt.spawn(crate::http::serve(
+    rt.spawn(capline_endpoint::http::serve(
         model_listener,
-        hyper::service::service_fn(model),
+        || hyper::service::service_fn(model),
+        std::future::pending(),
     ));
     let endpoint_json = format!(
         r#"{{
@@ -224,11 +225,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         spool = json_string(&spool.to_string_lossy()),
         s3 = s3_settings(args.s3_endpoint_url.as_deref(), args.s3_region.as_deref()),
     );
-    let settings = crate::endpoint::parse(&endpoint_json).map_err(|e| e.to_string())?;
+    let settings = capline_endpoint::Settings::parse(&endpoint_json)?;
     let config = settings
-        .configs()
-        .next()
+        .variants
+        .first()
         .ok_or("the demo endpoint has no variant")?
+        .config
         .clone();
     let s3 = match &config.destination {
         capline::config::Destination::S3 { bucket, prefix } => {
@@ -255,7 +257,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         files_under(d, &mut before);
     }
 
-    let endpoint = crate::endpoint::start(&rt, settings)?;
+    let endpoint = capline_endpoint::start(&rt, settings)?;
     println!("EndpointName = {}", config.endpoint_name);
     println!("DestinationS3Uri = {destination}");
     println!(

@@ -1,18 +1,14 @@
 //! The `capline` command: a thin layer over the `capline` crate.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod admin;
 mod cat;
 mod ctl;
 mod demo;
 mod endpoint;
-mod http;
 mod s3;
-mod sigv4;
 
 /// SageMaker-compatible data capture for inference servers you run yourself.
 #[derive(Debug, Parser)]
@@ -68,18 +64,4 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// An absolute version of `p` (relative to the working directory).
-pub(crate) fn absolute(p: &std::path::Path) -> std::io::Result<PathBuf> {
-    std::path::absolute(p)
-}
-
-/// `s` as a JSON string literal (quotes included), with capline's escaper.
-pub(crate) fn json_string(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len() + 2);
-    out.push(b'"');
-    capline::format::escape_into(&mut out, s.as_bytes());
-    out.push(b'"');
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -18,6 +18,15 @@ pub(crate) struct Verifier {
     keys: Vec<(String, String)>,
 }
 
+/// Shows the access key ids, never the secrets.
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.keys.iter().map(|(id, _)| id))
+            .finish()
+    }
+}
+
 impl Verifier {
     /// `keys`: (access key id, secret access key) pairs.
     pub(crate) fn new(keys: Vec<(String, String)>) -> Verifier {

@@ -12,8 +12,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -21,45 +20,8 @@ use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::endpoint::{State, Variant};
-use crate::http::reply;
-
-/// Upper bounds of the latency histogram buckets, in microseconds.
-const BUCKETS_US: [u64; 14] = [
-    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
-    5_000_000, 30_000_000,
-];
-
-/// Per-variant request counters and a latency histogram (lock-free).
-#[derive(Debug, Default)]
-pub(crate) struct VariantMetrics {
-    /// Answers by class: 2xx, 4xx (incl. ModelError 424), 5xx.
-    ok: AtomicU64,
-    client_error: AtomicU64,
-    server_error: AtomicU64,
-    /// Cumulative-at-read histogram counts, one per bucket plus +Inf.
-    buckets: [AtomicU64; BUCKETS_US.len() + 1],
-    sum_us: AtomicU64,
-}
-
-impl VariantMetrics {
-    /// Records one invocation's status and time (from the model call's start).
-    pub(crate) fn record(&self, status: u16, took: Duration) {
-        let class = match status {
-            200..=299 => &self.ok,
-            400..=499 => &self.client_error,
-            _ => &self.server_error,
-        };
-        class.fetch_add(1, Ordering::Relaxed);
-        let us = took.as_micros() as u64;
-        let i = BUCKETS_US
-            .iter()
-            .position(|&b| us <= b)
-            .unwrap_or(BUCKETS_US.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
-    }
-}
+use crate::http::{json_string, reply};
+use crate::state::{BUCKETS_US, State, Variant};
 
 /// The Prometheus text for every variant.
 pub(crate) fn metrics_text(state: &State) -> String {
@@ -200,7 +162,7 @@ fn refuse(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     reply(
         status,
         "application/json",
-        format!(r#"{{"error":{}}}"#, crate::json_string(message)),
+        format!(r#"{{"error":{}}}"#, json_string(message)),
     )
 }
 
@@ -312,6 +274,9 @@ pub(crate) async fn serve(
     token: Option<Arc<str>>,
     listener: tokio::net::TcpListener,
 ) {
-    let service = hyper::service::service_fn(move |req| handle(state.clone(), token.clone(), req));
-    crate::http::serve(listener, service).await;
+    let connection = move || {
+        let (state, token) = (state.clone(), token.clone());
+        hyper::service::service_fn(move |req| handle(state.clone(), token.clone(), req))
+    };
+    crate::http::serve(listener, connection, std::future::pending()).await;
 }

@@ -1,0 +1,184 @@
+//! `capline endpoint` as a library: a SageMaker-compatible real-time
+//! endpoint in front of model servers that speak the SageMaker container
+//! contract (`GET /ping`, `POST /invocations`), with data capture on the way back.
+//!
+//! The modules, in the order they depend on each other:
+//!
+//! | module | what |
+//! |---|---|
+//! | `settings` | the endpoint's JSON config, parsed into typed [`Settings`] |
+//! | `sigv4` | SigV4 verification of runtime API requests |
+//! | `state` | the variants (model, weight, engine, metrics) the handlers share |
+//! | `upstream` | connections to the models, pinned per client connection |
+//! | [`http`] | the one accept loop (with graceful shutdown) and plain replies |
+//! | `invoke` | the runtime API: routing, forwarding, SageMaker's errors, capture |
+//! | `admin` | the admin API: weights and sampling at run time, Prometheus metrics |
+//!
+//! ```no_run
+//! let settings = capline_endpoint::Settings::from_path("endpoint.json".as_ref())?;
+//! let rt = capline_endpoint::runtime()?;
+//! let running = capline_endpoint::start(&rt, settings)?;
+//! println!("listening on http://{}", running.addr);
+//! // ... until it is time to stop:
+//! for (variant, stats) in running.stop(rt)? {
+//!     println!("{variant}: {} written", stats.records_written);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod admin;
+pub mod http;
+mod invoke;
+mod settings;
+mod sigv4;
+mod state;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use capline::{Engine, Stats};
+
+pub use settings::{Settings, SettingsError, VariantSettings};
+
+use sigv4::Verifier;
+use state::{State, Variant};
+use upstream::Pinned;
+
+/// An error on the way to or from a model.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why an endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A variant's capture engine did not start.
+    #[error(transparent)]
+    Engine(#[from] capline::Error),
+    /// A listener could not be bound.
+    #[error("listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why an endpoint did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum StopError {
+    /// Request handlers still held the engines after the grace period.
+    #[error("request handlers still hold the engines")]
+    Busy,
+    /// A variant's engine did not shut down.
+    #[error(transparent)]
+    Engine(#[from] capline::Error),
+}
+
+/// A started endpoint: its listeners' addresses and what stops it.
+pub struct Running {
+    /// The runtime API listener (`POST /endpoints/{name}/invocations`).
+    pub addr: SocketAddr,
+    /// The admin API listener.
+    pub admin_addr: SocketAddr,
+    state: Arc<State>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Starts each variant's engine, binds both listeners and serves on `rt`.
+pub fn start(rt: &tokio::runtime::Runtime, settings: Settings) -> Result<Running, StartError> {
+    let mut variants = Vec::new();
+    for v in settings.variants {
+        let engine = Engine::start(v.config)?;
+        variants.push(Variant::new(v.name, v.weight, v.authority, engine));
+    }
+    let state = Arc::new(State {
+        endpoint_name: settings.endpoint_name,
+        max_payload: settings.max_payload,
+        upstream_timeout: settings.upstream_timeout,
+        variants,
+        refused: AtomicU64::new(0),
+        verifier: (!settings.access_keys.is_empty()).then(|| Verifier::new(settings.access_keys)),
+    });
+    let bind = |addr: SocketAddr| {
+        rt.block_on(tokio::net::TcpListener::bind(addr))
+            .and_then(|l| Ok((l.local_addr()?, l)))
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let (addr, listener) = bind(settings.listen)?;
+    let (admin_addr, admin) = bind(settings.admin_listen)?;
+    rt.spawn(admin::serve(
+        state.clone(),
+        settings.admin_token.map(Arc::from),
+        admin,
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let connection = {
+        let state = state.clone();
+        move || {
+            let state = state.clone();
+            let pinned = Arc::new(Pinned::new(state.variants.len()));
+            hyper::service::service_fn(move |req| {
+                invoke::handle(state.clone(), pinned.clone(), req)
+            })
+        }
+    };
+    let server = rt.spawn(http::serve(listener, connection, async move {
+        let _ = stopped.await;
+    }));
+    Ok(Running {
+        addr,
+        admin_addr,
+        state,
+        stop,
+        server,
+    })
+}
+
+impl Running {
+    /// The endpoint's name.
+    pub fn endpoint_name(&self) -> &str {
+        &self.state.endpoint_name
+    }
+
+    /// `(name, weight, model HOST:PORT)` of each variant.
+    pub fn variants(&self) -> impl Iterator<Item = (&str, f64, &str)> {
+        self.state.variants.iter().map(|v| {
+            (
+                v.name.as_str(),
+                v.weight(),
+                v.authority.to_str().unwrap_or(""),
+            )
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish, stops `rt` (and so the
+    /// admin API), then shuts each variant's engine down, delivering what it
+    /// can within 30 s. Returns each variant's final stats.
+    pub fn stop(self, rt: tokio::runtime::Runtime) -> Result<Vec<(String, Stats)>, StopError> {
+        let _ = self.stop.send(());
+        let _ = rt.block_on(self.server);
+        rt.shutdown_timeout(Duration::from_secs(1));
+        let state = Arc::try_unwrap(self.state).map_err(|_| StopError::Busy)?;
+        let mut out = Vec::new();
+        for v in state.variants {
+            out.push((v.name, v.engine.shutdown(Duration::from_secs(30))?));
+        }
+        Ok(out)
+    }
+}
+
+/// A runtime for the endpoint: two worker threads.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("capline-http")
+        .enable_all()
+        .build()
+}

@@ -1,0 +1,423 @@
+//! The endpoint's settings: one JSON document, parsed once into typed settings.
+//!
+//! ```json
+//! { "EndpointName": "churn", "Listen": "0.0.0.0:8080",
+//!   "ProductionVariants": [{"VariantName": "A", "InitialVariantWeight": 1,
+//!                           "ModelUrl": "http://127.0.0.1:9001"}],
+//!   "DataCaptureConfig": { ... }, "Engine": {"SpoolDir": "/var/lib/capline"} }
+//! ```
+//!
+//! `EndpointName`, `DataCaptureConfig` and `Engine` are the engine's config
+//! ([`Config::from_json_embedded`]); every variant gets a copy with its own
+//! `VariantName` and spool `Engine.SpoolDir/{VariantName}`. Every error names
+//! its field.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use capline::{Config, ConfigError};
+use hyper::header::HeaderValue;
+use simd_json::BorrowedValue as Value;
+use simd_json::prelude::*;
+
+/// A setting broke a rule; the message names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// One of the endpoint's own settings.
+    #[error("{field}: {rule}")]
+    Field {
+        /// The setting, as a path (`ProductionVariants[1].ModelUrl`).
+        field: String,
+        /// The rule it broke.
+        rule: String,
+    },
+    /// The engine's part of the document (`DataCaptureConfig`, `Engine`).
+    #[error(transparent)]
+    Engine(#[from] ConfigError),
+}
+
+fn bad(field: &str, rule: impl Into<String>) -> SettingsError {
+    SettingsError::Field {
+        field: field.to_string(),
+        rule: rule.into(),
+    }
+}
+
+/// The endpoint's own root keys; the rest of the document is the engine's.
+const KNOWN: [&str; 10] = [
+    "EndpointName",
+    "AccessKeys",
+    "Listen",
+    "AdminListen",
+    "AdminToken",
+    "MaxPayloadBytes",
+    "UpstreamTimeoutSeconds",
+    "ProductionVariants",
+    "DataCaptureConfig",
+    "Engine",
+];
+
+/// One production variant: where its model is and how it captures.
+#[derive(Debug, Clone)]
+pub struct VariantSettings {
+    /// `VariantName`.
+    pub name: String,
+    /// `InitialVariantWeight` (default 1).
+    pub weight: f64,
+    /// The model's `HOST:PORT`, from `ModelUrl`.
+    pub authority: HeaderValue,
+    /// The variant's engine config.
+    pub config: Config,
+}
+
+/// A validated endpoint config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `EndpointName`.
+    pub endpoint_name: String,
+    /// `Listen`: the runtime API (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// `AdminListen`: the admin API (default `127.0.0.1:8081`).
+    pub admin_listen: SocketAddr,
+    /// `AdminToken`: the admin API's bearer token (required off loopback).
+    pub admin_token: Option<String>,
+    /// `AccessKeys`: (AccessKeyId, SecretAccessKey) pairs; empty: requests
+    /// are not verified.
+    pub access_keys: Vec<(String, String)>,
+    /// `MaxPayloadBytes` (default 6 MiB, SageMaker's limit).
+    pub max_payload: usize,
+    /// `UpstreamTimeoutSeconds` (default 60).
+    pub upstream_timeout: Duration,
+    /// `ProductionVariants`, in order.
+    pub variants: Vec<VariantSettings>,
+}
+
+impl Settings {
+    /// Reads and validates an endpoint config file.
+    pub fn from_path(path: &std::path::Path) -> Result<Settings, SettingsError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad("(file)", format!("{}: {e}", path.display())))?;
+        Settings::parse(&text)
+    }
+
+    /// Parses and validates an endpoint config document.
+    pub fn parse(text: &str) -> Result<Settings, SettingsError> {
+        let mut bytes = text.as_bytes().to_vec();
+        let doc = simd_json::to_borrowed_value(&mut bytes)
+            .map_err(|e| bad("(document)", format!("must be valid JSON ({e})")))?;
+        let obj = doc
+            .as_object()
+            .ok_or_else(|| bad("(document)", "must be a JSON object"))?;
+        for k in obj.keys() {
+            if !KNOWN.contains(&k.as_ref()) {
+                return Err(bad(
+                    k,
+                    format!("unknown field (known: {})", KNOWN.join(", ")),
+                ));
+            }
+        }
+        let text_of = |key: &str| {
+            obj.get(key)
+                .map(|v| v.as_str().ok_or_else(|| bad(key, "must be a string")))
+                .transpose()
+        };
+        let address = |key: &str, default: &str| -> Result<SocketAddr, SettingsError> {
+            text_of(key)?
+                .unwrap_or(default)
+                .parse()
+                .map_err(|e| bad(key, format!("must be HOST:PORT ({e})")))
+        };
+        let listen = address("Listen", "127.0.0.1:8080")?;
+        let admin_listen = address("AdminListen", "127.0.0.1:8081")?;
+        let admin_token = match obj.get("AdminToken") {
+            None => None,
+            Some(v) => Some(
+                v.as_str()
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(|| bad("AdminToken", "must be a non-empty string"))?,
+            ),
+        };
+        if !admin_listen.ip().is_loopback() && admin_token.is_none() {
+            return Err(bad(
+                "AdminToken",
+                "is required when AdminListen is not a loopback address",
+            ));
+        }
+        let access_keys = match obj.get("AccessKeys") {
+            None => Vec::new(),
+            Some(keys) => access_keys(keys)?,
+        };
+        let max_payload = match obj.get("MaxPayloadBytes") {
+            None => 6 * 1024 * 1024,
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (1..=1 << 30).contains(n))
+                .ok_or_else(|| bad("MaxPayloadBytes", "must be an integer from 1 to 1073741824"))?
+                as usize,
+        };
+        let upstream_timeout = match obj.get("UpstreamTimeoutSeconds") {
+            None => Duration::from_secs(60),
+            Some(v) => {
+                Duration::from_secs(v.as_u64().filter(|n| (1..=3600).contains(n)).ok_or_else(
+                    || {
+                        bad(
+                            "UpstreamTimeoutSeconds",
+                            "must be an integer from 1 to 3600",
+                        )
+                    },
+                )?)
+            }
+        };
+        // The engine's part, checked by the engine (it names its own fields).
+        let endpoint_part: Vec<&str> = KNOWN
+            .iter()
+            .copied()
+            .filter(|k| !["EndpointName", "DataCaptureConfig", "Engine"].contains(k))
+            .collect();
+        let base = Config::from_json_embedded(text, &endpoint_part)?;
+        let list = obj
+            .get("ProductionVariants")
+            .and_then(|v| v.as_array())
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| bad("ProductionVariants", "is required (a non-empty array)"))?;
+        let mut variants: Vec<VariantSettings> = Vec::new();
+        for (i, v) in list.iter().enumerate() {
+            let one = variant(i, v, &base)?;
+            if variants.iter().any(|o| o.name == one.name) {
+                return Err(bad(
+                    &format!("ProductionVariants[{i}].VariantName"),
+                    format!("{} appears twice", one.name),
+                ));
+            }
+            variants.push(one);
+        }
+        if variants.iter().all(|v| v.weight == 0.0) {
+            return Err(bad(
+                "ProductionVariants",
+                "at least one InitialVariantWeight must be > 0",
+            ));
+        }
+        Ok(Settings {
+            endpoint_name: base.endpoint_name,
+            listen,
+            admin_listen,
+            admin_token,
+            access_keys,
+            max_payload,
+            upstream_timeout,
+            variants,
+        })
+    }
+}
+
+/// `AccessKeys`: `[{"AccessKeyId", "SecretAccessKey"}, ...]`.
+fn access_keys(keys: &Value) -> Result<Vec<(String, String)>, SettingsError> {
+    let keys = keys
+        .as_array()
+        .ok_or_else(|| bad("AccessKeys", "must be an array"))?;
+    let mut out = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let get = |f: &str| {
+            k.get(f)
+                .and_then(|v| v.as_str())
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    bad(
+                        &format!("AccessKeys[{i}].{f}"),
+                        "is required (a non-empty string)",
+                    )
+                })
+        };
+        out.push((get("AccessKeyId")?, get("SecretAccessKey")?));
+    }
+    Ok(out)
+}
+
+/// `ProductionVariants[i]`, with its engine config derived from `base`.
+fn variant(i: usize, v: &Value, base: &Config) -> Result<VariantSettings, SettingsError> {
+    let field = |k: &str| format!("ProductionVariants[{i}].{k}");
+    let o = v
+        .as_object()
+        .ok_or_else(|| bad(&field(""), "must be an object"))?;
+    for k in o.keys() {
+        if !["VariantName", "InitialVariantWeight", "ModelUrl"].contains(&k.as_ref()) {
+            return Err(bad(
+                &field(k),
+                "unknown field (known: VariantName, InitialVariantWeight, ModelUrl)",
+            ));
+        }
+    }
+    let name = o
+        .get("VariantName")
+        .and_then(|v| v.as_str())
+        .filter(|n| capline::config::is_valid_name(n))
+        .ok_or_else(|| {
+            bad(
+                &field("VariantName"),
+                "is required: 1-63 letters, digits and hyphens",
+            )
+        })?
+        .to_string();
+    let weight = match o.get("InitialVariantWeight") {
+        None => 1.0,
+        Some(w) => w
+            .cast_f64()
+            .filter(|w| w.is_finite() && *w >= 0.0)
+            .ok_or_else(|| bad(&field("InitialVariantWeight"), "must be a number >= 0"))?,
+    };
+    let url = o
+        .get("ModelUrl")
+        .and_then(|v| v.as_str())
+        .filter(|u| u.starts_with("http://"))
+        .ok_or_else(|| {
+            bad(
+                &field("ModelUrl"),
+                "is required: the model server's base URL, http://HOST:PORT",
+            )
+        })?
+        .trim_end_matches('/');
+    let authority = &url["http://".len()..];
+    let authority = HeaderValue::from_str(authority)
+        .ok()
+        .filter(|_| !authority.is_empty() && !authority.contains('/'))
+        .ok_or_else(|| {
+            bad(
+                &field("ModelUrl"),
+                "must be http://HOST:PORT (no path: the container contract's paths are /ping and /invocations)",
+            )
+        })?;
+    // The variant's engine config: the shared parts, its name, its own spool.
+    let mut config = base.clone();
+    config.variant_name.clone_from(&name);
+    config.engine.spool_dir = PathBuf::from(&config.engine.spool_dir).join(&name);
+    Ok(VariantSettings {
+        name,
+        weight,
+        authority,
+        config,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settings;
+
+    /// A valid endpoint config with `extra` members added (or replaced).
+    fn config(extra: &str) -> String {
+        let base = r#""EndpointName": "churn",
+            "ProductionVariants": [{"VariantName": "A", "ModelUrl": "http://127.0.0.1:9001"}],
+            "DataCaptureConfig": {"InitialSamplingPercentage": 100, "DestinationS3Uri": "file:///tmp/x",
+              "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]},
+            "Engine": {"SpoolDir": "/tmp/spool"}"#;
+        if extra.is_empty() {
+            format!("{{{base}}}")
+        } else {
+            format!("{{{extra}, {base}}}")
+        }
+    }
+
+    /// The error parsing `text` gives; panics if it parses.
+    fn error(text: &str) -> String {
+        match Settings::parse(text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_valid_config_parses_with_its_defaults() {
+        let s = Settings::parse(&config("")).expect("valid");
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.admin_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(s.max_payload, 6 * 1024 * 1024);
+        assert_eq!(s.upstream_timeout.as_secs(), 60);
+        assert_eq!(s.variants.len(), 1);
+        let v = &s.variants[0];
+        assert_eq!(
+            (v.name.as_str(), v.weight, v.authority.to_str().unwrap()),
+            ("A", 1.0, "127.0.0.1:9001")
+        );
+        assert_eq!(v.config.variant_name, "A");
+        assert_eq!(v.config.endpoint_name, "churn");
+        assert_eq!(v.config.engine.spool_dir.to_str(), Some("/tmp/spool/A"));
+    }
+
+    #[test]
+    fn each_bad_setting_is_named_in_its_error() {
+        // simd-json keeps the first of two equal keys, so these (placed first) replace the base's.
+        let variants = |v: &str| config(&format!(r#""ProductionVariants": [{v}]"#));
+        let cases: Vec<(String, &str)> = vec![
+            ("{".to_string(), "(document)"),
+            (config(r#""Colour": 1"#), "Colour: unknown field"),
+            (
+                config(r#""Listen": "nowhere""#),
+                "Listen: must be HOST:PORT",
+            ),
+            (
+                config(r#""AdminListen": "0.0.0.0:8081""#),
+                "AdminToken: is required when AdminListen",
+            ),
+            (
+                config(r#""MaxPayloadBytes": 0"#),
+                "MaxPayloadBytes: must be",
+            ),
+            (
+                config(r#""UpstreamTimeoutSeconds": 0"#),
+                "UpstreamTimeoutSeconds: must be",
+            ),
+            (
+                config(r#""AccessKeys": [{"AccessKeyId": "AKID"}]"#),
+                "AccessKeys[0].SecretAccessKey: is required",
+            ),
+            (
+                config(r#""Engine": {"SpoolDir": "/tmp/s", "RingBytes": 1}"#),
+                "Engine.RingBytes: must be",
+            ),
+            (variants(""), "ProductionVariants: is required"),
+            (
+                variants(r#"{"VariantName": "A B", "ModelUrl": "http://h:1"}"#),
+                "ProductionVariants[0].VariantName",
+            ),
+            (
+                variants(r#"{"VariantName": "A", "ModelUrl": "https://h:1"}"#),
+                "ProductionVariants[0].ModelUrl: is required",
+            ),
+            (
+                variants(r#"{"VariantName": "A", "ModelUrl": "http://h:1/models/churn"}"#),
+                "ProductionVariants[0].ModelUrl: must be http://HOST:PORT",
+            ),
+            (
+                variants(
+                    r#"{"VariantName": "A", "ModelUrl": "http://h:1"}, {"VariantName": "A", "ModelUrl": "http://h:2"}"#,
+                ),
+                "ProductionVariants[1].VariantName: A appears twice",
+            ),
+            (
+                variants(
+                    r#"{"VariantName": "A", "InitialVariantWeight": -1, "ModelUrl": "http://h:1"}"#,
+                ),
+                "ProductionVariants[0].InitialVariantWeight: must be a number >= 0",
+            ),
+            (
+                variants(
+                    r#"{"VariantName": "A", "InitialVariantWeight": 0, "ModelUrl": "http://h:1"}"#,
+                ),
+                "ProductionVariants: at least one InitialVariantWeight must be > 0",
+            ),
+            (
+                variants(r#"{"VariantName": "A", "ModelUrl": "http://h:1", "Image": "x"}"#),
+                "ProductionVariants[0].Image: unknown field",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = error(&text);
+            assert!(
+                got.starts_with(want),
+                "{want:?} expected, got {got:?} for {text}"
+            );
+        }
+    }
+}

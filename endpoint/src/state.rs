@@ -1,0 +1,130 @@
+//! What the request handlers share: the variants (each a model server and its
+//! capture engine), their weights and request metrics, and the signature
+//! verifier.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use capline::Engine;
+use hyper::header::HeaderValue;
+
+use crate::sigv4::Verifier;
+
+/// Upper bounds of the latency histogram buckets, in microseconds.
+pub(crate) const BUCKETS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+    5_000_000, 30_000_000,
+];
+
+/// Per-variant request counters and a latency histogram (lock-free).
+#[derive(Debug, Default)]
+pub(crate) struct VariantMetrics {
+    /// Answers by class: 2xx, 4xx (incl. ModelError 424), 5xx.
+    pub(crate) ok: AtomicU64,
+    pub(crate) client_error: AtomicU64,
+    pub(crate) server_error: AtomicU64,
+    /// Histogram counts, one per bucket plus +Inf (cumulated when read).
+    pub(crate) buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    pub(crate) sum_us: AtomicU64,
+}
+
+impl VariantMetrics {
+    /// Records one invocation's status and time (from the model call's start).
+    pub(crate) fn record(&self, status: u16, took: Duration) {
+        let class = match status {
+            200..=299 => &self.ok,
+            400..=499 => &self.client_error,
+            _ => &self.server_error,
+        };
+        class.fetch_add(1, Ordering::Relaxed);
+        let us = took.as_micros() as u64;
+        let i = BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(BUCKETS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+}
+
+/// One production variant: a model server and its capture engine.
+#[derive(Debug)]
+pub(crate) struct Variant {
+    pub(crate) name: String,
+    /// The routing weight, as `f64` bits (changed at run time by the admin API).
+    weight: AtomicU64,
+    /// The model's `HOST:PORT` (what connections go to, and the `Host` header).
+    pub(crate) authority: HeaderValue,
+    pub(crate) engine: Engine,
+    pub(crate) metrics: VariantMetrics,
+}
+
+impl Variant {
+    pub(crate) fn new(name: String, weight: f64, authority: HeaderValue, engine: Engine) -> Self {
+        Variant {
+            name,
+            weight: AtomicU64::new(weight.to_bits()),
+            authority,
+            engine,
+            metrics: VariantMetrics::default(),
+        }
+    }
+
+    pub(crate) fn weight(&self) -> f64 {
+        f64::from_bits(self.weight.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_weight(&self, w: f64) {
+        self.weight.store(w.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// What the request handlers share.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) endpoint_name: String,
+    pub(crate) max_payload: usize,
+    pub(crate) upstream_timeout: Duration,
+    pub(crate) variants: Vec<Variant>,
+    /// Verifies SigV4 on runtime API requests when access keys are configured.
+    pub(crate) verifier: Option<Verifier>,
+    /// Requests refused before reaching a model (413, unknown variant or endpoint).
+    pub(crate) refused: AtomicU64,
+}
+
+impl State {
+    /// The index of a variant by weight (the target variant header, when
+    /// given, wins).
+    pub(crate) fn pick(&self, target: Option<&str>) -> Result<usize, String> {
+        if let Some(t) = target {
+            return self
+                .variants
+                .iter()
+                .position(|v| v.name == t)
+                .ok_or_else(|| {
+                    format!(
+                        "Target variant {t} not found for endpoint {}",
+                        self.endpoint_name
+                    )
+                });
+        }
+        // One snapshot of the weights (they may change concurrently).
+        let weights: Vec<f64> = self.variants.iter().map(Variant::weight).collect();
+        let total: f64 = weights.iter().sum();
+        if total <= 0.0 {
+            return Err("every variant has weight 0".to_string());
+        }
+        let mut x = fastrand::f64() * total;
+        for (i, w) in weights.iter().enumerate() {
+            if x < *w {
+                return Ok(i);
+            }
+            x -= w;
+        }
+        // Rounding left x at the top end: the last variant with weight > 0.
+        weights
+            .iter()
+            .rposition(|w| *w > 0.0)
+            .ok_or_else(|| "every variant has weight 0".to_string())
+    }
+}
