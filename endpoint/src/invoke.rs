@@ -22,10 +22,9 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use capline::{Capture, Payload};
 
-use crate::BoxError;
 use crate::http::{json_string as json, reply};
 use crate::state::State;
-use crate::upstream::{Pinned, connect, exchange};
+use crate::upstream::{BoxError, Pinned, connect, exchange};
 
 const INFERENCE_ID: &str = "x-amzn-sagemaker-inference-id";
 const TARGET_VARIANT: &str = "x-amzn-sagemaker-target-variant";

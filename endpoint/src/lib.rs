@@ -49,9 +49,6 @@ use sigv4::Verifier;
 use state::{State, Variant};
 use upstream::Pinned;
 
-/// An error on the way to or from a model.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// Why an endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -8,8 +8,10 @@ use hyper::Request;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
-use crate::BoxError;
 use crate::state::Variant;
+
+/// An error on the way to or from a model.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One downstream connection's connections to the models, one per variant,
 /// reused request after request. HTTP/1 carries one request at a time on a
