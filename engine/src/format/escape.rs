@@ -1,0 +1,237 @@
+//! The JSON string escaper lines are written with: eight bytes at a time
+//! (SWAR), or 32 with AVX2 where the CPU has it, straight into reserved room.
+
+use std::mem::MaybeUninit;
+
+use super::LineBuf;
+
+/// The length of `s` escaped by [`escape_into`].
+pub(super) fn escaped_len(s: &[u8]) -> usize {
+    let mut n = s.len();
+    let mut words = s.chunks_exact(8);
+    let grow = |b: u8| match ESCAPE[b as usize] {
+        0 => 0,
+        b'u' => 5,
+        _ => 1,
+    };
+    for word in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        if escape_mask(u64::from_le_bytes(bytes)) != 0 {
+            n += word.iter().map(|&b| grow(b)).sum::<usize>();
+        }
+    }
+    n + words.remainder().iter().map(|&b| grow(b)).sum::<usize>()
+}
+
+/// What each byte becomes inside a JSON string: 0 = itself, `u` = `\u00XX`, else `\` + that byte.
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each byte of `w` that must be escaped (`"`, `\\`, `< 0x20`).
+/// Borrows can flag bytes above a flagged one, but the lowest flag is always exact.
+#[inline]
+fn escape_mask(w: u64) -> u64 {
+    let ctrl = w.wrapping_sub(LO * 0x20) & !w;
+    let q = w ^ (LO * u64::from(b'"'));
+    let quote = q.wrapping_sub(LO) & !q;
+    let b = w ^ (LO * u64::from(b'\\'));
+    let backslash = b.wrapping_sub(LO) & !b;
+    (ctrl | quote | backslash) & HI
+}
+
+/// Input bytes escaped per step, so the room reserved (6 bytes out per byte in,
+/// the worst case) stays bounded for large payloads.
+const ESCAPE_STEP: usize = 64 * 1024;
+
+/// Appends `s` escaped as the inside of a JSON string.
+///
+/// Escapes `"`, `\\` and the C0 controls (short forms where JSON has them);
+/// every other byte, including UTF-8 sequences, is copied as is. `s` must be
+/// valid UTF-8 for the result to be valid JSON. Clean runs are found eight
+/// bytes at a time (SWAR); output goes straight into reserved room, with no
+/// per-byte capacity checks.
+pub fn escape_into<B: LineBuf>(out: &mut B, s: &[u8]) {
+    for part in s.chunks(ESCAPE_STEP) {
+        let room = out.spare(part.len() * 6);
+        let written = escape_dispatch(&mut room[..part.len() * 6], part);
+        // SAFETY: `escape_part` initialized the first `written` bytes of `room`.
+        unsafe { out.advance(written) };
+    }
+}
+
+/// Uses the AVX2 escaper where the CPU has it (checked once, cached by std).
+#[inline]
+fn escape_dispatch(room: &mut [MaybeUninit<u8>], s: &[u8]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { avx2::escape_part(room, s) };
+    }
+    escape_part(room, s)
+}
+
+/// Escapes `s` into `room` (at least `6 * s.len()` bytes); returns the bytes
+/// written. Eight bytes at a time: a clean word is copied whole, a word with
+/// something to escape goes byte by byte through the table.
+fn escape_part(room: &mut [MaybeUninit<u8>], s: &[u8]) -> usize {
+    let mut w = 0;
+    let mut words = s.chunks_exact(8);
+    for word in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        if escape_mask(u64::from_le_bytes(bytes)) == 0 {
+            for (d, &b) in room[w..w + 8].iter_mut().zip(word) {
+                *d = MaybeUninit::new(b);
+            }
+            w += 8;
+        } else {
+            for &b in word {
+                w = put_escaped(room, w, b);
+            }
+        }
+    }
+    for &b in words.remainder() {
+        w = put_escaped(room, w, b);
+    }
+    w
+}
+
+/// Writes one byte, escaped if JSON needs it, at `room[w..]`; returns the new `w`.
+#[inline(always)]
+fn put_escaped(room: &mut [MaybeUninit<u8>], w: usize, b: u8) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match ESCAPE[b as usize] {
+        0 => {
+            room[w] = MaybeUninit::new(b);
+            w + 1
+        }
+        b'u' => {
+            let seq = [
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ];
+            for (d, c) in room[w..w + 6].iter_mut().zip(seq) {
+                *d = MaybeUninit::new(c);
+            }
+            w + 6
+        }
+        e => {
+            room[w] = MaybeUninit::new(b'\\');
+            room[w + 1] = MaybeUninit::new(e);
+            w + 2
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! The same escaper, 32 bytes at a time: three compares find `"`, `\\` and
+    //! bytes below 0x20; a clean block is stored whole; otherwise the whole
+    //! block is stored, the output advanced to the first byte to escape, and
+    //! that byte written escaped (the bytes after it are rewritten next step).
+
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    use super::put_escaped;
+
+    /// # Safety
+    /// The CPU must support AVX2, and `room` must hold at least `6 * s.len()` bytes.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn escape_part(room: &mut [MaybeUninit<u8>], s: &[u8]) -> usize {
+        assert!(room.len() >= s.len() * 6);
+        let quote = _mm256_set1_epi8(b'"' as i8);
+        let backslash = _mm256_set1_epi8(b'\\' as i8);
+        let ctrl_max = _mm256_set1_epi8(0x1f);
+        let (mut w, mut i) = (0usize, 0usize);
+        while i + 32 <= s.len() {
+            // SAFETY: `i + 32 <= s.len()`, so the 32-byte load is in bounds.
+            let v = unsafe { _mm256_loadu_si256(s.as_ptr().add(i).cast()) };
+            // Bytes below 0x20: min(v, 0x1f) == v, unsigned.
+            let ctrl = _mm256_cmpeq_epi8(_mm256_min_epu8(v, ctrl_max), v);
+            let hits = _mm256_or_si256(
+                _mm256_or_si256(_mm256_cmpeq_epi8(v, quote), _mm256_cmpeq_epi8(v, backslash)),
+                ctrl,
+            );
+            let mask = _mm256_movemask_epi8(hits) as u32;
+            // SAFETY: `w <= 6 * i` (each input byte makes at most 6 output
+            // bytes) and `i + 32 <= s.len()`, so `w + 32 <= 6 * s.len() <= room.len()`.
+            unsafe { _mm256_storeu_si256(room.as_mut_ptr().add(w).cast(), v) };
+            if mask == 0 {
+                w += 32;
+                i += 32;
+            } else {
+                let clean = mask.trailing_zeros() as usize;
+                w += clean;
+                i += clean;
+                w = put_escaped(room, w, s[i]);
+                i += 1;
+            }
+        }
+        for &b in &s[i..] {
+            w = put_escaped(room, w, b);
+        }
+        w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX2 and the portable escaper write the same bytes.
+    #[test]
+    fn escapers_agree() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for len in 0..600 {
+            for density in [2u64, 7, 50, 1000] {
+                let input: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        if x.is_multiple_of(density) {
+                            [b'"', b'\\', 0x01, b'\n', 0x1f][(x >> 8) as usize % 5]
+                        } else {
+                            b'a' + (x % 26) as u8
+                        }
+                    })
+                    .collect();
+                let mut a = vec![MaybeUninit::uninit(); len * 6];
+                let mut b = vec![MaybeUninit::uninit(); len * 6];
+                let na = escape_part(&mut a, &input);
+                let nb = escape_dispatch(&mut b, &input);
+                // SAFETY: both escapers initialized their first `n` bytes.
+                let (a, b) = unsafe {
+                    (
+                        std::slice::from_raw_parts(a.as_ptr().cast::<u8>(), na),
+                        std::slice::from_raw_parts(b.as_ptr().cast::<u8>(), nb),
+                    )
+                };
+                assert_eq!(a, b, "len {len} density {density}");
+            }
+        }
+    }
+}
