@@ -10,9 +10,12 @@ mod demo;
 mod endpoint;
 mod s3;
 
-/// SageMaker-compatible data capture for inference servers you run yourself.
+/// SageMaker Data Capture for inference servers you run yourself: `demo`
+/// runs the SageMaker walkthrough locally, `cat` reads capture files,
+/// `endpoint` serves a SageMaker-compatible front door that captures every
+/// invocation, and `ctl` changes a running endpoint.
 #[derive(Debug, Parser)]
-#[command(name = "capline", version, about)]
+#[command(name = "capline", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
