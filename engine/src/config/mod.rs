@@ -153,13 +153,7 @@ pub struct Config {
 impl Config {
     /// Parses and validates a config document.
     pub fn from_json(text: &str) -> Result<Config, ConfigError> {
-        let mut bytes = text.as_bytes().to_vec();
-        let doc = simd_json::to_borrowed_value(&mut bytes).map_err(|e| ConfigError {
-            field: "(document)".into(),
-            rule: format!("must be valid JSON ({e})"),
-            value: None,
-        })?;
-        parse_root(&doc, &[])
+        Config::from_json_embedded(text, &[])
     }
 
     /// Parses and validates a config embedded in a larger JSON document
