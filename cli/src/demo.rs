@@ -336,10 +336,11 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         return Ok(ExitCode::FAILURE);
     }
 
-    if stats.segments_pending > 0 {
+    let in_spool = stats.segments_pending + stats.segments_unsealed;
+    if in_spool > 0 {
         eprintln!(
             "capline demo: {} segment(s) not delivered yet; they stay in {} and go at the next start",
-            stats.segments_pending,
+            in_spool,
             spool.display()
         );
         return Ok(ExitCode::FAILURE);

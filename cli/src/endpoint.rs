@@ -58,7 +58,11 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let _ = writeln!(
             out,
             "variant {name}: kept {}, written {}, delivered {} segment(s), pending {}",
-            stats.kept, stats.records_written, stats.segments_delivered, stats.segments_pending
+            stats.kept,
+            stats.records_written,
+            stats.segments_delivered,
+            // Still in the spool: sealed and waiting, or waiting to be sealed.
+            stats.segments_pending + stats.segments_unsealed
         );
     }
     Ok(ExitCode::SUCCESS)

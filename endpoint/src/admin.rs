@@ -91,6 +91,7 @@ pub(crate) fn metrics_text(state: &State) -> String {
             let kind = if matches!(
                 *name,
                 "segments_pending"
+                    | "segments_unsealed"
                     | "spool_sealed_bytes"
                     | "spool_active_bytes"
                     | "disk_usage_basis_points"

@@ -8,6 +8,11 @@
 //! next record belongs to another UTC hour, when the next line would push it
 //! past `SegmentMaxBytes`, or `SegmentMaxAgeSeconds` after it was created.
 //!
+//! A segment whose seal fails (the cut to its last line, or the rename)
+//! stays in `active/` with its records counted as written, and is sealed
+//! again with backoff while the engine runs ([`Spool::cut_and_seal`], the
+//! way recovery seals it at start); `segments_unsealed` counts such segments.
+//!
 //! The roll is decided before a line is written, so a line is serialized
 //! once, straight into the segment's aligned buffer. Whether a line fits is
 //! known from its worst-case length for almost every record; only a record
@@ -29,6 +34,18 @@ use crate::timestamp::Timestamp;
 /// Segments are preallocated this far ahead of their data (or to
 /// `SegmentMaxBytes`, if smaller).
 const PREALLOC: u64 = 8 << 20;
+
+/// A failed seal is tried again after this, doubling up to `RESEAL_MAX`.
+const RESEAL_MIN: Duration = Duration::from_millis(100);
+const RESEAL_MAX: Duration = Duration::from_secs(30);
+
+/// A segment whose seal failed, waiting in `active/` for another try.
+#[derive(Debug)]
+struct Unsealed {
+    key: Key,
+    next: Instant,
+    backoff: Duration,
+}
 
 /// The open segment's identity; its bytes are in the [`Output`].
 #[derive(Debug)]
@@ -58,6 +75,8 @@ pub(crate) struct Segments {
     out: Output,
     spool: Arc<Spool>,
     open: Option<Open>,
+    /// Segments whose seal failed, oldest first.
+    unsealed: Vec<Unsealed>,
     /// Draws segment UUIDs.
     rng: SmallRng,
     sealed_tx: Sender<Sealed>,
@@ -90,6 +109,7 @@ impl Segments {
             out,
             spool,
             open: None,
+            unsealed: Vec::new(),
             rng: SmallRng::from_os_rng(),
             sealed_tx,
             counters,
@@ -138,7 +158,8 @@ impl Segments {
         }
     }
 
-    /// Seals the open segment when it has reached its age.
+    /// Seals the open segment when it has reached its age, and tries again
+    /// the failed seals that are due.
     pub(crate) fn tick(&mut self) {
         if self
             .open
@@ -147,11 +168,79 @@ impl Segments {
         {
             self.seal();
         }
+        self.reseal(false);
     }
 
-    /// When the open segment must be sealed for age, if there is one.
+    /// The next moment `tick` has work: the open segment's age limit, or a
+    /// failed seal's next try.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.open.as_ref().map(|o| o.created + self.max_age)
+        let age = self.open.as_ref().map(|o| o.created + self.max_age);
+        let retry = self.unsealed.iter().map(|u| u.next).min();
+        age.into_iter().chain(retry).min()
+    }
+
+    /// Seals the open segment and tries every failed seal once more, for the
+    /// last time in this run; what still fails is left for the next start.
+    pub(crate) fn close(&mut self) {
+        self.seal();
+        self.reseal(true);
+        if !self.unsealed.is_empty() {
+            tracing::error!(
+                segments = self.unsealed.len(),
+                "segments could not be sealed; they stay in the spool's active/ for recovery at the next start"
+            );
+        }
+    }
+
+    /// Tries again the failed seals that are due (all of them with `all`).
+    fn reseal(&mut self, all: bool) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.unsealed.len() {
+            let u = &mut self.unsealed[i];
+            if !all && u.next > now {
+                i += 1;
+                continue;
+            }
+            match self.spool.cut_and_seal(&u.key) {
+                Ok(sealed) => {
+                    tracing::info!(key = u.key.as_str(), "sealed on a later try");
+                    self.unsealed.remove(i);
+                    if let Some(sealed) = sealed {
+                        self.handed_over(sealed);
+                    }
+                }
+                Err(e) => {
+                    u.backoff = (u.backoff * 2).min(RESEAL_MAX);
+                    u.next = now + u.backoff;
+                    tracing::warn!(key = u.key.as_str(), error = %e, retry_in = ?u.backoff, "sealing failed again");
+                    i += 1;
+                }
+            }
+        }
+        self.counters
+            .segments_unsealed
+            .store(self.unsealed.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a sealed segment and hands it to the uploader.
+    fn handed_over(&mut self, sealed: Sealed) {
+        inc(&self.counters.segments_sealed);
+        add(&self.counters.bytes_written, sealed.size());
+        // The uploader outlives the writer; if it is gone, recovery delivers at next start.
+        let _ = self.sealed_tx.send(sealed);
+    }
+
+    /// Remembers a segment whose seal failed, for another try.
+    fn strand(&mut self, key: Key) {
+        self.unsealed.push(Unsealed {
+            key,
+            next: Instant::now() + RESEAL_MIN,
+            backoff: RESEAL_MIN,
+        });
+        self.counters
+            .segments_unsealed
+            .store(self.unsealed.len() as u64, Ordering::Relaxed);
     }
 
     /// Counts what the output reports; a failed file is sealed at its last good line.
@@ -199,9 +288,10 @@ impl Segments {
         let len = match closed {
             Ok(len) => len,
             Err(e) => {
-                // Its lines are on disk, but so is padding after them:
-                // recovery cuts it at the next start.
-                tracing::error!(key = o.key.as_str(), error = %e, "cutting the segment to its last line failed; it stays in the spool for recovery at next start");
+                // Its lines are on disk, but so is padding after them: it is
+                // cut again (as recovery would) on a later try.
+                tracing::error!(key = o.key.as_str(), error = %e, "cutting the segment to its last line failed; it will be tried again");
+                self.strand(o.key);
                 return;
             }
         };
@@ -209,15 +299,11 @@ impl Segments {
             let _ = std::fs::remove_file(self.spool.path(State::Active, &o.key));
             return;
         }
-        add(&self.counters.bytes_written, len);
         match self.spool.seal(&o.key) {
-            Ok(sealed) => {
-                inc(&self.counters.segments_sealed);
-                // The uploader outlives the writer; if it is gone, recovery delivers at next start.
-                let _ = self.sealed_tx.send(sealed);
-            }
+            Ok(sealed) => self.handed_over(sealed),
             Err(e) => {
-                tracing::error!(key = o.key.as_str(), error = %e, "sealing failed; the segment stays in the spool for recovery at next start");
+                tracing::error!(key = o.key.as_str(), error = %e, "sealing failed; it will be tried again");
+                self.strand(o.key);
             }
         }
     }

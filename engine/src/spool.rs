@@ -17,12 +17,16 @@
 //! ([`Spool::remove`]). Every rename and removal is followed by a sync of the
 //! directories involved. All of it goes through the engine's [`Fs`].
 
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::is_valid_name;
 use crate::error::{Error, Result};
+use crate::format::check::parse_line;
 use crate::io::Fs;
 use crate::timestamp::Timestamp;
 
@@ -122,20 +126,28 @@ pub(crate) struct Spool {
 }
 
 impl Spool {
-    /// Creates the layout under `root` if needed and takes the lock.
+    /// Creates the layout under `root` if needed (private: directories
+    /// 0700, whatever the umask) and takes the lock.
     pub(crate) fn open(root: &Path, fs: Arc<dyn Fs>) -> Result<Arc<Spool>> {
         let active = root.join("active");
         let sealed = root.join("sealed");
         let uploads = root.join("uploads");
         for d in [&active, &sealed, &uploads] {
-            std::fs::create_dir_all(d).map_err(|e| Error::io("create spool directory", d, e))?;
+            fs.create_dir_all(d)
+                .and_then(|()| std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)))
+                .map_err(|e| Error::io("create spool directory", d, e))?;
         }
         let lock_path = root.join("LOCK");
-        let lock = std::fs::OpenOptions::new()
+        let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
+            .and_then(|f| {
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                Ok(f)
+            })
             .map_err(|e| Error::io("open spool lock", &lock_path, e))?;
         match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
@@ -222,6 +234,31 @@ impl Spool {
         })
     }
 
+    /// Cuts the active segment `key` back to its last complete, valid line
+    /// ([`complete_prefix`]), makes it durable and seals it: the way out of
+    /// `active/` for a segment whose tail is not known good (found at
+    /// start, or left by a seal that failed). `None` when no valid line
+    /// remained and the file was removed.
+    pub(crate) fn cut_and_seal(&self, key: &Key) -> std::io::Result<Option<Sealed>> {
+        let path = self.path(State::Active, key);
+        let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let keep = complete_prefix(&bytes);
+        if keep == 0 {
+            drop(file);
+            std::fs::remove_file(&path)?;
+            return Ok(None);
+        }
+        if keep < bytes.len() {
+            tracing::warn!(path = %path.display(), cut = bytes.len() - keep, "cut a torn tail");
+            self.fs.ftruncate(&file, keep as u64)?;
+        }
+        self.fs.fdatasync(&file)?;
+        drop(file);
+        self.seal(key).map(Some)
+    }
+
     /// Removes a delivered segment from `sealed/` (if the destination did
     /// not take the file itself), durably, then its upload progress file.
     pub(crate) fn remove(&self, seg: &Sealed) -> std::io::Result<()> {
@@ -241,5 +278,61 @@ impl Spool {
     /// Makes `dir`'s entries durable.
     pub(crate) fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
         self.fs.sync_dir(dir)
+    }
+}
+
+/// Length of the valid prefix: up to and including the last `\n` before the
+/// first NUL, stepping back further while the last line is not a valid record.
+pub(crate) fn complete_prefix(bytes: &[u8]) -> usize {
+    let mut end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    loop {
+        let Some(nl) = bytes[..end].iter().rposition(|&b| b == b'\n') else {
+            return 0;
+        };
+        let start = bytes[..nl]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        if parse_line(&bytes[start..nl], None).is_ok() {
+            return nl + 1;
+        }
+        end = start;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete_prefix;
+
+    const LINE: &str = r#"{"captureData":{"endpointInput":{"observedContentType":"text/csv","mode":"INPUT","data":"1,2\n","encoding":"CSV"}},"eventMetadata":{"eventId":"7ddb2d7c-4d6a-4e67-a68e-23870399829d","inferenceTime":"2024-01-19T19:27:57Z"},"eventVersion":"0"}"#;
+
+    #[test]
+    fn cuts_padding_torn_tails_and_invalid_last_lines() {
+        let good = format!("{LINE}\n{LINE}\n");
+        let mut b = good.clone().into_bytes();
+        b.extend_from_slice(&LINE.as_bytes()[..40]);
+        b.extend_from_slice(&[0; 100]);
+        assert_eq!(complete_prefix(&b), good.len(), "torn tail and padding");
+
+        let mut b = good.clone().into_bytes();
+        b.extend_from_slice(b"{\"captureData\":{}}\n");
+        assert_eq!(
+            complete_prefix(&b),
+            good.len(),
+            "a complete but invalid last line"
+        );
+
+        // A block rewritten only in part: zeros inside, valid data after them.
+        let mut b = good.clone().into_bytes();
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(format!("{LINE}\n").as_bytes());
+        assert_eq!(
+            complete_prefix(&b),
+            good.len(),
+            "nothing after the first NUL counts"
+        );
+
+        assert_eq!(complete_prefix(b"no newline at all"), 0);
+        assert_eq!(complete_prefix(&[0; 64]), 0);
     }
 }

@@ -138,6 +138,9 @@ counters! {
         oldest_pending_sealed_unix_ms,
         /// Segments sealed but not yet delivered.
         segments_pending,
+        /// Segments whose seal failed, waiting in the spool's `active/` for
+        /// another try (with backoff while running; at the next start after).
+        segments_unsealed,
         /// Bytes of sealed segments not yet delivered.
         spool_sealed_bytes,
         /// Bytes of data in the open segment.

@@ -144,7 +144,7 @@ impl Writer {
             self.sink.segments.tick();
         }
         self.take(usize::MAX);
-        self.sink.segments.seal();
+        self.sink.segments.close();
     }
 
     /// Takes up to `max` records; returns how many, and whether the ring is closed and empty.

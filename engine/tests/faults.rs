@@ -116,13 +116,17 @@ fn dirs() -> Dirs {
 const MODES: [&str; 2] = ["uring", "pwrite"];
 
 fn config(d: &Dirs, io: &str) -> Config {
+    config_with(d, io, "")
+}
+
+fn config_with(d: &Dirs, io: &str, extra: &str) -> Config {
     Config::from_json(&format!(
         r#"{{"EndpointName":"faults","DataCaptureConfig":{{
             "InitialSamplingPercentage":100,"DestinationS3Uri":"file://{}",
             "CaptureOptions":[{{"CaptureMode":"Input"}},{{"CaptureMode":"Output"}}],
             "CaptureContentTypeHeader":{{"CsvContentTypes":["text/csv"]}}}},
           "Engine":{{"SpoolDir":"{}","Io":"{io}","FlushIntervalMillis":60000,
-            "SegmentMaxAgeSeconds":3600,"DiskWatermarkPercent":100}}}}"#,
+            "SegmentMaxAgeSeconds":3600,"DiskWatermarkPercent":100{extra}}}}}"#,
         d.dest.display(),
         d.spool.display()
     ))
@@ -293,44 +297,88 @@ fn a_failing_create_drops_the_record_that_needed_the_segment() {
     }
 }
 
-/// A seal that fails (the cut to the last line, or the rename into
-/// `sealed/`) leaves the segment in the spool with its records counted as
-/// written; the next start recovers and delivers them, once.
-fn seal_fails_then_next_start_delivers(io: &str, faults: Faults) {
+/// A seal that fails once (the cut to the last line, or the rename into
+/// `sealed/`) leaves the segment in `active/` with its records counted as
+/// written, and heals inside the run: it is sealed on a later try and
+/// delivered while the engine keeps capturing.
+fn seal_fails_once_and_heals_while_running(io: &str, faults: Faults) {
     let d = dirs();
     let faults = Arc::new(faults);
-    let engine = Engine::start_on(config(&d, io), faults).unwrap();
-    let kept = capture(&engine, 0, 3, 50);
-    let first = engine.shutdown(Duration::from_secs(10)).unwrap();
-    assert_eq!(first.records_written, 150, "{io}: {first:?}");
-    assert_eq!(first.segments_sealed, 0, "{io}: {first:?}");
-    assert!(delivered(&d.dest).is_empty());
-    assert_eq!(
-        in_spool(&d.spool),
-        1,
-        "{io}: the segment waits in the spool"
-    );
-
-    let engine = Engine::start(config(&d, io)).unwrap();
-    let second = engine.shutdown(Duration::from_secs(10)).unwrap();
-    assert_eq!(second.segments_delivered, 1, "{io}: {second:?}");
-    check(&first, 150, &kept, &delivered(&d.dest));
+    // Segments of 64 KiB: about 170 of these records each, so they roll
+    // (and seal) while the engine runs.
+    let engine = Engine::start_on(
+        config_with(&d, io, r#","SegmentMaxBytes":65536"#),
+        faults.clone(),
+    )
+    .unwrap();
+    let mut kept = capture(&engine, 0, 4, 50);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = engine.stats();
+        if s.segments_delivered >= 1 && s.segments_unsealed == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{io}: the failed seal did not heal while running: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The failure happened (and was retried): it is used up.
+    assert_eq!(faults.ftruncate_failures.load(Ordering::SeqCst), 0);
+    assert_eq!(faults.rename_failures.load(Ordering::SeqCst), 0);
+    kept.extend(capture(&engine, 200, 2, 50));
+    let s = engine.shutdown(Duration::from_secs(10)).unwrap();
+    check(&s, 300, &kept, &delivered(&d.dest));
+    assert_eq!(s.segments_unsealed, 0, "{io}: {s:?}");
+    assert_eq!(s.segments_delivered, s.segments_sealed, "{io}: {s:?}");
     assert_eq!(in_spool(&d.spool), 0);
 }
 
 #[test]
-fn a_failing_truncate_at_seal_leaves_the_segment_for_recovery() {
+fn a_failing_truncate_at_seal_heals_while_running() {
     for io in MODES {
         let f = Faults::default();
         f.ftruncate_failures.store(1, Ordering::SeqCst);
-        seal_fails_then_next_start_delivers(io, f);
+        seal_fails_once_and_heals_while_running(io, f);
     }
 }
 
 #[test]
-fn a_seal_whose_rename_fails_once_leaves_the_segment_for_recovery() {
+fn a_seal_whose_rename_fails_once_heals_while_running() {
     for io in MODES {
-        seal_fails_then_next_start_delivers(io, Faults::default().renames_into("/sealed/", 1, EIO));
+        seal_fails_once_and_heals_while_running(
+            io,
+            Faults::default().renames_into("/sealed/", 1, EIO),
+        );
+    }
+}
+
+/// A seal that keeps failing leaves the segment in the spool, counted in
+/// `segments_unsealed`; the next start recovers and delivers it, once.
+#[test]
+fn a_seal_that_keeps_failing_waits_in_the_spool_for_the_next_start() {
+    for io in MODES {
+        let d = dirs();
+        let faults = Arc::new(Faults::default().renames_into("/sealed/", u32::MAX, EIO));
+        let engine = Engine::start_on(config(&d, io), faults).unwrap();
+        let kept = capture(&engine, 0, 3, 50);
+        let first = engine.shutdown(Duration::from_secs(10)).unwrap();
+        assert_eq!(first.records_written, 150, "{io}: {first:?}");
+        assert_eq!(first.segments_sealed, 0, "{io}: {first:?}");
+        assert_eq!(first.segments_unsealed, 1, "{io}: {first:?}");
+        assert!(delivered(&d.dest).is_empty());
+        assert_eq!(
+            in_spool(&d.spool),
+            1,
+            "{io}: the segment waits in the spool"
+        );
+
+        let engine = Engine::start(config(&d, io)).unwrap();
+        let second = engine.shutdown(Duration::from_secs(10)).unwrap();
+        assert_eq!(second.segments_delivered, 1, "{io}: {second:?}");
+        check(&first, 150, &kept, &delivered(&d.dest));
+        assert_eq!(in_spool(&d.spool), 0);
     }
 }
 
@@ -338,7 +386,7 @@ fn a_seal_whose_rename_fails_once_leaves_the_segment_for_recovery() {
 fn a_recovery_that_fails_stops_the_start_and_loses_nothing() {
     for io in MODES {
         let d = dirs();
-        let faults = Arc::new(Faults::default().renames_into("/sealed/", 1, EIO));
+        let faults = Arc::new(Faults::default().renames_into("/sealed/", u32::MAX, EIO));
         let engine = Engine::start_on(config(&d, io), faults).unwrap();
         let kept = capture(&engine, 0, 2, 50);
         let first = engine.shutdown(Duration::from_secs(10)).unwrap();

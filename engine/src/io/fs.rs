@@ -10,23 +10,56 @@
 //!
 //! Every method has the real behaviour as its default, so an implementation
 //! overrides only the operations it wants to change.
+//!
+//! Captured payloads are often personal data, so what the engine creates is
+//! private whatever the process's umask: directories 0700, files 0600.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+/// The mode of every file the engine creates.
+pub const FILE_MODE: u32 = 0o600;
+/// The mode of every directory the engine creates.
+pub const DIR_MODE: u32 = 0o700;
 
 /// File-system operations on the spool. Implementations must be usable from
 /// the writer, uploader and starting threads at once.
 pub trait Fs: Send + Sync + std::fmt::Debug {
-    /// Creates `path` for writing; it must not exist. With `direct`, the file
-    /// is opened with `O_DIRECT` (a filesystem that refuses it answers `EINVAL`).
+    /// Creates `path` for writing, mode 0600; it must not exist. With
+    /// `direct`, the file is opened with `O_DIRECT` (a filesystem that
+    /// refuses it answers `EINVAL`).
     fn create(&self, path: &Path, direct: bool) -> std::io::Result<File> {
         let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
+        options.write(true).create_new(true).mode(FILE_MODE);
         if direct {
             options.custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32);
         }
-        options.open(path)
+        let file = options.open(path)?;
+        // The umask may have taken bits from the mode; set it exactly.
+        file.set_permissions(Permissions::from_mode(FILE_MODE))?;
+        Ok(file)
+    }
+
+    /// Creates `dir` and whichever of its parents are missing, each 0700
+    /// (directories that exist already are left as they are).
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        let mut missing = Vec::new();
+        let mut at = Some(dir);
+        while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            missing.push(d);
+            at = d.parent();
+        }
+        for d in missing.into_iter().rev() {
+            match DirBuilder::new().mode(DIR_MODE).create(d) {
+                // The umask may have taken bits from the mode; set it exactly.
+                Ok(()) => std::fs::set_permissions(d, Permissions::from_mode(DIR_MODE))?,
+                // Another engine (a second variant) made it meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Asked before every segment write of `len` bytes, whichever I/O path

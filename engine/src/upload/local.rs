@@ -3,6 +3,7 @@
 //! A segment is renamed into place when spool and destination share a
 //! filesystem; otherwise it is copied to `{dest}/.capline-tmp/`, synced, and
 //! renamed into place, so a file appears under its key only when complete.
+//! Directories it creates are 0700 and files keep the spool's 0600.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -33,7 +34,7 @@ impl LocalDir {
     /// Puts the segment's bytes at `target` by copying (another filesystem).
     fn copy_into_place(&self, seg: &Sealed, target: &std::path::Path) -> std::io::Result<()> {
         let tmp_dir = self.tmp_dir();
-        std::fs::create_dir_all(&tmp_dir)?;
+        self.fs.create_dir_all(&tmp_dir)?;
         let tmp = tmp_dir.join(seg.key.spool_name());
         std::fs::copy(&seg.path, &tmp)?;
         self.fs.fdatasync(&std::fs::File::open(&tmp)?)?;
@@ -62,7 +63,7 @@ impl Destination for LocalDir {
             return Ok(());
         }
         let size = seg.size();
-        std::fs::create_dir_all(parent)?;
+        self.fs.create_dir_all(parent)?;
         match self.fs.rename(&seg.path, &target) {
             Ok(()) => {
                 // The spool file is gone with the rename: sync both sides.

@@ -2,6 +2,7 @@
 //! record kept in the spool, and the upload that resumes from it.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use aws_sdk_s3::error::SdkError;
@@ -69,7 +70,13 @@ impl Progress {
     fn save(&self, path: &Path, spool: &Spool) -> std::io::Result<()> {
         use std::io::Write;
         let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(crate::io::fs::FILE_MODE)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(crate::io::fs::FILE_MODE))?;
         f.write_all(self.encode().as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;

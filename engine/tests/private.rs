@@ -1,0 +1,73 @@
+//! Captured payloads are private on disk whatever the umask: every directory
+//! the engine creates (spool and destination) is 0700 and every file 0600.
+//! This test sets the most permissive umask (000) for its process, so the
+//! modes it sees are the ones the engine set itself.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use capline::{Capture, Config, Engine, Outcome, Payload};
+
+/// Every directory and file below `root` (itself excluded), with its mode.
+fn modes(root: &Path) -> Vec<(String, bool, u32)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root).unwrap().flatten() {
+        let meta = e.metadata().unwrap();
+        let name = e.path().display().to_string();
+        out.push((name, meta.is_dir(), meta.permissions().mode() & 0o7777));
+        if meta.is_dir() {
+            out.extend(modes(&e.path()));
+        }
+    }
+    out
+}
+
+#[test]
+fn spool_and_capture_files_are_private_whatever_the_umask() {
+    rustix::process::umask(rustix::fs::Mode::empty());
+    let tmp = tempfile::tempdir().unwrap();
+    let (dest, spool) = (tmp.path().join("dest"), tmp.path().join("spool"));
+    let config = Config::from_json(&format!(
+        r#"{{"EndpointName":"private","DataCaptureConfig":{{
+            "InitialSamplingPercentage":100,"DestinationS3Uri":"file://{}",
+            "CaptureOptions":[{{"CaptureMode":"Input"}},{{"CaptureMode":"Output"}}]}},
+          "Engine":{{"SpoolDir":"{}"}}}}"#,
+        dest.display(),
+        spool.display()
+    ))
+    .unwrap();
+    let engine = Engine::start(config).unwrap();
+    for _ in 0..10 {
+        let outcome = engine.capture(&Capture {
+            request: Payload::new("text/csv", b"1,2,3"),
+            response: Payload::new("text/csv", b"0.5"),
+            inference_id: None,
+            time: None,
+        });
+        assert_eq!(outcome, Outcome::Kept);
+    }
+    // While running: the spool, its lock and the open segment.
+    engine.flush(Duration::from_secs(10)).unwrap();
+    let running = modes(&spool);
+    assert!(
+        running.iter().any(|(n, _, _)| n.contains("/active/")),
+        "{running:?}"
+    );
+    let stats = engine.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(stats.segments_delivered, 1);
+
+    // A world-permissive umask would have made 0777 / 0666.
+    let all: Vec<_> = running
+        .into_iter()
+        .chain(modes(&spool))
+        .chain(modes(&dest))
+        .collect();
+    assert!(all.iter().any(|(n, dir, _)| !dir && n.ends_with(".jsonl")));
+    for (name, dir, mode) in &all {
+        let want = if *dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{name} is {mode:o}, not {want:o}");
+    }
+    let root = std::fs::metadata(&spool).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(root, 0o700, "the spool directory the engine created");
+}
