@@ -36,9 +36,9 @@ const ENGINE: &[&[&str]] = &[
 
 /// The endpoint's modules, lowest first.
 const ENDPOINT: &[&[&str]] = &[
-    &["settings", "sigv4"],
+    &["settings", "sigv4", "http"],
     &["state"],
-    &["upstream", "http"],
+    &["upstream"],
     &["invoke", "admin"],
 ];
 

@@ -203,6 +203,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let model_addr = model_listener.local_addr()?;
     rt.spawn(capline_endpoint::http::serve(
         model_listener,
+        capline_endpoint::http::Limits::default(),
         || hyper::service::service_fn(model),
         std::future::pending(),
     ));

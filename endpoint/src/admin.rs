@@ -13,15 +13,17 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::AUTHORIZATION;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::http::{json_string, reply};
-use crate::state::{BUCKETS_US, State, Variant};
+use crate::http::{json_string, read_body, reply};
+use crate::sigv4::constant_time_eq;
+use crate::state::{BUCKETS_US, State};
 
 /// The Prometheus text for every variant.
 pub(crate) fn metrics_text(state: &State) -> String {
@@ -167,14 +169,26 @@ fn refuse(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     )
 }
 
-/// Applies `{"weight", "sampling_percentage", "capture_enabled"}` to one variant.
-fn update(v: &Variant, body: &[u8]) -> Result<(), String> {
+/// A change to one variant: any of its weight, sampling and capture switch.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Update {
+    /// `weight`: a finite number >= 0.
+    pub weight: Option<f64>,
+    /// `sampling_percentage`: 0 to 100.
+    pub sampling: Option<f64>,
+    /// `capture_enabled`.
+    pub enabled: Option<bool>,
+}
+
+/// Reads `{"weight", "sampling_percentage", "capture_enabled"}` (any subset);
+/// an error names the field.
+pub fn parse_update(body: &[u8]) -> Result<Update, String> {
     use simd_json::prelude::*;
     let mut b = body.to_vec();
-    let doc = simd_json::to_owned_value(&mut b).map_err(|e| format!("not JSON: {e}"))?;
+    let doc = simd_json::to_borrowed_value(&mut b).map_err(|e| format!("not JSON: {e}"))?;
     let obj = doc.as_object().ok_or("must be a JSON object")?;
     for k in obj.keys() {
-        if !["weight", "sampling_percentage", "capture_enabled"].contains(&k.as_str()) {
+        if !["weight", "sampling_percentage", "capture_enabled"].contains(&k.as_ref()) {
             return Err(format!(
                 "{k}: unknown field (known: weight, sampling_percentage, capture_enabled)"
             ));
@@ -200,26 +214,88 @@ fn update(v: &Variant, body: &[u8]) -> Result<(), String> {
         .get("capture_enabled")
         .map(|e| e.as_bool().ok_or("capture_enabled: must be true or false"))
         .transpose()?;
+    Ok(Update {
+        weight,
+        sampling,
+        enabled,
+    })
+}
+
+/// Applies an update to variant `i`. A weight is refused when it would make
+/// the weights' sum zero or not finite (the config file's rule), so traffic
+/// always has somewhere to go.
+fn apply(state: &State, i: usize, u: Update) -> Result<(), String> {
+    // One update at a time: the sum is checked and the weight set together.
+    let _one = state
+        .admin_updates
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let v = &state.variants[i];
+    if let Some(w) = u.weight {
+        let sum: f64 = state
+            .variants
+            .iter()
+            .enumerate()
+            .map(|(k, o)| if k == i { w } else { o.weight() })
+            .sum();
+        if !(sum.is_finite() && sum > 0.0) {
+            return Err(format!(
+                "weight: the weights would sum to {sum}; their sum must be finite and > 0"
+            ));
+        }
+    }
     // Everything checked: apply.
-    if let Some(w) = weight {
+    if let Some(w) = u.weight {
         v.set_weight(w);
     }
-    if let Some(p) = sampling {
+    if let Some(p) = u.sampling {
         v.engine
             .set_sampling_percentage(p)
             .map_err(|e| e.to_string())?;
     }
-    if let Some(e) = enabled {
+    if let Some(e) = u.enabled {
         v.engine.set_enabled(e);
     }
-    tracing::info!(
-        variant = v.name,
-        ?weight,
-        ?sampling,
-        ?enabled,
-        "variant updated"
-    );
+    tracing::info!(variant = v.name, update = ?u, "variant updated");
     Ok(())
+}
+
+/// Why a request cannot be taken as the operator's: no valid token, a
+/// browser's cross-origin request, or a state change that is not JSON.
+fn forbidden(token: Option<&str>, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if let Some(t) = token {
+        let given = header(AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), t.as_bytes())) {
+            return Some(refuse(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required",
+            ));
+        }
+    }
+    // A browser sends Origin on cross-origin requests; the admin API has no
+    // pages of its own, so any Origin but its own is a foreign one.
+    if let Some(origin) = req.headers().get(ORIGIN) {
+        let own = header(HOST).map(|h| format!("http://{h}"));
+        if origin.to_str().ok() != own.as_deref() {
+            return Some(refuse(
+                StatusCode::FORBIDDEN,
+                "cross-origin requests are refused",
+            ));
+        }
+    }
+    if req.method() == Method::POST {
+        let json = header(CONTENT_TYPE)
+            .and_then(|t| t.split(';').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Some(refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "state changes must be sent as Content-Type: application/json",
+            ));
+        }
+    }
+    None
 }
 
 async fn handle(
@@ -227,18 +303,8 @@ async fn handle(
     token: Option<Arc<str>>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    if let Some(t) = &token {
-        let given = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(&**t) {
-            return Ok(refuse(
-                StatusCode::UNAUTHORIZED,
-                "a bearer token is required",
-            ));
-        }
+    if let Some(no) = forbidden(token.as_deref(), &req) {
+        return Ok(no);
     }
     let path = req.uri().path().to_string();
     let response = match (req.method().clone(), path.as_str()) {
@@ -252,14 +318,14 @@ async fn handle(
         }
         (Method::POST, p) if p.starts_with("/variants/") => {
             let name = &p["/variants/".len()..];
-            let Some(v) = state.variants.iter().find(|v| v.name == name) else {
+            let Some(i) = state.variants.iter().position(|v| v.name == name) else {
                 return Ok(refuse(StatusCode::NOT_FOUND, &format!("no variant {name}")));
             };
-            let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
-                Ok(b) => b.to_bytes(),
+            let body = match read_body(req.into_body(), 64 * 1024, Duration::from_secs(10)).await {
+                Ok(b) => b,
                 Err(e) => return Ok(refuse(StatusCode::BAD_REQUEST, &e.to_string())),
             };
-            match update(v, &body) {
+            match parse_update(&body).and_then(|u| apply(&state, i, u)) {
                 Ok(()) => reply(StatusCode::OK, "application/json", variants_json(&state)),
                 Err(e) => refuse(StatusCode::BAD_REQUEST, &e),
             }
@@ -274,10 +340,11 @@ pub(crate) async fn serve(
     state: Arc<State>,
     token: Option<Arc<str>>,
     listener: tokio::net::TcpListener,
+    limits: crate::http::Limits,
 ) {
     let connection = move || {
         let (state, token) = (state.clone(), token.clone());
         hyper::service::service_fn(move |req| handle(state.clone(), token.clone(), req))
     };
-    crate::http::serve(listener, connection, std::future::pending()).await;
+    crate::http::serve(listener, limits, connection, std::future::pending()).await;
 }

@@ -1,19 +1,61 @@
 //! The HTTP plumbing every server here shares (the runtime API, the admin
-//! API, the demo's stand-in model): one accept loop with graceful shutdown,
-//! and a plain response builder.
+//! API, the demo's stand-in model): one accept loop that bounds connections
+//! in number and in time, a bounded body reader, and a plain response
+//! builder.
+//!
+//! What one client can hold:
+//! - **connections**: at most [`Limits::max_connections`] are served at
+//!   once per listener; more wait in the kernel's listen backlog;
+//! - **time**: a request's headers must arrive within
+//!   [`Limits::header_timeout`] (hyper's timer), and a keep-alive connection
+//!   with no request in flight is closed after [`Limits::idle_timeout`]
+//!   without a byte read or written;
+//! - **memory**: a body is read into one buffer that never grows past its
+//!   limit, whatever the chunking ([`read_body`]).
+//!
+//! An accept that fails (file descriptors exhausted, say) is retried after a
+//! pause that doubles up to a second, and logged at most once per 10 s, so
+//! the loop never spins.
 
 use std::future::Future;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// How long in-flight requests may take to finish once a stop is asked for.
 pub const GRACE: Duration = Duration::from_secs(10);
+
+/// Bounds on the client connections of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time allowed for a request's headers to arrive.
+    pub header_timeout: Duration,
+    /// Time a connection with no request in flight may stay silent.
+    pub idle_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    /// 10 s for headers, 60 s idle, 1024 connections.
+    fn default() -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
 
 /// A response with `status`, `Content-Type: content_type` and `body`.
 pub fn reply(
@@ -28,13 +70,216 @@ pub fn reply(
     r
 }
 
-/// Serves HTTP/1.1 on every connection `listener` accepts, one task per
-/// connection, with the service `connection()` makes for it (so a service
-/// can keep per-connection state). When `stop` resolves it stops accepting,
-/// lets in-flight requests finish (up to [`GRACE`]) and closes idle
-/// keep-alive connections.
+/// `s` as a JSON string literal (quotes included), with capline's escaper.
+pub fn json_string(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    out.push(b'"');
+    capline::format::escape_into(&mut out, s.as_bytes());
+    out.push(b'"');
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// It is larger than the limit (declared, or as it arrived).
+    #[error("the body is larger than the {0}-byte limit")]
+    TooLarge(usize),
+    /// It did not arrive in time.
+    #[error("the body did not arrive within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed while it arrived.
+    #[error("reading the body: {0}")]
+    Read(#[from] hyper::Error),
+}
+
+/// Reads a whole body of at most `limit` bytes within `timeout` into one
+/// buffer whose capacity never exceeds `limit`: however the sender chunks
+/// it, memory stays bounded by the limit plus one frame.
+pub async fn read_body<B>(body: B, limit: usize, timeout: Duration) -> Result<Bytes, BodyError>
+where
+    B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let declared = body.size_hint().exact().map(|n| n as usize);
+    let read = async {
+        let mut body = body;
+        let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue; // trailers
+            };
+            let need = buf.len() + data.len();
+            if need > limit {
+                return Err(BodyError::TooLarge(limit));
+            }
+            if need > buf.capacity() {
+                // Double, but never past the limit.
+                let want = need.max(buf.capacity() * 2).min(limit);
+                buf.reserve_exact(want - buf.len());
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(Bytes::from(buf))
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| BodyError::Timeout(timeout))?
+}
+
+/// Milliseconds since the process's first use of this clock.
+fn now_ms() -> u64 {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// What a connection is doing: its last byte in or out, and its requests in flight.
+#[derive(Debug, Default)]
+struct Activity {
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long the connection has been silent with nothing in flight.
+    fn idle(&self) -> Duration {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A stream that notes every byte read or written in its [`Activity`].
+struct Tracked<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A service that counts its requests in flight in an [`Activity`].
+struct Counted<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+/// Ends one request's count when dropped (answered, or abandoned).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for Counted<S>
+where
+    S: hyper::service::Service<Request<Incoming>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlight(self.activity.clone());
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let r = fut.await;
+            drop(guard);
+            r
+        })
+    }
+}
+
+/// Failed accepts: a pause that doubles up to a second, and one log line
+/// per 10 s at most.
+#[derive(Debug)]
+struct AcceptErrors {
+    pause: Duration,
+    failed: u64,
+    logged: Option<Instant>,
+}
+
+impl AcceptErrors {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        AcceptErrors {
+            pause: Self::FIRST,
+            failed: 0,
+            logged: None,
+        }
+    }
+
+    async fn pause(&mut self, e: std::io::Error) {
+        self.failed += 1;
+        if self.logged.is_none_or(|t| t.elapsed() >= Self::LOG_EVERY) {
+            tracing::warn!(error = %e, failed = self.failed, "accepting connections fails; pausing");
+            self.logged = Some(Instant::now());
+            self.failed = 0;
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Self::MAX);
+    }
+
+    fn reset(&mut self) {
+        self.pause = Self::FIRST;
+    }
+}
+
+/// Serves HTTP/1.1 on the connections `listener` accepts, within `limits`,
+/// one task per connection, with the service `connection()` makes for it
+/// (so a service can keep per-connection state). When `stop` resolves it
+/// stops accepting, lets in-flight requests finish (up to [`GRACE`]) and
+/// closes idle keep-alive connections.
 pub async fn serve<C, S>(
     listener: tokio::net::TcpListener,
+    limits: Limits,
     connection: C,
     stop: impl Future<Output = ()>,
 ) where
@@ -45,39 +290,95 @@ pub async fn serve<C, S>(
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut errors = AcceptErrors::new();
     tokio::pin!(stop);
     loop {
-        tokio::select! {
+        // A free slot first: past the limit, clients wait in the backlog.
+        let permit = tokio::select! {
             () = &mut stop => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), connection());
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-        }
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    errors.pause(e).await;
+                    continue;
+                }
+            },
+        };
+        errors.reset();
+        let _ = stream.set_nodelay(true);
+        let service = connection();
+        let closing = closing_rx.clone();
+        tasks.spawn(async move {
+            serve_one(stream, service, limits, closing).await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
     }
     drop(listener);
-    if tokio::time::timeout(GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = closing.send(true);
+    let drained = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(GRACE, drained).await.is_err() {
         tracing::warn!(
             "in-flight requests did not finish within {GRACE:?} of the stop; they are cut"
         );
+        tasks.abort_all();
     }
 }
 
-/// `s` as a JSON string literal (quotes included), with capline's escaper.
-pub fn json_string(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len() + 2);
-    out.push(b'"');
-    capline::format::escape_into(&mut out, s.as_bytes());
-    out.push(b'"');
-    String::from_utf8_lossy(&out).into_owned()
+/// One connection: served until the client closes it, it goes idle for
+/// too long, or the server stops.
+async fn serve_one<S>(
+    stream: tokio::net::TcpStream,
+    service: S,
+    limits: Limits,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Full<Bytes>>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let activity = Arc::new(Activity::default());
+    activity.touch();
+    let io = TokioIo::new(Tracked {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let service = Counted {
+        inner: service,
+        activity: activity.clone(),
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let check = (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut shutting = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = closing.wait_for(|c| *c), if !shutting => {
+                conn.as_mut().graceful_shutdown();
+                shutting = true;
+            }
+            () = tokio::time::sleep(check), if !shutting => {
+                if activity.idle() >= limits.idle_timeout {
+                    conn.as_mut().graceful_shutdown();
+                    shutting = true;
+                }
+            }
+        }
+    }
 }

@@ -15,14 +15,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use capline::{Capture, Payload};
 
-use crate::http::{json_string as json, reply};
+use crate::http::{BodyError, json_string as json, read_body, reply};
 use crate::state::State;
 use crate::upstream::{BoxError, Pinned, connect, exchange};
 
@@ -47,8 +47,18 @@ fn error_with(status: StatusCode, kind: &'static str, body: String) -> Response<
     r
 }
 
-/// SageMaker's ModelError (424): the model answered with an error, or not at all.
+/// SageMaker's limit on `message` and `OriginalMessage` (characters).
+const MAX_MESSAGE: usize = 2048;
+
+/// `s` cut to at most `max` characters.
+fn truncate(s: &str, max: usize) -> &str {
+    s.char_indices().nth(max).map_or(s, |(at, _)| &s[..at])
+}
+
+/// SageMaker's ModelError (424): the model answered with an error, or not at
+/// all. Both messages are cut to SageMaker's 2048 characters.
 fn model_error(variant: &str, status: u16, original: &str) -> Response<Body> {
+    let original = truncate(original, MAX_MESSAGE);
     let message = if status == 0 {
         format!("Received server error (0) from {variant} with message \"{original}\".")
     } else {
@@ -59,10 +69,38 @@ fn model_error(variant: &str, status: u16, original: &str) -> Response<Body> {
         "ModelError",
         format!(
             r#"{{"message":{},"OriginalStatusCode":{status},"OriginalMessage":{},"LogStreamArn":""}}"#,
-            json(&message),
+            json(truncate(&message, MAX_MESSAGE)),
             json(original)
         ),
     )
+}
+
+/// A 400 ValidationError, counted as refused.
+fn invalid(state: &State, message: &str) -> Response<Body> {
+    state.refused.fetch_add(1, Ordering::Relaxed);
+    error(StatusCode::BAD_REQUEST, "ValidationError", message)
+}
+
+/// The routes.
+enum Route<'a> {
+    Ping,
+    /// `POST /invocations`: the container contract, to the first variant.
+    Sidecar,
+    /// `POST /endpoints/{name}/invocations`: the runtime API.
+    Runtime(&'a str),
+    Unknown,
+}
+
+fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+    match (method, path) {
+        (&Method::GET, "/ping") => Route::Ping,
+        (&Method::POST, "/invocations") => Route::Sidecar,
+        (&Method::POST, p) => p
+            .strip_prefix("/endpoints/")
+            .and_then(|r| r.strip_suffix("/invocations"))
+            .map_or(Route::Unknown, Route::Runtime),
+        _ => Route::Unknown,
+    }
 }
 
 pub(crate) async fn handle(
@@ -74,26 +112,11 @@ pub(crate) async fn handle(
     let method = req.method().clone();
     let inference_id = req.headers().get(INFERENCE_ID).cloned();
     let path = req.uri().path().to_string();
-    let response = match (req.method(), path.as_str()) {
-        (&Method::GET, "/ping") => ping(&state).await,
-        (&Method::POST, "/invocations") => invoke(&state, &pinned, req, true).await,
-        (&Method::POST, p) => match p
-            .strip_prefix("/endpoints/")
-            .and_then(|r| r.strip_suffix("/invocations"))
-        {
-            Some(name) if name == state.endpoint_name => invoke(&state, &pinned, req, false).await,
-            Some(name) => error(
-                StatusCode::BAD_REQUEST,
-                "ValidationError",
-                &format!("Endpoint {name} not found."),
-            ),
-            None => error(
-                StatusCode::NOT_FOUND,
-                "UnknownOperationException",
-                "unknown path",
-            ),
-        },
-        _ => error(
+    let response = match route(req.method(), &path) {
+        Route::Ping => ping(&state).await,
+        Route::Sidecar => invoke(&state, &pinned, req, None).await,
+        Route::Runtime(name) => invoke(&state, &pinned, req, Some(name)).await,
+        Route::Unknown => error(
             StatusCode::NOT_FOUND,
             "UnknownOperationException",
             "unknown path",
@@ -126,11 +149,18 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
-/// Health of every variant's model (`GET /ping` on a new connection, 2 s
-/// limit): 200 when all answer 200, else 503; the body says which.
-async fn ping(state: &State) -> Response<Body> {
+/// Whether every variant's model is healthy (`GET /ping` on a new
+/// connection, 2 s limit each). The answer is reused for `PingCacheMillis`,
+/// and one check at a time runs: a storm of pings reaches each model at
+/// most once per period.
+async fn healthy(state: &State) -> bool {
+    let mut cached = state.ping.lock().await;
+    if let Some((at, ok)) = *cached
+        && at.elapsed() < state.ping_cache
+    {
+        return ok;
+    }
     let mut all = true;
-    let mut parts = Vec::new();
     for v in &state.variants {
         let ask = async {
             let mut sender = connect(v).await?;
@@ -139,77 +169,130 @@ async fn ping(state: &State) -> Response<Body> {
                 .body(Full::new(Bytes::new()))?;
             Ok::<_, BoxError>(sender.send_request(req).await?.status())
         };
-        let ok = matches!(
+        all &= matches!(
             tokio::time::timeout(Duration::from_secs(2), ask).await,
             Ok(Ok(StatusCode::OK))
         );
-        all &= ok;
-        parts.push(format!(
-            r#"{}:{}"#,
-            json(&v.name),
-            if ok { "\"healthy\"" } else { "\"unhealthy\"" }
-        ));
     }
-    let status = if all {
-        StatusCode::OK
+    *cached = Some((Instant::now(), all));
+    all
+}
+
+/// `GET /ping`: 200 when every model is healthy, else 503; it names no variant.
+async fn ping(state: &State) -> Response<Body> {
+    if healthy(state).await {
+        reply(
+            StatusCode::OK,
+            "application/json",
+            r#"{"status":"Healthy"}"#,
+        )
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            r#"{"status":"Unhealthy"}"#,
+        )
+    }
+}
+
+/// SageMaker's InvokeEndpoint header constraints; the first one broken, as
+/// SageMaker words it.
+fn check_headers(headers: &hyper::HeaderMap) -> Result<(), String> {
+    let constraint = |field: &str, rule: &str| {
+        format!(
+            "1 validation error detected: Value at '{field}' failed to satisfy constraint: {rule}"
+        )
     };
-    reply(
-        status,
-        "application/json",
-        format!("{{{}}}", parts.join(",")),
-    )
+    let ascii = |name: &str, field: &str| -> Result<(), String> {
+        match headers.get(name) {
+            Some(v) if v.len() > 1024 => Err(constraint(
+                field,
+                "Member must have length less than or equal to 1024",
+            )),
+            Some(v) if !v.as_bytes().is_ascii() => Err(constraint(
+                field,
+                r"Member must satisfy regular expression pattern: \p{ASCII}*",
+            )),
+            _ => Ok(()),
+        }
+    };
+    ascii(CONTENT_TYPE.as_str(), "contentType")?;
+    ascii(ACCEPT.as_str(), "accept")?;
+    ascii(CUSTOM_ATTRIBUTES, "customAttributes")?;
+    if let Some(v) = headers.get(INFERENCE_ID) {
+        let ok = v.to_str().is_ok_and(capline::format::is_valid_inference_id);
+        if !ok {
+            return Err(constraint(
+                "inferenceId",
+                r"Member must have length between 1 and 64 and satisfy regular expression pattern: \A\S[\p{Print}]*\z",
+            ));
+        }
+    }
+    if let Some(v) = headers.get(TARGET_VARIANT) {
+        let ok = v.to_str().is_ok_and(capline::config::is_valid_name);
+        if !ok {
+            return Err(constraint(
+                "targetVariant",
+                "Member must have length less than or equal to 63 and satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Forwards one invocation to a variant's model and captures it on success.
-/// `sidecar`: the plain container-contract form, always to the first variant.
+/// `endpoint`: the name in a runtime API path; `None` for the sidecar route
+/// (the container contract's `POST /invocations`, always to the first variant).
+///
+/// In order: a declared length over the limit is refused before the body is
+/// read (and before any `100 Continue`); the body is read within its limit
+/// and time; the signature is verified (every route, unless the sidecar
+/// route is opened by `AllowUnsignedSidecar`); only then are the endpoint
+/// name, the headers and the target variant looked at.
 async fn invoke(
     state: &State,
     pinned: &Pinned,
     req: Request<Incoming>,
-    sidecar: bool,
+    endpoint: Option<&str>,
 ) -> Response<Body> {
     let (parts, incoming) = req.into_parts();
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let picked = if sidecar {
-        Ok(0)
-    } else {
-        state.pick(header(TARGET_VARIANT))
+    let too_large = || {
+        state.refused.fetch_add(1, Ordering::Relaxed);
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ValidationError",
+            &format!(
+                "Request body is larger than the {} byte limit.",
+                state.max_payload
+            ),
+        )
     };
-    let (i, variant) = match picked {
-        Ok(i) => (i, &state.variants[i]),
-        Err(msg) => {
-            state.refused.fetch_add(1, Ordering::Relaxed);
-            return error(StatusCode::BAD_REQUEST, "ValidationError", &msg);
-        }
-    };
-    let content_type = header(CONTENT_TYPE.as_str()).unwrap_or("application/octet-stream");
-    let inference_id = header(INFERENCE_ID);
-    let body = match Limited::new(incoming, state.max_payload).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_payload as u64) {
+        return too_large();
+    }
+    let body = match read_body(incoming, state.max_payload, state.body_timeout).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(_)) => return too_large(),
+        Err(BodyError::Timeout(t)) => {
             state.refused.fetch_add(1, Ordering::Relaxed);
             return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::REQUEST_TIMEOUT,
                 "ValidationError",
-                &format!(
-                    "Request body is larger than the {} byte limit.",
-                    state.max_payload
-                ),
+                &format!("The request body did not arrive within {t:?}."),
             );
         }
         // The client went away mid-request: nothing to answer, nothing captured.
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "ValidationError",
-                &format!("reading the body: {e}"),
-            );
+            return error(StatusCode::BAD_REQUEST, "ValidationError", &e.to_string());
         }
     };
-
-    if let Some(v) = state.verifier.as_ref().filter(|_| !sidecar) {
+    let must_sign = endpoint.is_some() || !state.allow_unsigned_sidecar;
+    if let Some(v) = state.verifier.as_ref().filter(|_| must_sign) {
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         if let Err(why) = v.verify(
             parts.method.as_str(),
@@ -227,6 +310,25 @@ async fn invoke(
             return error(StatusCode::FORBIDDEN, "InvalidSignatureException", &why);
         }
     }
+    if let Some(name) = endpoint
+        && name != state.endpoint_name
+    {
+        return invalid(state, &format!("Endpoint {name} not found."));
+    }
+    if let Err(why) = check_headers(&parts.headers) {
+        return invalid(state, &why);
+    }
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let picked = match endpoint {
+        None => Ok(0),
+        Some(_) => state.pick(header(TARGET_VARIANT)),
+    };
+    let (i, variant) = match picked {
+        Ok(i) => (i, &state.variants[i]),
+        Err(msg) => return invalid(state, &msg),
+    };
+    let content_type = header(CONTENT_TYPE.as_str()).unwrap_or("application/octet-stream");
+    let inference_id = header(INFERENCE_ID);
     // The request to the model: the body and the headers the container
     // contract passes on.
     let mut up = Request::post(hyper::Uri::from_static("/invocations"))
@@ -238,11 +340,7 @@ async fn invoke(
         }
     }
     let Ok(up) = up.body(Full::new(body.clone())) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "ValidationError",
-            "invalid request headers",
-        );
+        return invalid(state, "invalid request headers");
     };
     let started = Instant::now();
     let input = Input {
@@ -275,7 +373,7 @@ async fn forward(
     let variant = &state.variants[i];
     let (answer, out) = match tokio::time::timeout(
         state.upstream_timeout,
-        exchange(variant, i, pinned, up),
+        exchange(variant, i, pinned, up, state.max_response),
     )
     .await
     {
@@ -289,9 +387,7 @@ async fn forward(
                 ),
             );
         }
-        Ok(Err(e)) => {
-            return model_error(&variant.name, 0, &format!("could not reach the model: {e}"));
-        }
+        Ok(Err(e)) => return model_error(&variant.name, 0, &e.to_string()),
         Ok(Ok(r)) => r,
     };
     let status = answer.status;

@@ -8,9 +8,9 @@
 //! |---|---|
 //! | `settings` | the endpoint's JSON config, parsed into typed [`Settings`] |
 //! | `sigv4` | SigV4 verification of runtime API requests |
+//! | [`http`] | the one accept loop, bounding connections in number and time; bounded body reads; plain replies |
 //! | `state` | the variants (model, weight, engine, metrics) the handlers share |
 //! | `upstream` | connections to the models, pinned per client connection |
-//! | [`http`] | the one accept loop (with graceful shutdown) and plain replies |
 //! | `invoke` | the runtime API: routing, forwarding, SageMaker's errors, capture |
 //! | `admin` | the admin API: weights and sampling at run time, Prometheus metrics |
 //!
@@ -98,11 +98,23 @@ pub fn start(rt: &tokio::runtime::Runtime, settings: Settings) -> Result<Running
     let state = Arc::new(State {
         endpoint_name: settings.endpoint_name,
         max_payload: settings.max_payload,
+        max_response: settings.max_response,
         upstream_timeout: settings.upstream_timeout,
+        body_timeout: settings.body_timeout,
+        allow_unsigned_sidecar: settings.allow_unsigned_sidecar,
+        ping: tokio::sync::Mutex::new(None),
+        ping_cache: settings.ping_cache,
         variants,
         refused: AtomicU64::new(0),
-        verifier: (!settings.access_keys.is_empty()).then(|| Verifier::new(settings.access_keys)),
+        admin_updates: std::sync::Mutex::new(()),
+        verifier: (!settings.access_keys.is_empty())
+            .then(|| Verifier::new(settings.access_keys, settings.region)),
     });
+    let limits = http::Limits {
+        header_timeout: settings.header_timeout,
+        idle_timeout: settings.idle_timeout,
+        max_connections: settings.max_connections,
+    };
     let bind = |addr: SocketAddr| {
         rt.block_on(tokio::net::TcpListener::bind(addr))
             .and_then(|l| Ok((l.local_addr()?, l)))
@@ -114,6 +126,7 @@ pub fn start(rt: &tokio::runtime::Runtime, settings: Settings) -> Result<Running
         state.clone(),
         settings.admin_token.map(Arc::from),
         admin,
+        limits,
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let connection = {
@@ -126,7 +139,7 @@ pub fn start(rt: &tokio::runtime::Runtime, settings: Settings) -> Result<Running
             })
         }
     };
-    let server = rt.spawn(http::serve(listener, connection, async move {
+    let server = rt.spawn(http::serve(listener, limits, connection, async move {
         let _ = stopped.await;
     }));
     Ok(Running {

@@ -44,19 +44,33 @@ fn bad(field: &str, rule: impl Into<String>) -> SettingsError {
     }
 }
 
-/// The endpoint's own root keys; the rest of the document is the engine's.
-const KNOWN: [&str; 10] = [
+/// The document's root keys.
+const KNOWN: [&str; 18] = [
     "EndpointName",
     "AccessKeys",
+    "Region",
+    "AllowUnsignedSidecar",
     "Listen",
     "AdminListen",
     "AdminToken",
     "MaxPayloadBytes",
+    "MaxResponseBytes",
     "UpstreamTimeoutSeconds",
+    "BodyTimeoutSeconds",
+    "HeaderTimeoutSeconds",
+    "IdleTimeoutSeconds",
+    "MaxConnections",
+    "PingCacheMillis",
     "ProductionVariants",
     "DataCaptureConfig",
     "Engine",
 ];
+
+/// The keys the engine's config reads; the rest are the endpoint's.
+const ENGINE_KEYS: [&str; 3] = ["EndpointName", "DataCaptureConfig", "Engine"];
+
+/// SageMaker's real-time payload limit, for requests and responses (6 MB).
+const SAGEMAKER_PAYLOAD: u64 = 6 * 1024 * 1024;
 
 /// One production variant: where its model is and how it captures.
 #[derive(Debug, Clone)]
@@ -85,10 +99,32 @@ pub struct Settings {
     /// `AccessKeys`: (AccessKeyId, SecretAccessKey) pairs; empty: requests
     /// are not verified.
     pub access_keys: Vec<(String, String)>,
+    /// `Region`: with `AccessKeys`, the region a signature must be scoped
+    /// to; `None` accepts any.
+    pub region: Option<String>,
+    /// `AllowUnsignedSidecar` (default false): with `AccessKeys`, let
+    /// unsigned requests use the sidecar route (`POST /invocations`).
+    pub allow_unsigned_sidecar: bool,
     /// `MaxPayloadBytes` (default 6 MiB, SageMaker's limit).
     pub max_payload: usize,
-    /// `UpstreamTimeoutSeconds` (default 60).
+    /// `MaxResponseBytes`: the largest model answer passed on (default 6 MiB,
+    /// SageMaker's limit).
+    pub max_response: usize,
+    /// `UpstreamTimeoutSeconds` (default 60): the model's time to answer.
     pub upstream_timeout: Duration,
+    /// `BodyTimeoutSeconds` (default 60): a client's time to send a request body.
+    pub body_timeout: Duration,
+    /// `HeaderTimeoutSeconds` (default 10): a client's time to send a
+    /// request's headers.
+    pub header_timeout: Duration,
+    /// `IdleTimeoutSeconds` (default 60): how long a keep-alive connection
+    /// may wait for its next request.
+    pub idle_timeout: Duration,
+    /// `MaxConnections` (default 1024): open client connections at once, on
+    /// each listener; more wait to be accepted.
+    pub max_connections: usize,
+    /// `PingCacheMillis` (default 1000): how long a `/ping` answer is reused.
+    pub ping_cache: Duration,
     /// `ProductionVariants`, in order.
     pub variants: Vec<VariantSettings>,
 }
@@ -149,32 +185,39 @@ impl Settings {
             None => Vec::new(),
             Some(keys) => access_keys(keys)?,
         };
-        let max_payload = match obj.get("MaxPayloadBytes") {
-            None => 6 * 1024 * 1024,
-            Some(v) => v
-                .as_u64()
-                .filter(|n| (1..=1 << 30).contains(n))
-                .ok_or_else(|| bad("MaxPayloadBytes", "must be an integer from 1 to 1073741824"))?
-                as usize,
-        };
-        let upstream_timeout = match obj.get("UpstreamTimeoutSeconds") {
-            None => Duration::from_secs(60),
-            Some(v) => {
-                Duration::from_secs(v.as_u64().filter(|n| (1..=3600).contains(n)).ok_or_else(
-                    || {
-                        bad(
-                            "UpstreamTimeoutSeconds",
-                            "must be an integer from 1 to 3600",
-                        )
-                    },
-                )?)
+        let int = |key: &str, lo: u64, hi: u64, default: u64| -> Result<u64, SettingsError> {
+            match obj.get(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| (lo..=hi).contains(n))
+                    .ok_or_else(|| bad(key, format!("must be an integer from {lo} to {hi}"))),
             }
+        };
+        let seconds =
+            |key: &str, hi: u64, default: u64| int(key, 1, hi, default).map(Duration::from_secs);
+        let allow_unsigned_sidecar = match obj.get("AllowUnsignedSidecar") {
+            None => false,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| bad("AllowUnsignedSidecar", "must be true or false"))?,
+        };
+        let region = match obj.get("Region") {
+            None => None,
+            Some(v) => Some(
+                v.as_str()
+                    .filter(|r| {
+                        !r.is_empty() && r.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                    })
+                    .ok_or_else(|| bad("Region", "must be a region name such as us-east-1"))?
+                    .to_string(),
+            ),
         };
         // The engine's part, checked by the engine (it names its own fields).
         let endpoint_part: Vec<&str> = KNOWN
             .iter()
             .copied()
-            .filter(|k| !["EndpointName", "DataCaptureConfig", "Engine"].contains(k))
+            .filter(|k| !ENGINE_KEYS.contains(k))
             .collect();
         let base = Config::from_json_embedded(text, &endpoint_part)?;
         let list = obj
@@ -205,8 +248,16 @@ impl Settings {
             admin_listen,
             admin_token,
             access_keys,
-            max_payload,
-            upstream_timeout,
+            region,
+            allow_unsigned_sidecar,
+            max_payload: int("MaxPayloadBytes", 1, 1 << 30, SAGEMAKER_PAYLOAD)? as usize,
+            max_response: int("MaxResponseBytes", 1, 1 << 30, SAGEMAKER_PAYLOAD)? as usize,
+            upstream_timeout: seconds("UpstreamTimeoutSeconds", 3600, 60)?,
+            body_timeout: seconds("BodyTimeoutSeconds", 3600, 60)?,
+            header_timeout: seconds("HeaderTimeoutSeconds", 300, 10)?,
+            idle_timeout: seconds("IdleTimeoutSeconds", 3600, 60)?,
+            max_connections: int("MaxConnections", 1, 65_536, 1024)? as usize,
+            ping_cache: Duration::from_millis(int("PingCacheMillis", 0, 60_000, 1000)?),
             variants,
         })
     }

@@ -13,9 +13,11 @@ use hyper::HeaderMap;
 /// How far a request's `X-Amz-Date` may be from now (AWS allows 5 minutes).
 const MAX_SKEW: Duration = Duration::from_secs(300);
 
-/// The access keys the endpoint accepts.
+/// The access keys the endpoint accepts, and the region signatures must
+/// name (any, when `None`).
 pub(crate) struct Verifier {
     keys: Vec<(String, String)>,
+    region: Option<String>,
 }
 
 /// Shows the access key ids, never the secrets.
@@ -29,8 +31,8 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     /// `keys`: (access key id, secret access key) pairs.
-    pub(crate) fn new(keys: Vec<(String, String)>) -> Verifier {
-        Verifier { keys }
+    pub(crate) fn new(keys: Vec<(String, String)>, region: Option<String>) -> Verifier {
+        Verifier { keys, region }
     }
 
     /// Checks the request's `Authorization` header; `Err` says why it fails.
@@ -69,6 +71,11 @@ impl Verifier {
         };
         if service != "sagemaker" {
             return Err(format!("signed for service {service}, not sagemaker"));
+        }
+        if let Some(want) = &self.region
+            && region != want
+        {
+            return Err(format!("signed for region {region}, not {want}"));
         }
         let secret = self
             .keys
@@ -124,7 +131,8 @@ impl Verifier {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Whether `a == b`, in time that depends only on their lengths.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -208,9 +216,18 @@ mod tests {
                 value.parse().unwrap(),
             );
         }
-        let v = Verifier::new(vec![(key.0.into(), key.1.into())]);
+        let v = Verifier::new(vec![(key.0.into(), key.1.into())], None);
         let path = "/endpoints/churn/invocations";
         assert_eq!(v.verify("POST", path, &headers, body, now), Ok(()));
+        let here = Verifier::new(vec![(key.0.into(), key.1.into())], Some("us-east-1".into()));
+        assert_eq!(here.verify("POST", path, &headers, body, now), Ok(()));
+        let elsewhere = Verifier::new(vec![(key.0.into(), key.1.into())], Some("eu-west-1".into()));
+        assert!(
+            elsewhere
+                .verify("POST", path, &headers, body, now)
+                .unwrap_err()
+                .contains("region us-east-1, not eu-west-1")
+        );
         assert!(
             v.verify("POST", path, &headers, b"1,2,4", now).is_err(),
             "body changed"
@@ -221,7 +238,7 @@ mod tests {
                 .unwrap_err()
                 .contains("expired")
         );
-        let other = Verifier::new(vec![(key.0.into(), "wrong".into())]);
+        let other = Verifier::new(vec![(key.0.into(), "wrong".into())], None);
         assert!(other.verify("POST", path, &headers, body, now).is_err());
         headers.remove("authorization");
         assert!(

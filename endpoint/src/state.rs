@@ -3,7 +3,7 @@
 //! verifier.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use capline::Engine;
 use hyper::header::HeaderValue;
@@ -84,12 +84,21 @@ impl Variant {
 pub(crate) struct State {
     pub(crate) endpoint_name: String,
     pub(crate) max_payload: usize,
+    pub(crate) max_response: usize,
     pub(crate) upstream_timeout: Duration,
+    pub(crate) body_timeout: Duration,
+    /// With `AccessKeys`: the sidecar route may be used unsigned.
+    pub(crate) allow_unsigned_sidecar: bool,
+    /// The last health check: when, and whether every model was healthy.
+    pub(crate) ping: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    pub(crate) ping_cache: Duration,
     pub(crate) variants: Vec<Variant>,
     /// Verifies SigV4 on runtime API requests when access keys are configured.
     pub(crate) verifier: Option<Verifier>,
     /// Requests refused before reaching a model (413, unknown variant or endpoint).
     pub(crate) refused: AtomicU64,
+    /// Held while the admin API changes a variant.
+    pub(crate) admin_updates: std::sync::Mutex<()>,
 }
 
 impl State {

@@ -2,16 +2,33 @@
 //! own connection to each variant's model, reused request after request; no
 //! pool is shared between client connections.
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::Request;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
+use crate::http::{BodyError, read_body};
 use crate::state::Variant;
 
 /// An error on the way to or from a model.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why an exchange with a model failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Exchange {
+    /// No connection could be made.
+    #[error("could not reach the model: {0}")]
+    Unreachable(BoxError),
+    /// The request or the answer failed on the way.
+    #[error("the exchange with the model failed: {0}")]
+    Failed(BoxError),
+    /// The answer's body is over the limit.
+    #[error("the model's answer is larger than the {0}-byte limit (MaxResponseBytes)")]
+    TooLarge(usize),
+}
 
 /// One downstream connection's connections to the models, one per variant,
 /// reused request after request. HTTP/1 carries one request at a time on a
@@ -66,36 +83,44 @@ pub(crate) async fn connect(variant: &Variant) -> Result<SendRequest<Full<Bytes>
 /// A request that a reused connection refused before sending it (the model
 /// closed the idle connection) goes once more on a new connection; a request
 /// that was sent is never sent twice.
+/// The answer's body is read up to `max_body` bytes; a larger one is
+/// [`Exchange::TooLarge`] (its connection is dropped, not reused).
 pub(crate) async fn exchange(
     variant: &Variant,
     i: usize,
     pinned: &Pinned,
     mut req: Request<Full<Bytes>>,
-) -> Result<(hyper::http::response::Parts, Bytes), BoxError> {
+    max_body: usize,
+) -> Result<(hyper::http::response::Parts, Bytes), Exchange> {
     let mut reused = pinned.take(i);
     loop {
         let retry_allowed = reused.is_some();
         let mut sender = match reused.take() {
             Some(s) => s,
-            None => connect(variant).await?,
+            None => connect(variant).await.map_err(Exchange::Unreachable)?,
         };
         if let Err(e) = sender.ready().await {
             if retry_allowed {
                 continue;
             }
-            return Err(e.into());
+            return Err(Exchange::Unreachable(e.into()));
         }
         match sender.try_send_request(req).await {
             Ok(answer) => {
                 let (parts, body) = answer.into_parts();
-                let body = body.collect().await?.to_bytes();
+                // The caller's timeout bounds the time; this bounds the size.
+                let body = match read_body(body, max_body, Duration::MAX).await {
+                    Ok(b) => b,
+                    Err(BodyError::TooLarge(n)) => return Err(Exchange::TooLarge(n)),
+                    Err(e) => return Err(Exchange::Failed(e.into())),
+                };
                 pinned.put(i, sender);
                 return Ok((parts, body));
             }
             Err(mut e) => match e.take_message() {
                 // Not sent: hyper hands the request back.
                 Some(unsent) if retry_allowed => req = unsent,
-                _ => return Err(e.into_error().into()),
+                _ => return Err(Exchange::Failed(e.into_error().into())),
             },
         }
     }
