@@ -75,6 +75,9 @@ step "boto3: the walkthrough's 'View Captured Data' on what capline demo (over H
 step "boto3: capline endpoint (sagemaker-runtime client, two model servers and one down)"
 "$VENV/bin/python" tests/python/endpoint_test.py "$CARGO_TARGET_DIR/debug/capline"
 
+step "capline endpoint against careless and hostile clients: bounded memory, connections and time; auth on every route; admin API"
+(cd tests/python && "$VENV/bin/python" endpoint_limits.py "$CARGO_TARGET_DIR/debug/capline")
+
 step "SageMaker Python SDK: the walkthrough's Predictor loop through capline endpoint, View Captured Data (local and moto)"
 SAGEMAKER_SUPPRESS_V2_WARNING=1 "$VENV/bin/python" tests/python/walkthrough.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3" | grep '^walkthrough'
 

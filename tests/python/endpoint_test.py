@@ -11,7 +11,7 @@ fails), the admin token, /metrics; SigV4 (boto3's signatures verify; unsigned,
 wrong-secret and tampered requests get 403); the ModelError shape for a
 model's 500, a slow model (upstream timeout) and a model that is down, 413
 for an oversized body, a missing target variant, clients that disconnect
-mid-request, /ping, the sidecar form; SIGTERM with a request in flight (it
+mid-request, /ping, the sidecar form (signed too); SIGTERM with a request in flight (it
 finishes and is captured); then the files
 in each variant's capture folder: valid (`capline cat --validate`), one
 record per successful invocation, none for failures, ids and bodies intact.
@@ -330,17 +330,28 @@ for body in (b"idle,1\n", b"idle,2\n", b"idle,3\n"):
 assert [seen.get(b) for b in (b"idle,1\n", b"idle,2\n", b"idle,3\n")] == [1, 1, 1], seen
 print("keep-alive: requests after the model closed idle connections succeed, each sent once")
 
-# 5. /ping reports each model; C is down.
+# 5. /ping says the endpoint is unhealthy (C is down), and names no variant.
 try:
     urllib.request.urlopen(f"http://127.0.0.1:{port}/ping")
     raise AssertionError("ping must fail while a model is down")
 except urllib.error.HTTPError as e:
     assert e.code == 503
-    assert json.loads(e.read()) == {"A": "healthy", "B": "healthy", "C": "unhealthy"}
+    assert json.loads(e.read()) == {"status": "Unhealthy"}
 
-# 6. Sidecar form: plain POST /invocations goes to the first variant.
+# 6. Sidecar form: plain POST /invocations goes to the first variant, and
+# with AccessKeys set it must be signed like every route to a model.
 req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=b"5,5\n",
                              headers={"Content-Type": "text/csv"})
+try:
+    urllib.request.urlopen(req)
+    raise AssertionError("an unsigned sidecar request must be refused")
+except urllib.error.HTTPError as e:
+    assert e.code == 403, e.code
+sidecar = AWSRequest(method="POST", url=f"http://127.0.0.1:{port}/invocations",
+                     data=b"5,5\n", headers={"Content-Type": "text/csv"})
+SigV4Auth(Credentials("AKIDEXAMPLE", "secret"), "sagemaker", "us-east-1").add_auth(sidecar)
+sidecar = sidecar.prepare()
+req = urllib.request.Request(sidecar.url, data=b"5,5\n", headers=dict(sidecar.headers), method="POST")
 with urllib.request.urlopen(req) as resp:
     assert resp.read() == b"A,4"
 expected["A"].append((None, b"5,5\n"))
