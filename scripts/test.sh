@@ -50,10 +50,11 @@ cargo build --workspace --locked
 
 step "S3: moto server (PyPI moto[server]) on loopback"
 VENV="$HOME/.cache/capline/venv"
-# moto, boto3 and the SageMaker Python SDK v2 (the walkthrough's `Predictor`).
-if ! "$VENV/bin/python" -c 'import moto, boto3, sagemaker.predictor' >/dev/null 2>&1; then
+# moto, boto3, the SageMaker Python SDK v2 (the walkthrough's `Predictor`), and
+# prometheus_client's parser for the endpoint's /metrics.
+if ! "$VENV/bin/python" -c 'import moto, boto3, sagemaker.predictor, prometheus_client' >/dev/null 2>&1; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q 'moto[server]' boto3 'sagemaker>=2.200,<3'
+  "$VENV/bin/pip" install -q 'moto[server]' boto3 'sagemaker>=2.200,<3' prometheus_client
 fi
 MOTO_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"${TMPDIR:-/tmp}/capline-moto.log" 2>&1 &

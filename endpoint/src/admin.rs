@@ -78,45 +78,19 @@ pub(crate) fn metrics_text(state: &State) -> String {
             v.name
         );
     }
-    // One snapshot per variant: its stats and their (name, value) list.
-    let stats: Vec<_> = state
+    // Every engine stat, one series per variant, in the engine's own rendering.
+    let stats: Vec<capline::Stats> = state.variants.iter().map(|v| v.engine.stats()).collect();
+    let labels: Vec<[(&str, &str); 1]> = state
         .variants
         .iter()
-        .map(|v| {
-            let s = v.engine.stats();
-            let counters = s.counters();
-            (v, s, counters)
-        })
+        .map(|v| [("variant", v.name.as_str())])
         .collect();
-    if let Some((_, _, first)) = stats.first() {
-        for (i, (name, _)) in first.iter().enumerate() {
-            let kind = if matches!(
-                *name,
-                "segments_pending"
-                    | "segments_unsealed"
-                    | "spool_sealed_bytes"
-                    | "spool_active_bytes"
-                    | "disk_usage_basis_points"
-                    | "oldest_pending_sealed_unix_ms"
-                    | "delivery_lag_millis"
-            ) {
-                "gauge"
-            } else {
-                "counter"
-            };
-            let _ = writeln!(
-                out,
-                "# HELP capline_{name} capline engine stat {name} (docs/OPERATIONS.md, Stats).\n# TYPE capline_{name} {kind}"
-            );
-            for (v, _, counters) in &stats {
-                let _ = writeln!(
-                    out,
-                    "capline_{name}{{variant=\"{}\"}} {}",
-                    v.name, counters[i].1
-                );
-            }
-        }
-    }
+    let series: Vec<(&[(&str, &str)], &capline::Stats)> = labels
+        .iter()
+        .map(|l| &l[..])
+        .zip(stats.iter())
+        .collect();
+    out.push_str(&capline::stats::prometheus_text(&series));
     let _ = writeln!(
         out,
         "# HELP capline_variant_weight Routing weight.\n# TYPE capline_variant_weight gauge"
@@ -127,17 +101,6 @@ pub(crate) fn metrics_text(state: &State) -> String {
             "capline_variant_weight{{variant=\"{}\"}} {}",
             v.name,
             v.weight()
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP capline_sampling_percentage Sampling percentage in force.\n# TYPE capline_sampling_percentage gauge"
-    );
-    for (v, s, _) in &stats {
-        let _ = writeln!(
-            out,
-            "capline_sampling_percentage{{variant=\"{}\"}} {}",
-            v.name, s.sampling_percentage
         );
     }
     out

@@ -193,3 +193,280 @@ pub(crate) fn inc(c: &AtomicU64) {
 pub(crate) fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
+
+/// One sample of a family: an optional extra label, and the value.
+type Sample = (Option<(&'static str, &'static str)>, f64);
+
+/// A metric family as Prometheus exposes it: counters end in `_total`,
+/// durations are in seconds, ratios in `0 ..= 1`.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    /// Its samples for one engine: an optional extra label, and the value.
+    samples: fn(&Stats) -> Vec<Sample>,
+}
+
+/// One unlabelled sample.
+macro_rules! one {
+    ($f:expr) => {
+        |s: &Stats| vec![(None, $f(s))]
+    };
+}
+
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "capline_kept_total",
+        kind: "counter",
+        help: "capture() calls whose record was queued for writing.",
+        samples: one!(|s: &Stats| s.kept as f64),
+    },
+    Family {
+        name: "capline_sampled_out_total",
+        kind: "counter",
+        help: "capture() calls the sampler did not keep.",
+        samples: one!(|s: &Stats| s.sampled_out as f64),
+    },
+    Family {
+        name: "capline_dropped_total",
+        kind: "counter",
+        help: "Records dropped, by reason: capture() calls (disabled, watermark, spool_full, ring_full, too_large) and kept records lost to a write error (io_error).",
+        samples: |s| {
+            [
+                ("disabled", s.dropped_disabled),
+                ("watermark", s.dropped_watermark),
+                ("spool_full", s.dropped_spool_full),
+                ("ring_full", s.dropped_ring_full),
+                ("too_large", s.dropped_too_large),
+                ("io_error", s.dropped_io_error),
+            ]
+            .into_iter()
+            .map(|(r, v)| (Some(("reason", r)), v as f64))
+            .collect()
+        },
+    },
+    Family {
+        name: "capline_rejected_total",
+        kind: "counter",
+        help: "capture() calls rejected for their data, by reason.",
+        samples: |s| {
+            [
+                ("inference_id", s.rejected_inference_id),
+                ("content_type", s.rejected_content_type),
+                ("time", s.rejected_time),
+            ]
+            .into_iter()
+            .map(|(r, v)| (Some(("reason", r)), v as f64))
+            .collect()
+        },
+    },
+    Family {
+        name: "capline_kept_bytes_total",
+        kind: "counter",
+        help: "Payload bytes (bodies, content types, inference ids) of kept records.",
+        samples: one!(|s: &Stats| s.bytes_kept as f64),
+    },
+    Family {
+        name: "capline_records_written_total",
+        kind: "counter",
+        help: "Kept records written to a segment.",
+        samples: one!(|s: &Stats| s.records_written as f64),
+    },
+    Family {
+        name: "capline_written_bytes_total",
+        kind: "counter",
+        help: "JSON Lines bytes in sealed segments.",
+        samples: one!(|s: &Stats| s.bytes_written as f64),
+    },
+    Family {
+        name: "capline_segments_sealed_total",
+        kind: "counter",
+        help: "Segments sealed and queued for delivery.",
+        samples: one!(|s: &Stats| s.segments_sealed as f64),
+    },
+    Family {
+        name: "capline_segments_delivered_total",
+        kind: "counter",
+        help: "Segments delivered to the destination.",
+        samples: one!(|s: &Stats| s.segments_delivered as f64),
+    },
+    Family {
+        name: "capline_delivery_attempts_total",
+        kind: "counter",
+        help: "Delivery attempts (first tries and retries).",
+        samples: one!(|s: &Stats| s.delivery_attempts as f64),
+    },
+    Family {
+        name: "capline_delivery_failures_total",
+        kind: "counter",
+        help: "Failed delivery attempts (each is retried).",
+        samples: one!(|s: &Stats| s.delivery_failures as f64),
+    },
+    Family {
+        name: "capline_uploaded_bytes_total",
+        kind: "counter",
+        help: "Bytes the destination acknowledged.",
+        samples: one!(|s: &Stats| s.bytes_uploaded as f64),
+    },
+    Family {
+        name: "capline_gate_changes_total",
+        kind: "counter",
+        help: "Times the disk monitor opened or closed the capture gate.",
+        samples: one!(|s: &Stats| s.gate_changes as f64),
+    },
+    Family {
+        name: "capline_segments_pending",
+        kind: "gauge",
+        help: "Segments sealed but not yet delivered.",
+        samples: one!(|s: &Stats| s.segments_pending as f64),
+    },
+    Family {
+        name: "capline_segments_unsealed",
+        kind: "gauge",
+        help: "Segments whose seal failed, waiting in the spool for another try.",
+        samples: one!(|s: &Stats| s.segments_unsealed as f64),
+    },
+    Family {
+        name: "capline_spool_sealed_bytes",
+        kind: "gauge",
+        help: "Bytes of sealed segments not yet delivered.",
+        samples: one!(|s: &Stats| s.spool_sealed_bytes as f64),
+    },
+    Family {
+        name: "capline_spool_active_bytes",
+        kind: "gauge",
+        help: "Bytes of data in the open segment.",
+        samples: one!(|s: &Stats| s.spool_active_bytes as f64),
+    },
+    Family {
+        name: "capline_delivery_lag_seconds",
+        kind: "gauge",
+        help: "How long the oldest undelivered segment has waited since it was sealed; 0 when none waits.",
+        samples: one!(|s: &Stats| s.delivery_lag_millis as f64 / 1e3),
+    },
+    Family {
+        name: "capline_oldest_pending_sealed_timestamp_seconds",
+        kind: "gauge",
+        help: "When the oldest undelivered segment was sealed (Unix time); 0 when none waits.",
+        samples: one!(|s: &Stats| s.oldest_pending_sealed_unix_ms as f64 / 1e3),
+    },
+    Family {
+        name: "capline_disk_usage_ratio",
+        kind: "gauge",
+        help: "Spool filesystem usage (df's rule), 0 to 1.",
+        samples: one!(|s: &Stats| s.disk_usage_basis_points as f64 / 1e4),
+    },
+    Family {
+        name: "capline_sampling_percentage",
+        kind: "gauge",
+        help: "The configured sampling percentage.",
+        samples: one!(|s: &Stats| s.sampling_percentage),
+    },
+    Family {
+        name: "capline_effective_sampling_percentage",
+        kind: "gauge",
+        help: "The sampling percentage in force after disk-pressure degradation.",
+        samples: one!(|s: &Stats| s.effective_sampling_percentage),
+    },
+    Family {
+        name: "capline_capture_enabled",
+        kind: "gauge",
+        help: "1 while capture is enabled, else 0.",
+        samples: one!(|s: &Stats| f64::from(u8::from(s.capture_enabled))),
+    },
+    Family {
+        name: "capline_gate_closed",
+        kind: "gauge",
+        help: "1 while the capture gate is closed for the reason in `gate` (watermark: the disk watermark or a failed write; spool: SpoolMaxBytes).",
+        samples: |s| {
+            vec![
+                (
+                    Some(("gate", "watermark")),
+                    f64::from(u8::from(s.gate_watermark_closed)),
+                ),
+                (
+                    Some(("gate", "spool")),
+                    f64::from(u8::from(s.gate_spool_closed)),
+                ),
+            ]
+        },
+    },
+];
+
+/// A label value with `\`, `"` and newlines escaped, as the text format wants.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders the stats of one engine or several in the Prometheus text
+/// exposition format (version 0.0.4), each engine's samples with its own
+/// labels (for example `[("variant", "A")]`): one `# HELP` and `# TYPE` per
+/// family, counters ending in `_total`, durations in seconds. Serve it as
+/// `text/plain; version=0.0.4`.
+pub fn prometheus_text(series: &[(&[(&str, &str)], &Stats)]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for f in FAMILIES {
+        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+        let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+        for (labels, stats) in series {
+            for (extra, value) in (f.samples)(stats) {
+                let mut pairs: Vec<String> = labels
+                    .iter()
+                    .chain(extra.as_ref())
+                    .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+                    .collect();
+                let labels = if pairs.is_empty() {
+                    String::new()
+                } else {
+                    pairs.sort();
+                    format!("{{{}}}", pairs.join(","))
+                };
+                let _ = writeln!(out, "{}{labels} {value}", f.name);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_follows_the_conventions() {
+        let s = Stats {
+            kept: 7,
+            dropped_ring_full: 2,
+            delivery_lag_millis: 1500,
+            disk_usage_basis_points: 4250,
+            capture_enabled: true,
+            ..Stats::default()
+        };
+        let text = prometheus_text(&[(&[("variant", "A\"1")], &s)]);
+        assert!(text.contains("capline_kept_total{variant=\"A\\\"1\"} 7\n"), "{text}");
+        assert!(text.contains("capline_dropped_total{reason=\"ring_full\",variant=\"A\\\"1\"} 2\n"));
+        assert!(text.contains("capline_delivery_lag_seconds{variant=\"A\\\"1\"} 1.5\n"));
+        assert!(text.contains("capline_disk_usage_ratio{variant=\"A\\\"1\"} 0.425\n"));
+        assert!(text.contains("capline_capture_enabled{variant=\"A\\\"1\"} 1\n"));
+        // Every family: HELP, TYPE, then samples; counters end in _total; no
+        // milliseconds.
+        let mut kind = "";
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, k) = rest.split_once(' ').unwrap();
+                kind = k;
+                assert_eq!(k == "counter", name.ends_with("_total"), "{line}");
+                assert!(!name.contains("millis") && !name.ends_with("_ms"), "{line}");
+            } else if !line.starts_with("# HELP ") {
+                assert!(matches!(kind, "counter" | "gauge"), "{line}");
+                let value = line.rsplit(' ').next().unwrap();
+                assert!(value.parse::<f64>().is_ok(), "{line}");
+            }
+        }
+        // Every stat is in it, under one name or another.
+        assert_eq!(FAMILIES.len(), text.matches("# TYPE ").count());
+    }
+}

@@ -344,6 +344,27 @@ status, _, body, _ = http(admin, "GET", "/variants", headers={"Authorization": "
 assert [v["capture_enabled"] for v in json.loads(body)] == [True, True], body
 print("admin: wrong token, text/plain state change, foreign Origin, all-zero and overflowing weights refused")
 
+# --- /metrics: a Prometheus parser reads it; its names follow the conventions.
+from prometheus_client.parser import text_string_to_metric_families
+
+status, _, body, _ = http(admin, "GET", "/metrics", headers={"Authorization": "Bearer s3cret-token"})
+assert status == 200
+families = list(text_string_to_metric_families(body.decode()))
+kinds = {}
+for line in body.decode().splitlines():
+    if line.startswith("# TYPE "):
+        _, _, name, kind = line.split()
+        kinds[name] = kind
+for name, kind in kinds.items():
+    assert (kind == "counter") == name.endswith("_total") or kind == "histogram", (name, kind)
+    assert "millis" not in name and not name.endswith("_ms"), name
+assert kinds["capline_endpoint_request_duration_seconds"] == "histogram"
+assert kinds["capline_delivery_lag_seconds"] == "gauge"
+samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+assert samples[("capline_kept_total", (("variant", "A"),))] >= 1, samples
+print(f"metrics: {len(families)} families parsed by prometheus_client; counters end in _total, "
+      f"durations in seconds")
+
 # --- authentication -----------------------------------------------------------
 pings["n"] = 0
 sproc, sport, _ = start("signed", {

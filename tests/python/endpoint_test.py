@@ -213,7 +213,7 @@ assert bad.returncode != 0 and "sampling_percentage" in bad.stdout, bad
 metrics = ctl("metrics").stdout
 b_ok = int([l for l in metrics.splitlines()
             if l.startswith('capline_endpoint_requests_total{variant="B",code="2xx"}')][0].split()[-1])
-b_sampled_out = int([l for l in metrics.splitlines() if l.startswith('capline_sampled_out{variant="B"}')][0].split()[-1])
+b_sampled_out = int([l for l in metrics.splitlines() if l.startswith('capline_sampled_out_total{variant="B"}')][0].split()[-1])
 assert b_ok == len(expected["B"]) + 10, (b_ok, len(expected["B"]))
 assert b_sampled_out == 10, b_sampled_out
 assert 'capline_endpoint_request_duration_seconds_bucket{variant="A",le="+Inf"}' in metrics
