@@ -85,11 +85,8 @@ pub(crate) fn metrics_text(state: &State) -> String {
         .iter()
         .map(|v| [("variant", v.name.as_str())])
         .collect();
-    let series: Vec<(&[(&str, &str)], &capline::Stats)> = labels
-        .iter()
-        .map(|l| &l[..])
-        .zip(stats.iter())
-        .collect();
+    let series: Vec<(&[(&str, &str)], &capline::Stats)> =
+        labels.iter().map(|l| &l[..]).zip(stats.iter()).collect();
     out.push_str(&capline::stats::prometheus_text(&series));
     let _ = writeln!(
         out,

@@ -45,6 +45,13 @@ use capline::{Engine, Stats};
 
 pub use settings::{Settings, SettingsError, VariantSettings};
 
+/// The parsers that read client input, for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::admin::{Update, parse_update};
+    pub use crate::sigv4::{Authorization, parse_authorization};
+}
+
 use sigv4::Verifier;
 use state::{State, Variant};
 use upstream::Pinned;

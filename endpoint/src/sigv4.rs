@@ -13,6 +13,59 @@ use hyper::HeaderMap;
 /// How far a request's `X-Amz-Date` may be from now (AWS allows 5 minutes).
 const MAX_SKEW: Duration = Duration::from_secs(300);
 
+/// The parts of an `Authorization: AWS4-HMAC-SHA256 ...` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Authorization<'a> {
+    /// The access key id of the credential scope.
+    pub key_id: &'a str,
+    /// The scope's date, `YYYYMMDD`.
+    pub date: &'a str,
+    /// The scope's region.
+    pub region: &'a str,
+    /// The scope's service.
+    pub service: &'a str,
+    /// `SignedHeaders`: `;`-separated lower-case names.
+    pub signed_headers: &'a str,
+    /// `Signature`: hex.
+    pub signature: &'a str,
+}
+
+/// Reads an `Authorization` header value; `Err` says what is wrong with it.
+pub fn parse_authorization(auth: &str) -> Result<Authorization<'_>, String> {
+    let rest = auth
+        .strip_prefix("AWS4-HMAC-SHA256 ")
+        .ok_or("Authorization is not AWS4-HMAC-SHA256")?;
+    let (mut credential, mut signed, mut signature) = (None, None, None);
+    for part in rest.split(',').map(str::trim) {
+        if let Some(v) = part.strip_prefix("Credential=") {
+            credential = Some(v);
+        } else if let Some(v) = part.strip_prefix("SignedHeaders=") {
+            signed = Some(v);
+        } else if let Some(v) = part.strip_prefix("Signature=") {
+            signature = Some(v);
+        }
+    }
+    let (credential, signed_headers, signature) = match (credential, signed, signature) {
+        (Some(c), Some(h), Some(s)) if !h.is_empty() && !s.is_empty() => (c, h, s),
+        _ => return Err("Authorization lacks Credential, SignedHeaders or Signature".into()),
+    };
+    let scope: Vec<&str> = credential.split('/').collect();
+    let [key_id, date, region, service, "aws4_request"] = scope[..] else {
+        return Err("malformed credential scope".into());
+    };
+    if [key_id, date, region, service].iter().any(|p| p.is_empty()) {
+        return Err("malformed credential scope".into());
+    }
+    Ok(Authorization {
+        key_id,
+        date,
+        region,
+        service,
+        signed_headers,
+        signature,
+    })
+}
+
 /// The access keys the endpoint accepts, and the region signatures must
 /// name (any, when `None`).
 pub(crate) struct Verifier {
@@ -48,27 +101,14 @@ impl Verifier {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .ok_or("missing Authorization header (the request is not signed)")?;
-        let rest = auth
-            .strip_prefix("AWS4-HMAC-SHA256 ")
-            .ok_or("Authorization is not AWS4-HMAC-SHA256")?;
-        let (mut credential, mut signed, mut signature) = (None, None, None);
-        for part in rest.split(',').map(str::trim) {
-            if let Some(v) = part.strip_prefix("Credential=") {
-                credential = Some(v);
-            } else if let Some(v) = part.strip_prefix("SignedHeaders=") {
-                signed = Some(v);
-            } else if let Some(v) = part.strip_prefix("Signature=") {
-                signature = Some(v);
-            }
-        }
-        let (credential, signed, signature) = match (credential, signed, signature) {
-            (Some(c), Some(h), Some(s)) => (c, h, s),
-            _ => return Err("Authorization lacks Credential, SignedHeaders or Signature".into()),
-        };
-        let scope: Vec<&str> = credential.split('/').collect();
-        let [key_id, _date, region, service, "aws4_request"] = scope[..] else {
-            return Err("malformed credential scope".into());
-        };
+        let Authorization {
+            key_id,
+            region,
+            service,
+            signed_headers: signed,
+            signature,
+            ..
+        } = parse_authorization(auth)?;
         if service != "sagemaker" {
             return Err(format!("signed for service {service}, not sagemaker"));
         }

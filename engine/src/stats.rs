@@ -446,8 +446,13 @@ mod tests {
             ..Stats::default()
         };
         let text = prometheus_text(&[(&[("variant", "A\"1")], &s)]);
-        assert!(text.contains("capline_kept_total{variant=\"A\\\"1\"} 7\n"), "{text}");
-        assert!(text.contains("capline_dropped_total{reason=\"ring_full\",variant=\"A\\\"1\"} 2\n"));
+        assert!(
+            text.contains("capline_kept_total{variant=\"A\\\"1\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("capline_dropped_total{reason=\"ring_full\",variant=\"A\\\"1\"} 2\n")
+        );
         assert!(text.contains("capline_delivery_lag_seconds{variant=\"A\\\"1\"} 1.5\n"));
         assert!(text.contains("capline_disk_usage_ratio{variant=\"A\\\"1\"} 0.425\n"));
         assert!(text.contains("capline_capture_enabled{variant=\"A\\\"1\"} 1\n"));
