@@ -15,8 +15,13 @@ MODES=("${@:-uring}")
 [ $# -gt 0 ] || MODES=(uring pwrite)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/capline/target}
 command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace >/dev/null; }
-cargo build --release --locked -q -p capline-benches --bin capture-loop
-bin="$CARGO_TARGET_DIR/release/capture-loop"
+# CAPLINE_LOOP_BIN runs another build's capture-loop (to compare builds).
+if [ -n "${CAPLINE_LOOP_BIN:-}" ]; then
+  bin=$CAPLINE_LOOP_BIN
+else
+  cargo build --release --locked -q -p capline-benches --bin capture-loop
+  bin="$CARGO_TARGET_DIR/release/capture-loop"
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
