@@ -393,6 +393,30 @@ int32_t capline_stats(const struct capline_engine *engine, struct capline_stats_
 int32_t capline_engine_free(struct capline_engine *engine, uint32_t deadline_ms);
 
 /**
+ * Writes the engine's stats in the Prometheus text format (version 0.0.4,
+ * the families `docs/OPERATIONS.md` lists: counters ending in `_total`,
+ * durations in seconds) into `buf`: at most `len` bytes including the
+ * terminating NUL, truncated if needed. Stores the text's full length (NUL
+ * not included) in `*needed` when `needed` is not NULL, so a caller whose
+ * buffer was short can call again with `*needed + 1` bytes. `buf` may be
+ * NULL when `len` is 0, to ask for the length. Returns `CAPLINE_OK`,
+ * `CAPLINE_ERR_NULL`, `CAPLINE_ERR_MISALIGNED` or `CAPLINE_ERR_LENGTH`.
+ *
+ * Serve it on your own metrics endpoint as `text/plain; version=0.0.4`.
+ * This text includes `segments_unsealed`, which `capline_stats_t` lacks.
+ *
+ * Thread-safety: any thread, concurrently with `capline_capture`.
+ *
+ * # Safety
+ * `engine` as for [`capline_capture`]; `buf` must be NULL or point to `len`
+ * writable bytes; `needed` must be NULL or point to a writable `size_t`.
+ */
+int32_t capline_stats_prometheus(const struct capline_engine *engine,
+                                 char *buf,
+                                 size_t len,
+                                 size_t *needed);
+
+/**
  * Copies the calling thread's last error message into `buf` (at most `len`
  * bytes including the terminating NUL, truncated if needed) and returns the
  * full message length in bytes (0: no error yet). `buf` may be NULL when

@@ -548,6 +548,64 @@ pub unsafe extern "C" fn capline_engine_free(engine: *mut capline_engine, deadli
     })
 }
 
+/// Writes the engine's stats in the Prometheus text format (version 0.0.4,
+/// the families `docs/OPERATIONS.md` lists: counters ending in `_total`,
+/// durations in seconds) into `buf`: at most `len` bytes including the
+/// terminating NUL, truncated if needed. Stores the text's full length (NUL
+/// not included) in `*needed` when `needed` is not NULL, so a caller whose
+/// buffer was short can call again with `*needed + 1` bytes. `buf` may be
+/// NULL when `len` is 0, to ask for the length. Returns `CAPLINE_OK`,
+/// `CAPLINE_ERR_NULL`, `CAPLINE_ERR_MISALIGNED` or `CAPLINE_ERR_LENGTH`.
+///
+/// Serve it on your own metrics endpoint as `text/plain; version=0.0.4`.
+/// This text includes `segments_unsealed`, which `capline_stats_t` lacks.
+///
+/// Thread-safety: any thread, concurrently with `capline_capture`.
+///
+/// # Safety
+/// `engine` as for [`capline_capture`]; `buf` must be NULL or point to `len`
+/// writable bytes; `needed` must be NULL or point to a writable `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn capline_stats_prometheus(
+    engine: *const capline_engine,
+    buf: *mut c_char,
+    len: usize,
+    needed: *mut usize,
+) -> i32 {
+    boundary(|| {
+        // SAFETY: forwarded from the caller.
+        let engine = unsafe { object("engine", engine)? };
+        if buf.is_null() && len > 0 {
+            return fail(CAPLINE_ERR_NULL, format!("buf is NULL with length {len}"));
+        }
+        if len > isize::MAX as usize {
+            return fail(
+                CAPLINE_ERR_LENGTH,
+                format!("buf: length {len} is larger than PTRDIFF_MAX"),
+            );
+        }
+        if !needed.is_null() && !needed.is_aligned() {
+            return fail(CAPLINE_ERR_MISALIGNED, "needed is not aligned");
+        }
+        let stats = engine.engine.stats();
+        let text = engine::stats::prometheus_text(&[(&[], &stats)]);
+        if len > 0 {
+            let n = text.len().min(len - 1);
+            // SAFETY: buf has len writable bytes (caller), n < len; the text
+            // is ours and cannot overlap it.
+            unsafe {
+                std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), n);
+                buf.add(n).write(0);
+            }
+        }
+        if !needed.is_null() {
+            // SAFETY: non-NULL and aligned (checked); the caller guarantees it is writable.
+            unsafe { needed.write(text.len()) };
+        }
+        Ok(CAPLINE_OK)
+    })
+}
+
 /// Copies the calling thread's last error message into `buf` (at most `len`
 /// bytes including the terminating NUL, truncated if needed) and returns the
 /// full message length in bytes (0: no error yet). `buf` may be NULL when

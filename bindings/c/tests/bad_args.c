@@ -20,6 +20,12 @@ static void expect(const char *what, int32_t got, int32_t want, const char *ment
   if (!ok) failures++;
 }
 
+/* A writable byte, for calls that must fail before touching their buffer. */
+static char *small_buf_for_length(void) {
+  static char one[1];
+  return one;
+}
+
 static capline_event csv_event(const char *req, const char *resp) {
   capline_event ev = {0};
   ev.request = (const uint8_t *)req;
@@ -113,6 +119,27 @@ int main(int argc, char **argv) {
   expect("  ... kept 101", s.kept == 101 ? 0 : 1, 0, NULL);
   expect("  ... rejected_inference_id 1", s.rejected_inference_id == 1 ? 0 : 1, 0, NULL);
   expect("  ... rejected_time 1", s.rejected_time == 1 ? 0 : 1, 0, NULL);
+
+  /* Stats as Prometheus text: the length first, then the text. */
+  size_t needed = 0;
+  expect("stats_prometheus(NULL engine)", capline_stats_prometheus(NULL, NULL, 0, &needed), CAPLINE_ERR_NULL,
+         "engine");
+  expect("stats_prometheus(NULL buf, len 10)", capline_stats_prometheus(e, NULL, 10, &needed),
+         CAPLINE_ERR_NULL, "buf");
+  expect("stats_prometheus(SIZE_MAX)", capline_stats_prometheus(e, small_buf_for_length(), SIZE_MAX, NULL),
+         CAPLINE_ERR_LENGTH, "PTRDIFF_MAX");
+  expect("stats_prometheus length", capline_stats_prometheus(e, NULL, 0, &needed), CAPLINE_OK, NULL);
+  char *text = malloc(needed + 1);
+  size_t again = 0;
+  expect("stats_prometheus", capline_stats_prometheus(e, text, needed + 1, &again), CAPLINE_OK, NULL);
+  expect("  ... whole, NUL-terminated", (again == needed && strlen(text) == needed) ? 0 : 1, 0, NULL);
+  expect("  ... capline_kept_total 101", strstr(text, "\ncapline_kept_total 101\n") ? 0 : 1, 0, NULL);
+  expect("  ... rejected by reason", strstr(text, "capline_rejected_total{reason=\"time\"} 1\n") ? 0 : 1, 0,
+         NULL);
+  free(text);
+  char cut[16];
+  expect("stats_prometheus truncates", capline_stats_prometheus(e, cut, sizeof cut, NULL), CAPLINE_OK, NULL);
+  expect("  ... and terminates", strlen(cut) == 15 ? 0 : 1, 0, NULL);
 
   /* Last error: length, truncation, NUL. */
   capline_capture(NULL, &ev);
