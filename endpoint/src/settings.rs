@@ -148,7 +148,7 @@ impl Settings {
         for k in obj.keys() {
             if !KNOWN.contains(&k.as_ref()) {
                 return Err(bad(
-                    k,
+                    &key_name(k),
                     format!("unknown field (known: {})", KNOWN.join(", ")),
                 ));
             }
@@ -263,6 +263,19 @@ impl Settings {
     }
 }
 
+/// A key as an error names it: as it is when it is a plain word, else as a
+/// JSON string (so an empty or odd key stays visible).
+fn key_name(k: &str) -> String {
+    let plain = !k.is_empty()
+        && k.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+    if plain {
+        k.to_string()
+    } else {
+        format!("{k:?}")
+    }
+}
+
 /// `AccessKeys`: `[{"AccessKeyId", "SecretAccessKey"}, ...]`.
 fn access_keys(keys: &Value) -> Result<Vec<(String, String)>, SettingsError> {
     let keys = keys
@@ -296,7 +309,7 @@ fn variant(i: usize, v: &Value, base: &Config) -> Result<VariantSettings, Settin
     for k in o.keys() {
         if !["VariantName", "InitialVariantWeight", "ModelUrl"].contains(&k.as_ref()) {
             return Err(bad(
-                &field(k),
+                &field(&key_name(k)),
                 "unknown field (known: VariantName, InitialVariantWeight, ModelUrl)",
             ));
         }
@@ -403,6 +416,7 @@ mod tests {
         let cases: Vec<(String, &str)> = vec![
             ("{".to_string(), "(document)"),
             (config(r#""Colour": 1"#), "Colour: unknown field"),
+            (config(r#""": 1"#), "\"\": unknown field"),
             (
                 config(r#""Listen": "nowhere""#),
                 "Listen: must be HOST:PORT",

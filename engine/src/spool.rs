@@ -186,6 +186,7 @@ impl Spool {
     }
 
     /// The directory of multipart upload progress files.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     pub(crate) fn uploads_dir(&self) -> &Path {
         &self.uploads
     }
@@ -276,6 +277,7 @@ impl Spool {
     }
 
     /// Makes `dir`'s entries durable.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     pub(crate) fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
         self.fs.sync_dir(dir)
     }
