@@ -99,6 +99,25 @@ fi
 garage --version | awk 'NR == 1'
 cargo test --release -p capline-e2e --locked --test garage -- --nocapture --test-threads=1
 
+step "Python: an abi3 wheel (CPython >= 3.11) built with maturin, installed into a fresh venv; pytest with uvicorn and gunicorn; mypy on the stubs"
+(cd bindings/python && cargo fmt -- --check)
+(cd bindings/python && PYO3_PYTHON=python3 CARGO_TARGET_DIR="$CARGO_TARGET_DIR/python" \
+  cargo clippy --locked --all-targets -- -D warnings)
+PYTOOLS="$HOME/.cache/capline/pytools"
+if ! "$PYTOOLS/bin/python" -c 'import maturin' >/dev/null 2>&1; then
+  python3 -m venv "$PYTOOLS"
+  "$PYTOOLS/bin/pip" install -q 'maturin>=1.5,<2'
+fi
+WHEELS="$SCRATCH/wheels"
+rm -rf "$WHEELS"
+(cd bindings/python && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/python" \
+  "$PYTOOLS/bin/maturin" build --release --locked --out "$WHEELS")
+PYFRESH="$SCRATCH/pyfresh"
+python3 -m venv "$PYFRESH"
+"$PYFRESH/bin/pip" install -q "$WHEELS"/capline-*.whl pytest fastapi uvicorn flask gunicorn requests mypy
+(cd bindings/python/tests && CAPLINE_BIN="$CARGO_TARGET_DIR/debug/capline" "$PYFRESH/bin/python" -m pytest -q -p no:cacheprovider)
+(cd bindings/python/tests && "$PYFRESH/bin/python" -m mypy --strict --no-incremental typing_check.py)
+
 step "C ABI: C and C++ programs against the installed header and libraries (pthreads, ASan+UBSan, valgrind, bad arguments)"
 need=()
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)

@@ -139,4 +139,13 @@ impl Engine {
         inc(&n.kept);
         Outcome::Kept
     }
+
+    /// Counts a record the caller refused before offering it, because it is
+    /// larger than `MaxRecordBytes` (a middleware that will not buffer a
+    /// body past the limit): it ends as `dropped_too_large`, as if
+    /// `capture()` had been called with it, so the accounting stays exact.
+    pub fn count_too_large(&self) -> Outcome {
+        inc(&self.counters.stripe().dropped_too_large);
+        Outcome::Dropped(DropReason::TooLarge)
+    }
 }
