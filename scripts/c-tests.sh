@@ -21,9 +21,26 @@ if ! diff -u bindings/c/include/capline.h "$WORK/capline.h"; then
   exit 1
 fi
 
+# The shared library exports the C API and nothing else (no dependency's
+# symbols), and carries no debug info of its own.
+check_exports() { # LIB
+  local exports others
+  exports=$(nm -D --defined-only --format=posix "$1" | awk '{print $1}')
+  others=$(printf '%s\n' "$exports" | grep -v '^capline_' || true)
+  [ -z "$others" ] || { echo "$1 exports more than capline_*:"; printf '%s\n' "$others" | head -20; exit 1; }
+  if readelf -S "$1" | grep -q '\.debug_info'; then echo "$1 is not stripped"; exit 1; fi
+  echo "$1: exports $(printf '%s\n' "$exports" | wc -l) symbols, all capline_*; stripped"
+}
+
+echo "--- install without S3 (local destinations only)"
+rm -rf "$PREFIX"
+scripts/c-install.sh "$PREFIX" --no-s3
+check_exports "$PREFIX/lib/libcapline.so"
+
 echo "--- install"
 rm -rf "$PREFIX"
 scripts/c-install.sh "$PREFIX"
+check_exports "$PREFIX/lib/libcapline.so"
 export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
 CFLAGS="-std=c11 -Wall -Wextra -Werror -O2 $(pkg-config --cflags capline)"
 SHARED="$(pkg-config --libs capline) -Wl,-rpath,$PREFIX/lib -lpthread -lm"

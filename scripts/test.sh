@@ -112,6 +112,15 @@ WHEELS="$SCRATCH/wheels"
 rm -rf "$WHEELS"
 (cd bindings/python && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/python" \
   "$PYTOOLS/bin/maturin" build --release --locked --out "$WHEELS")
+# Packaged like a library: the extension exports its module init and
+# nothing else, and ships stripped.
+rm -rf "$SCRATCH/wheel-check"
+python3 -m zipfile -e "$WHEELS"/capline-*.whl "$SCRATCH/wheel-check"
+EXT=$(ls "$SCRATCH"/wheel-check/capline/_capline*.so)
+EXPORTS=$(nm -D --defined-only --format=posix "$EXT" | awk '{print $1}')
+[ "$EXPORTS" = "PyInit__capline" ] || { echo "the extension exports more than PyInit__capline:"; echo "$EXPORTS" | head; exit 1; }
+if readelf -S "$EXT" | grep -q '\.debug_info'; then echo "the extension is not stripped"; exit 1; fi
+echo "wheel: $(basename "$WHEELS"/capline-*.whl), $(stat -c %s "$WHEELS"/capline-*.whl) bytes; extension exports PyInit__capline only, stripped, $(stat -c %s "$EXT") bytes"
 PYFRESH="$SCRATCH/pyfresh"
 python3 -m venv "$PYFRESH"
 "$PYFRESH/bin/pip" install -q "$WHEELS"/capline-*.whl pytest fastapi uvicorn flask gunicorn requests mypy
