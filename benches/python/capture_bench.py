@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import queue
+import shutil
 import statistics
 import sys
 import tempfile
@@ -127,6 +128,7 @@ def main():
             ratios.append(ns_b / ns_c)
         print(f"{name:28} {statistics.median(ours):16.0f} {statistics.median(theirs):17.0f} "
               f"{statistics.median(ratios):18.1f}x   (rounds: {', '.join(f'{x:.1f}' for x in ratios)})")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
