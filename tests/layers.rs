@@ -51,11 +51,13 @@ struct Use {
     line: usize,
 }
 
+/// The workspace root. The directory is read at run time (cargo sets
+/// `CARGO_MANIFEST_DIR` for tests): a test binary reused from a shared
+/// target directory may have been compiled in another checkout.
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.parent().expect("workspace root").to_path_buf()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
