@@ -41,7 +41,9 @@ from container import ContainerModel, free_port
 capline_bin, s3_url = sys.argv[1], sys.argv[2]
 kills = int(sys.argv[3]) if len(sys.argv) > 3 else 50
 FLUSH_MS = 100
-WINDOW = (FLUSH_MS + 250) / 1000.0
+# The margin covers the writer's poll and one fdatasync; under heavy competing
+# disk writes (a build on the same disk) an fdatasync was seen to take 440 ms.
+WINDOW = (FLUSH_MS + 1000) / 1000.0
 
 
 class Model(ContainerModel):
