@@ -13,7 +13,7 @@ with SIGTERM. Then, from S3:
 - every line is a valid capture record (no torn or invalid line);
 - no record appears twice, by eventId or by inference id;
 - no multipart upload is left open;
-- every 2xx answer given more than FlushIntervalMillis + 250 ms before the
+- every 2xx answer given more than FlushIntervalMillis + 1 s before the
   kill that ended the process that gave it (and every answer of the last,
   gracefully stopped run) is in S3 exactly once.
 
