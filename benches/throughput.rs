@@ -3,6 +3,7 @@
 //! in one run.
 //!
 //! `cargo run --release -p capline-benches --bin throughput [-- --dir DIR --scale F]`
+//! (`-- --redaction`: the writer with `Engine.Redaction` on against off)
 //!
 //! For each record shape it measures:
 //! - **disk limit**: the same number of bytes as capline's JSON lines, written
@@ -80,12 +81,13 @@ fn shapes() -> Vec<(Shape, u64)> {
     ]
 }
 
-fn config(dir: &Path, io: &str) -> Config {
+/// `extra`: more `Engine` fields, each with a leading comma.
+fn config(dir: &Path, io: &str, extra: &str) -> Config {
     Config::from_json(&format!(
         r#"{{"EndpointName":"throughput","DataCaptureConfig":{{"InitialSamplingPercentage":100,
             "DestinationS3Uri":"file://{}/dest","CaptureOptions":[{{"CaptureMode":"InputAndOutput"}}],
             "CaptureContentTypeHeader":{{"CsvContentTypes":["text/csv"],"JsonContentTypes":["application/json"]}}}},
-            "Engine":{{"SpoolDir":"{}/spool","Io":"{io}","RingBytes":268435456}}}}"#,
+            "Engine":{{"SpoolDir":"{}/spool","Io":"{io}","RingBytes":268435456{extra}}}}}"#,
         dir.display(),
         dir.display()
     ))
@@ -93,7 +95,18 @@ fn config(dir: &Path, io: &str) -> Config {
 }
 
 fn capline_run(dir: &Path, io: &str, s: &Shape, n: u64, timer: &Timer) -> Figures {
-    let engine = Engine::start(config(dir, io)).expect("start");
+    capline_run_with(dir, io, "", s, n, timer)
+}
+
+fn capline_run_with(
+    dir: &Path,
+    io: &str,
+    extra: &str,
+    s: &Shape,
+    n: u64,
+    timer: &Timer,
+) -> Figures {
+    let engine = Engine::start(config(dir, io, extra)).expect("start");
     let cap = Capture {
         request: Payload::new(s.request_type, &s.request),
         response: Payload::new(s.response_type, &s.response),
@@ -285,19 +298,105 @@ fn baseline(dir: &Path, s: &Shape, n: u64, timer: &Timer) -> Figures {
     }
 }
 
+/// The redaction rules of `--redaction`: two JSON fields (one found by
+/// `..`), two CSV columns, and an e-mail pattern over text.
+const REDACTION: &str = r#","Redaction":{"JsonPaths":["$.customer.email","$..ssn"],
+    "CsvColumns":[0,3],"Patterns":["[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[a-z]{2,}"]}"#;
+
+/// A request as a PII-carrying JSON client sends it: about `n` bytes.
+fn json_with_pii(n: usize) -> Vec<u8> {
+    let mut out = br#"{"customer":{"email":"ann.lee@example.com","name":"Ann Lee","ssn":"123-45-6789"},"note":"call me at ann.lee@example.com","instances":["#.to_vec();
+    let mut i = 0u64;
+    while out.len() < n - 16 {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(format!("{{\"f\":{i},\"g\":{}.5}}", i * 7 % 1000).as_bytes());
+        i += 1;
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// `--redaction`: the writer's throughput with the rules above and without,
+/// alternately, `rounds` times; medians.
+fn redaction_bench(base_dir: &Path, scale: f64, timer: &Timer) {
+    let shapes = [
+        (
+            Shape {
+                name: "csv_1k",
+                request_type: "text/csv",
+                request: csv(1024),
+                response_type: "text/csv",
+                response: b"0.0254181120544672".to_vec(),
+            },
+            1_000_000,
+        ),
+        (
+            Shape {
+                name: "json_16k_pii",
+                request_type: "application/json",
+                request: json_with_pii(16 * 1024),
+                response_type: "application/json",
+                response: br#"{"score":0.25,"ssn":"123-45-6789"}"#.to_vec(),
+            },
+            60_000,
+        ),
+    ];
+    let rounds = 3;
+    println!(
+        "redaction: records/s with Engine.Redaction on and off (Io uring), {rounds} rounds alternately; medians"
+    );
+    println!(
+        "  rules: {}",
+        REDACTION
+            .trim_start_matches(',')
+            .replace(char::is_whitespace, "")
+    );
+    for (s, n) in shapes {
+        let n = ((n as f64) * scale).max(1000.0) as u64;
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            for (extra, out) in [("", &mut off), (REDACTION, &mut on)] {
+                let d = tempfile::Builder::new()
+                    .prefix("capline-redaction-")
+                    .tempdir_in(base_dir)
+                    .expect("tempdir");
+                out.push(capline_run_with(d.path(), "uring", extra, &s, n, timer).records_per_s);
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (off_m, on_m) = (median(&mut off), median(&mut on));
+        println!(
+            "  {:<14} × {n}: off {off_m:>10.0} records/s, on {on_m:>10.0} records/s, on/off {:.3}",
+            s.name,
+            on_m / off_m
+        );
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut dir: Option<PathBuf> = None;
     let mut scale = 1.0f64;
+    let mut redaction = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--dir" => dir = args.next().map(PathBuf::from),
             "--scale" => scale = args.next().and_then(|s| s.parse().ok()).unwrap_or(1.0),
+            "--redaction" => redaction = true,
             other => panic!("unknown argument {other}"),
         }
     }
     let base_dir = dir.unwrap_or_else(std::env::temp_dir);
     let timer = Timer::new();
+    if redaction {
+        redaction_bench(&base_dir, scale, &timer);
+        return;
+    }
     println!("timer overhead subtracted: {} ns", timer.overhead);
     for (s, n) in shapes() {
         let n = ((n as f64) * scale).max(1000.0) as u64;

@@ -82,6 +82,9 @@ step "capline endpoint against careless and hostile clients: bounded memory, con
 step "SageMaker Python SDK: the walkthrough's Predictor loop through capline endpoint, View Captured Data (local and moto)"
 SAGEMAKER_SUPPRESS_V2_WARNING=1 "$VENV/bin/python" tests/python/walkthrough.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3" | grep '^walkthrough'
 
+step "capline replay and cat against moto: a changed model's answers found exactly, SigV4 through capline endpoint, selection and pacing"
+(cd tests/python && "$VENV/bin/python" replay_test.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3")
+
 step "chaos: capline endpoint SIGKILLed 50 times under traffic, delivering to moto; every answer older than the flush window in S3 exactly once"
 (cd tests/python && "$VENV/bin/python" chaos.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3" 50)
 

@@ -1,5 +1,7 @@
 //! `capline demo` and `capline cat`, run as a user runs them.
 
+use std::process::Output;
+
 use capline_e2e::{capline, jsonl_files, text};
 
 fn demo(dir: &std::path::Path) -> String {
@@ -186,16 +188,7 @@ fn cat_reports_missing_input() {
 
 #[test]
 fn demo_against_s3_prints_the_object_keys_and_reads_the_first_record_back() {
-    let url = match std::env::var("CAPLINE_TEST_S3") {
-        Ok(url) => url,
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("CAPLINE_TEST_S3 is not set: scripts/test.sh starts moto and sets it")
-        }
-        Err(_) => {
-            eprintln!("SKIPPED: CAPLINE_TEST_S3 is not set (run scripts/test.sh)");
-            return;
-        }
-    };
+    let Some(url) = test_s3() else { return };
     let dir = tempfile::tempdir().unwrap();
     let bucket = format!("capline-demo-{}", std::process::id());
     let dest = format!("s3://{bucket}/datacapture");
@@ -229,4 +222,130 @@ fn demo_against_s3_prints_the_object_keys_and_reads_the_first_record_back() {
         keys.len(),
         "one object per delivered segment"
     );
+}
+
+/// The moto endpoint scripts/test.sh starts, or `None` (skipped) outside it.
+fn test_s3() -> Option<String> {
+    match std::env::var("CAPLINE_TEST_S3") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("CAPLINE_TEST_S3 is not set: scripts/test.sh starts moto and sets it")
+        }
+        Err(_) => {
+            eprintln!("SKIPPED: CAPLINE_TEST_S3 is not set (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+#[test]
+fn cat_reads_an_s3_prefix_page_by_page() {
+    let Some(url) = test_s3() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = format!("capline-cat-{}", std::process::id());
+    let dest = format!("s3://{bucket}/datacapture");
+    // Two demo runs: two segments at least, 2 × 30 records.
+    for _ in 0..2 {
+        let out = capline(
+            dir.path(),
+            &[
+                "demo",
+                "--destination",
+                &dest,
+                "--s3-endpoint-url",
+                &url,
+                "--rows",
+                "30",
+            ],
+        );
+        assert!(out.status.success(), "{:?}", text(&out));
+    }
+    let cat = |args: &[&str]| {
+        let mut all = vec!["cat", "--s3-endpoint-url", &url];
+        all.extend_from_slice(args);
+        capline(dir.path(), &all)
+    };
+    let checked = |o: &Output| {
+        let (_, err) = text(o);
+        let rest = err
+            .split("checked ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{err}"));
+        let n: Vec<u64> = rest
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .take(3)
+            .map(|s| s.parse().unwrap())
+            .collect();
+        (n[0], n[1], n[2])
+    };
+
+    // One key per page: the listing follows continuation tokens.
+    let o = cat(&["--validate", "--s3-page-size", "1", &dest]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (records, files, violations) = checked(&o);
+    assert_eq!((records, violations), (60, 0));
+    assert!(files >= 2, "{files} objects");
+    let o = cat(&["--validate", &format!("{dest}/")]);
+    assert_eq!(
+        checked(&o),
+        (60, files, 0),
+        "a trailing slash lists the same"
+    );
+
+    // Plain cat prints every line once; --decode and --pretty read S3 too.
+    let o = cat(&[&dest]);
+    let plain = text(&o).0;
+    assert_eq!(plain.lines().count(), 60);
+    let mut ids: Vec<&str> = plain
+        .lines()
+        .map(|l| {
+            l.split("\"eventId\":\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 60, "no record twice");
+    let o = cat(&["--pretty", "--decode", &dest]);
+    assert!(o.status.success());
+    assert_eq!(text(&o).0.matches("\"eventVersion\"").count(), 60);
+
+    // A single object by its key; a prefix is a folder, not a string prefix.
+    let o = cat(&["--validate", "--s3-page-size", "1", &dest]);
+    assert!(o.status.success());
+    let key_of_first = {
+        let l = cat(&[&format!("s3://{bucket}/")]);
+        assert_eq!(text(&l).0.lines().count(), 60, "the whole bucket");
+        let o = capline(
+            dir.path(),
+            &[
+                "demo",
+                "--destination",
+                &dest,
+                "--s3-endpoint-url",
+                &url,
+                "--rows",
+                "1",
+            ],
+        );
+        let out = text(&o).0;
+        out.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("s3://") && l.ends_with(".jsonl"))
+            .unwrap_or_else(|| panic!("{out}"))
+            .to_string()
+    };
+    let o = cat(&["--validate", &key_of_first]);
+    assert_eq!(checked(&o).1, 1, "one object: {:?}", text(&o));
+    let o = cat(&["--validate", &format!("s3://{bucket}/datacap")]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("no .jsonl files"));
+    let o = cat(&[&format!("s3://{bucket}-missing/x")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("missing"), "{:?}", text(&o));
 }

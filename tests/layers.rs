@@ -23,7 +23,7 @@ const ENGINE: &[&[&str]] = &[
     &["config"],
     &["error"],
     &["format"],
-    &["sample", "ring"],
+    &["sample", "ring", "redact"],
     &["io"],
     &["spool"],
     &["segment"],

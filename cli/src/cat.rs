@@ -1,7 +1,7 @@
 //! `capline cat`: read capture files back.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use capline::format::EncodingRules;
@@ -9,12 +9,15 @@ use capline::format::check::parse_line;
 use simd_json::BorrowedValue as Value;
 use simd_json::prelude::Writable;
 
+use crate::source::{Files, S3Args, lines};
+
 /// Arguments of `capline cat`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Files or directories (read recursively; hidden entries are skipped).
+    /// Files, directories (read recursively; hidden entries are skipped)
+    /// or `s3://bucket/prefix` (every `.jsonl` object under the prefix).
     #[arg(required = true)]
-    paths: Vec<PathBuf>,
+    paths: Vec<String>,
     /// Pretty-print each record.
     #[arg(long)]
     pretty: bool,
@@ -29,29 +32,8 @@ pub(crate) struct Args {
     /// lists (without it, any of CSV/JSON/BASE64 is accepted if BASE64 decodes).
     #[arg(long)]
     config: Option<PathBuf>,
-}
-
-/// Every `.jsonl` file under `p` (or `p` itself if it is a file), sorted.
-fn collect(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    if !p.is_dir() {
-        out.push(p.to_path_buf());
-        return Ok(());
-    }
-    let mut entries: Vec<_> = std::fs::read_dir(p)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let name = e.file_name();
-        if name.to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let path = e.path();
-        if path.is_dir() {
-            collect(&path, out)?;
-        } else if name.to_string_lossy().ends_with(".jsonl") {
-            out.push(path);
-        }
-    }
-    Ok(())
+    #[command(flatten)]
+    s3: S3Args,
 }
 
 /// Replaces BASE64 `data` by its text where the bytes are UTF-8.
@@ -87,25 +69,18 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         None => None,
     };
-    let mut files = Vec::new();
-    for p in &args.paths {
-        collect(p, &mut files).map_err(|e| format!("{}: {e}", p.display()))?;
-    }
+    let files = Files::list(&args.paths, &args.s3)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let (mut records, mut violations) = (0u64, 0u64);
-    for file in &files {
-        let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-        if body.is_empty() {
-            continue;
-        }
-        for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+    for file in files.read() {
+        let (file, bytes) = file?;
+        for (i, line) in lines(&bytes).enumerate() {
             records += 1;
             if args.validate {
                 if let Err(problem) = parse_line(line, rules.as_ref()) {
                     violations += 1;
-                    writeln!(out, "{}:{}: {problem}", file.display(), i + 1)?;
+                    writeln!(out, "{}:{}: {problem}", file, i + 1)?;
                 }
                 continue;
             }
@@ -129,7 +104,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 }
                 Err(e) => {
                     out.flush()?;
-                    eprintln!("{}:{}: not JSON: {e}", file.display(), i + 1);
+                    eprintln!("{}:{}: not JSON: {e}", file, i + 1);
                     violations += 1;
                 }
             }

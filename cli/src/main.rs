@@ -8,12 +8,15 @@ mod cat;
 mod ctl;
 mod demo;
 mod endpoint;
+mod replay;
 mod s3;
+mod source;
 
 /// SageMaker Data Capture for inference servers you run yourself: `demo`
 /// runs the SageMaker walkthrough locally, `cat` reads capture files,
 /// `endpoint` serves a SageMaker-compatible front door that captures every
-/// invocation, and `ctl` changes a running endpoint.
+/// invocation, `ctl` changes a running endpoint, and `replay` sends captured
+/// requests again and reports what changed.
 #[derive(Debug, Parser)]
 #[command(name = "capline", version)]
 struct Cli {
@@ -34,6 +37,9 @@ enum Command {
     /// Change a running endpoint's variant weights and sampling, or read its
     /// metrics, through its admin API.
     Ctl(ctl::Args),
+    /// Send captured requests again (to a SageMaker runtime endpoint or a
+    /// container) and report how the answers compare with the captured ones.
+    Replay(replay::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
         Command::Cat(args) => cat::run(args),
         Command::Endpoint(args) => endpoint::run(args),
         Command::Ctl(args) => ctl::run(args),
+        Command::Replay(args) => replay::run(args),
     };
     match result {
         Ok(code) => code,

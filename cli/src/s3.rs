@@ -1,11 +1,11 @@
-//! The demo's view of an S3 destination, as the walkthrough's "View Captured
+//! The CLI's view of an S3 destination, as the walkthrough's "View Captured
 //! Data" step has it: list the capture objects, read the first one. Uses the
 //! same client settings as the engine (default credential chain, optional
 //! custom endpoint with path-style addressing).
 
 use aws_sdk_s3::Client;
 
-/// A blocking S3 client for the demo.
+/// A blocking S3 client for the demo, `cat` and `replay`.
 pub(crate) struct S3 {
     rt: tokio::runtime::Runtime,
     client: Client,
@@ -69,6 +69,16 @@ impl S3 {
 
     /// Every key under `prefix`, sorted.
     pub(crate) fn keys(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        self.keys_paged(prefix, None)
+    }
+
+    /// Every key under `prefix`, sorted, listed `page_size` keys per
+    /// request (S3's default when `None`).
+    pub(crate) fn keys_paged(
+        &self,
+        prefix: &str,
+        page_size: Option<i32>,
+    ) -> Result<Vec<String>, Error> {
         self.rt.block_on(async {
             let mut keys = Vec::new();
             let mut token = None;
@@ -78,6 +88,7 @@ impl S3 {
                     .list_objects_v2()
                     .bucket(&self.bucket)
                     .prefix(prefix)
+                    .set_max_keys(page_size)
                     .set_continuation_token(token.take())
                     .send()
                     .await
@@ -113,7 +124,7 @@ impl S3 {
 }
 
 /// An error with its sources, `a: b: c`.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut next = e.source();
     while let Some(s) = next {

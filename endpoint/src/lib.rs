@@ -32,7 +32,7 @@ mod admin;
 pub mod http;
 mod invoke;
 mod settings;
-mod sigv4;
+pub mod sigv4;
 mod state;
 mod upstream;
 

@@ -1,5 +1,6 @@
 //! SigV4 verification of SageMaker runtime requests (service `sagemaker`),
-//! as boto3 signs them. The signature is recomputed with the AWS SDK's own
+//! as boto3 signs them, and signing for clients of the endpoint
+//! (`capline replay`). The signature is recomputed with the AWS SDK's own
 //! signer (`aws-sigv4`) over exactly the headers the client signed, and
 //! compared in constant time. No crypto of our own.
 
@@ -171,6 +172,45 @@ impl Verifier {
     }
 }
 
+/// The headers (name, value) that sign a SageMaker runtime request:
+/// `authorization`, `x-amz-date` and, with a session token,
+/// `x-amz-security-token`. `url` is the whole request URL; `headers` are the
+/// ones to sign (at least `host`).
+pub fn sign_request(
+    credentials: &Credentials,
+    region: &str,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    now: SystemTime,
+) -> Result<Vec<(String, String)>, String> {
+    let identity = credentials.clone().into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("sagemaker")
+        .time(now)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let request = SignableRequest::new(
+        method,
+        url,
+        headers.iter().copied(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| e.to_string())?;
+    let (instructions, _) = sign(request, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect())
+}
+
 /// Whether `a == b`, in time that depends only on their lengths.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -224,32 +264,21 @@ mod tests {
     fn a_signature_made_by_aws_sigv4_verifies_and_a_tampered_one_does_not() {
         let key = ("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
         let now = parse_amz_date("20150830T123600Z").unwrap();
-        let identity = Credentials::new(key.0, key.1, None, None, "t").into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region("us-east-1")
-            .name("sagemaker")
-            .time(now)
-            .settings(SigningSettings::default())
-            .build()
-            .unwrap()
-            .into();
         let body = b"1,2,3";
-        let req = SignableRequest::new(
+        // Signed as `capline replay` signs (aws-sigv4, as boto3 does).
+        let added = sign_request(
+            &Credentials::new(key.0, key.1, None, None, "t"),
+            "us-east-1",
             "POST",
             "http://127.0.0.1:8080/endpoints/churn/invocations",
-            [("host", "127.0.0.1:8080"), ("content-type", "text/csv")].into_iter(),
-            SignableBody::Bytes(body),
+            &[("host", "127.0.0.1:8080"), ("content-type", "text/csv")],
+            body,
+            now,
         )
         .unwrap();
-        let (instructions, _) = sign(req, &params).unwrap().into_parts();
         let mut headers = HeaderMap::new();
         headers.insert("host", "127.0.0.1:8080".parse().unwrap());
         headers.insert("content-type", "text/csv".parse().unwrap());
-        let added: Vec<(String, String)> = instructions
-            .headers()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
         for (name, value) in added {
             headers.insert(
                 hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),

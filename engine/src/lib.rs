@@ -50,6 +50,7 @@ mod error;
 pub mod format;
 mod io;
 mod recover;
+mod redact;
 mod ring;
 mod sample;
 mod segment;

@@ -2,8 +2,9 @@
 //!
 //! Accounting rule: every `capture()` call adds exactly one to exactly one of
 //! `kept`, `sampled_out`, `dropped_*` or `rejected_*`. Every kept record later
-//! adds one to `records_written` or `dropped_io_error` (after `shutdown`,
-//! `kept == records_written + dropped_io_error`).
+//! adds one to `records_written`, `dropped_unparsable` or `dropped_io_error`
+//! (after `shutdown`, `kept == records_written + dropped_unparsable +
+//! dropped_io_error`).
 //!
 //! The per-call counters are striped: each capturing thread adds to its own
 //! cache-line-sized stripe (chosen once per thread), so counting never makes
@@ -118,6 +119,14 @@ counters! {
         bytes_kept,
         /// Kept records written to a segment file.
         records_written,
+        /// Records in which redaction replaced something.
+        records_redacted,
+        /// Records with a body redaction could not parse as its content
+        /// type (kept whole or dropped, by `Redaction.OnUnparsable`).
+        redaction_unparsable,
+        /// Kept records dropped by the writer because a body could not be
+        /// parsed for redaction (`OnUnparsable: Drop`).
+        dropped_unparsable,
         /// Kept records lost to a write error.
         dropped_io_error,
         /// JSON Lines bytes written to segments.
@@ -230,7 +239,7 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "capline_dropped_total",
         kind: "counter",
-        help: "Records dropped, by reason: capture() calls (disabled, watermark, spool_full, ring_full, too_large) and kept records lost to a write error (io_error).",
+        help: "Records dropped, by reason: capture() calls (disabled, watermark, spool_full, ring_full, too_large) and kept records lost to a write error (io_error) or to a body redaction could not parse (unparsable).",
         samples: |s| {
             [
                 ("disabled", s.dropped_disabled),
@@ -239,6 +248,7 @@ const FAMILIES: &[Family] = &[
                 ("ring_full", s.dropped_ring_full),
                 ("too_large", s.dropped_too_large),
                 ("io_error", s.dropped_io_error),
+                ("unparsable", s.dropped_unparsable),
             ]
             .into_iter()
             .map(|(r, v)| (Some(("reason", r)), v as f64))
@@ -271,6 +281,18 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         help: "Kept records written to a segment.",
         samples: one!(|s: &Stats| s.records_written as f64),
+    },
+    Family {
+        name: "capline_records_redacted_total",
+        kind: "counter",
+        help: "Records in which redaction replaced something.",
+        samples: one!(|s: &Stats| s.records_redacted as f64),
+    },
+    Family {
+        name: "capline_redaction_unparsable_total",
+        kind: "counter",
+        help: "Records with a body redaction could not parse as its content type (kept whole or dropped, by OnUnparsable).",
+        samples: one!(|s: &Stats| s.redaction_unparsable as f64),
     },
     Family {
         name: "capline_written_bytes_total",

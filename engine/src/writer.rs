@@ -1,5 +1,6 @@
-//! The writer thread: drains the ring, formats each record as a line, and
-//! appends it to the open segment. It makes segments durable every
+//! The writer thread: drains the ring, redacts each record's bodies (when
+//! `Engine.Redaction` is set), formats the record as a line, and appends it
+//! to the open segment. It makes segments durable every
 //! `FlushIntervalMillis`, on `flush()`, and when sealing.
 //!
 //! Producers never wake the writer (that would be a syscall on the capture
@@ -15,6 +16,7 @@ use rand::{SeedableRng, rngs::SmallRng};
 
 use crate::clock::{Clock, TimeBase};
 use crate::format::Event;
+use crate::redact::{Redactor, Verdict};
 use crate::ring::{Consumer, Pop, RecordParts};
 use crate::segment::{Segments, uuid_v4};
 use crate::stats::{Counters, add, inc};
@@ -40,6 +42,8 @@ pub(crate) struct Sink {
     /// Draws event ids, off the caller's thread.
     rng: SmallRng,
     time: TimeBase,
+    /// `Engine.Redaction`, when configured.
+    redactor: Option<Redactor>,
 }
 
 /// The writer thread's state.
@@ -54,12 +58,18 @@ pub(crate) struct Writer {
 }
 
 impl Sink {
-    pub(crate) fn new(segments: Segments, counters: Arc<Counters>, clock: Clock) -> Self {
+    pub(crate) fn new(
+        segments: Segments,
+        counters: Arc<Counters>,
+        clock: Clock,
+        redactor: Option<Redactor>,
+    ) -> Self {
         Sink {
             segments,
             counters,
             rng: SmallRng::from_os_rng(),
             time: TimeBase::new(clock),
+            redactor,
         }
     }
 
@@ -70,9 +80,30 @@ impl Sink {
             inc(&self.counters.dropped_io_error);
             return;
         };
+        let (input, output) = match &mut self.redactor {
+            None => (rec.input, rec.output),
+            Some(redactor) => {
+                match redactor.apply(rec.input, rec.output) {
+                    Verdict::Unchanged => {}
+                    Verdict::Redacted => inc(&self.counters.records_redacted),
+                    Verdict::KeptUnparsable(redacted) => {
+                        inc(&self.counters.redaction_unparsable);
+                        if redacted {
+                            inc(&self.counters.records_redacted);
+                        }
+                    }
+                    Verdict::Drop => {
+                        inc(&self.counters.redaction_unparsable);
+                        inc(&self.counters.dropped_unparsable);
+                        return;
+                    }
+                }
+                redactor.view(rec.input, rec.output)
+            }
+        };
         self.segments.append(&Event {
-            input: rec.input,
-            output: rec.output,
+            input,
+            output,
             event_id: uuid_v4(&mut self.rng),
             inference_id: rec.inference_id,
             time,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use simd_json::BorrowedValue as Value;
 
 use super::json::{as_bool, as_int_in, as_object, as_str, check_keys, err, get};
+use super::redaction::{Redaction, parse_redaction};
 use super::{ConfigError, IoMode, SamplingMode};
 
 const MIB: u64 = 1024 * 1024;
@@ -45,6 +46,8 @@ pub struct EngineSettings {
     pub disk_check_interval: Duration,
     /// S3 client settings (used for `s3://` destinations).
     pub s3: S3Settings,
+    /// `Redaction`: values replaced by the writer before records reach disk. Off by default.
+    pub redaction: Option<Redaction>,
 }
 
 /// `Engine.S3`: how segments reach S3 or an S3-compatible store.
@@ -100,6 +103,7 @@ const ENGINE_KEYS: &[&str] = &[
     "SpoolMaxBytes",
     "DiskCheckIntervalMillis",
     "S3",
+    "Redaction",
 ];
 
 pub(super) fn parse_engine(v: &Value) -> Result<EngineSettings, ConfigError> {
@@ -184,8 +188,10 @@ pub(super) fn parse_engine(v: &Value) -> Result<EngineSettings, ConfigError> {
         None => S3Settings::default(),
         Some(v) => parse_s3(v)?,
     };
+    let redaction = get(obj, "Redaction").map(parse_redaction).transpose()?;
     Ok(EngineSettings {
         s3,
+        redaction,
         disk_watermark_percent: watermark as f64,
         disk_hysteresis_percent: hysteresis as f64,
         disk_soft_watermark_percent: soft,

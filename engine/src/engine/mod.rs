@@ -20,6 +20,7 @@ use crate::config::{Config, ConfigError};
 use crate::error::{Error, Result};
 use crate::format::{EncodingRules, LineWriter};
 use crate::io::{Fs, Output, RealFs};
+use crate::redact::Redactor;
 use crate::ring::{Producer, ring};
 use crate::sample::{GATE_DISABLED, GATE_SPOOL, GATE_WATERMARK, Sampler};
 use crate::segment::{Segments, Settings};
@@ -79,6 +80,18 @@ impl Engine {
 
     fn start_with(config: Config, fs: Arc<dyn Fs>, discard: bool) -> Result<Engine> {
         let es = &config.engine;
+        // Patterns were compiled once when the config was read; this cannot
+        // fail for a config that came through `Config::from_json`.
+        let redactor = es
+            .redaction
+            .as_ref()
+            .map(|r| Redactor::new(r, EncodingRules::new(config.content_types.clone())))
+            .transpose()
+            .map_err(|e| ConfigError {
+                field: "Engine.Redaction.Patterns".into(),
+                rule: e.to_string(),
+                value: None,
+            })?;
         let spool = Spool::open(&es.spool_dir, fs.clone())?;
         let recovered = crate::recover::recover(&spool)?;
         let counters = Arc::new(Counters::default());
@@ -121,7 +134,7 @@ impl Engine {
         let writer = Writer {
             ring: consumer,
             control: control_rx,
-            sink: Sink::new(segments, counters.clone(), clock.clone()),
+            sink: Sink::new(segments, counters.clone(), clock.clone(), redactor),
             flush_interval: es.flush_interval,
             discard,
         };
