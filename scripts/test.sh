@@ -82,6 +82,9 @@ step "capline endpoint against careless and hostile clients: bounded memory, con
 step "SageMaker Python SDK: the walkthrough's Predictor loop through capline endpoint, View Captured Data (local and moto)"
 SAGEMAKER_SUPPRESS_V2_WARNING=1 "$VENV/bin/python" tests/python/walkthrough.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3" | grep '^walkthrough'
 
+step "shadow variants: a good, a slow, a dead and a failing shadow model behind capline endpoint; clients unchanged; bounded; captured per variant"
+(cd tests/python && "$VENV/bin/python" shadow_test.py "$CARGO_TARGET_DIR/debug/capline")
+
 step "capline replay and cat against moto: a changed model's answers found exactly, SigV4 through capline endpoint, selection and pacing"
 (cd tests/python && "$VENV/bin/python" replay_test.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3")
 
@@ -154,7 +157,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install cargo-fuzz --version 0.13.2 --locked
 fi
 cargo fetch --locked --manifest-path fuzz/Cargo.toml
-for target in serialize_record parse_config endpoint_settings admin_update sigv4_header; do
+for target in serialize_record parse_config endpoint_settings admin_update sigv4_header redact; do
   scratch=$(mktemp -d)
   log="$scratch.log"
   rc=0

@@ -38,7 +38,7 @@ const ENGINE: &[&[&str]] = &[
 const ENDPOINT: &[&[&str]] = &[
     &["settings", "sigv4", "http"],
     &["state"],
-    &["upstream"],
+    &["upstream", "shadow"],
     &["invoke", "admin"],
 ];
 

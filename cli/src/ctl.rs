@@ -2,7 +2,9 @@
 //!
 //! - `capline ctl status`: each variant's weight, sampling and capture state;
 //! - `capline ctl metrics`: the Prometheus text;
-//! - `capline ctl set VARIANT [--weight W] [--sampling P] [--enable | --disable]`.
+//! - `capline ctl set VARIANT [--weight W] [--sampling P] [--enable | --disable]`;
+//! - `capline ctl shadows`: each shadow variant's share, sampling and counts;
+//! - `capline ctl set-shadow SHADOW [--mirror P] [--sampling P] [--enable | --disable]`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -45,6 +47,25 @@ enum Action {
         #[arg(long)]
         disable: bool,
     },
+    /// Show each shadow variant's mirrored share, sampling and counts.
+    Shadows,
+    /// Change a shadow variant at run time.
+    SetShadow {
+        /// The shadow variant's name.
+        shadow: String,
+        /// The share of requests mirrored to it (0-100).
+        #[arg(long)]
+        mirror: Option<f64>,
+        /// New sampling percentage of its capture (0-100).
+        #[arg(long)]
+        sampling: Option<f64>,
+        /// Turn its capture on.
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Turn its capture off.
+        #[arg(long)]
+        disable: bool,
+    },
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns (status, body).
@@ -82,6 +103,37 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let (status, body) = match &args.action {
         Action::Status => call(&args.admin, token, "GET", "/variants", "")?,
         Action::Metrics => call(&args.admin, token, "GET", "/metrics", "")?,
+        Action::Shadows => call(&args.admin, token, "GET", "/shadows", "")?,
+        Action::SetShadow {
+            shadow,
+            mirror,
+            sampling,
+            enable,
+            disable,
+        } => {
+            let mut fields = Vec::new();
+            if let Some(p) = mirror {
+                fields.push(format!(r#""mirror_percentage":{p}"#));
+            }
+            if let Some(p) = sampling {
+                fields.push(format!(r#""sampling_percentage":{p}"#));
+            }
+            if *enable || *disable {
+                fields.push(format!(r#""capture_enabled":{enable}"#));
+            }
+            if fields.is_empty() {
+                return Err(
+                    "nothing to set: give --mirror, --sampling, --enable or --disable".into(),
+                );
+            }
+            call(
+                &args.admin,
+                token,
+                "POST",
+                &format!("/shadows/{shadow}"),
+                &format!("{{{}}}", fields.join(",")),
+            )?
+        }
         Action::Set {
             variant,
             weight,

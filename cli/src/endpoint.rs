@@ -47,9 +47,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     for (name, weight, model) in running.variants() {
         let _ = writeln!(out, "  variant {name} (weight {weight}) -> http://{model}");
     }
+    for (name, share, model) in running.shadows() {
+        let _ = writeln!(out, "  shadow {name} ({share}% mirrored) -> http://{model}");
+    }
     let _ = writeln!(
         out,
-        "admin API on http://{} (GET /metrics, GET /variants, POST /variants/NAME)",
+        "admin API on http://{} (GET /metrics, GET /variants, POST /variants/NAME, GET /shadows, POST /shadows/NAME)",
         running.admin_addr
     );
     let _ = out.flush();

@@ -3,6 +3,9 @@
 //! - `GET /metrics`: Prometheus text: requests and latency per variant, and
 //!   every engine counter per variant.
 //! - `GET /variants`: each variant's weight, sampling and capture state (JSON).
+//! - `GET /shadows`: each shadow variant's mirrored share, sampling, capture
+//!   state and counts; `POST /shadows/{name}` with `{"mirror_percentage": P,
+//!   "sampling_percentage": P, "capture_enabled": B}` (any subset) changes them.
 //! - `POST /variants/{name}` with `{"weight": W, "sampling_percentage": P,
 //!   "capture_enabled": B}` (any subset): changes them at once, without
 //!   dropping a request; answers the new state.
@@ -23,7 +26,10 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::http::{json_string, read_body, reply};
 use crate::sigv4::constant_time_eq;
-use crate::state::{BUCKETS_US, State};
+use crate::state::{BUCKETS_US, Shadow, State, VariantMetrics};
+
+/// One series' label set: `variant="NAME"`.
+type Label<'a> = [(&'static str, &'a str); 1];
 
 /// The Prometheus text for every variant.
 pub(crate) fn metrics_text(state: &State) -> String {
@@ -57,34 +63,25 @@ pub(crate) fn metrics_text(state: &State) -> String {
         "# HELP capline_endpoint_request_duration_seconds Time from forwarding to the model to the answer.\n# TYPE capline_endpoint_request_duration_seconds histogram"
     );
     for v in &state.variants {
-        let m = &v.metrics;
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS_US.iter().enumerate() {
-            cumulative += m.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "capline_endpoint_request_duration_seconds_bucket{{variant=\"{}\",le=\"{}\"}} {cumulative}",
-                v.name,
-                *b as f64 / 1e6
-            );
-        }
-        cumulative += m.buckets[BUCKETS_US.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "capline_endpoint_request_duration_seconds_bucket{{variant=\"{}\",le=\"+Inf\"}} {cumulative}\ncapline_endpoint_request_duration_seconds_sum{{variant=\"{}\"}} {}\ncapline_endpoint_request_duration_seconds_count{{variant=\"{}\"}} {cumulative}",
-            v.name,
-            v.name,
-            m.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
-            v.name
+        histogram(
+            &mut out,
+            "capline_endpoint_request_duration_seconds",
+            "variant",
+            &v.name,
+            &v.metrics,
         );
     }
-    // Every engine stat, one series per variant, in the engine's own rendering.
-    let stats: Vec<capline::Stats> = state.variants.iter().map(|v| v.engine.stats()).collect();
-    let labels: Vec<[(&str, &str); 1]> = state
+    shadow_metrics(state, &mut out);
+    // Every engine stat, one series per variant (shadows included), in the
+    // engine's own rendering.
+    let engines = state
         .variants
         .iter()
-        .map(|v| [("variant", v.name.as_str())])
-        .collect();
+        .map(|v| (v.name.as_str(), &v.engine))
+        .chain(state.shadows.iter().map(|s| (s.name.as_str(), &s.engine)));
+    let (labels, stats): (Vec<Label>, Vec<capline::Stats>) = engines
+        .map(|(name, engine)| ([("variant", name)], engine.stats()))
+        .unzip();
     let series: Vec<(&[(&str, &str)], &capline::Stats)> =
         labels.iter().map(|l| &l[..]).zip(stats.iter()).collect();
     out.push_str(&capline::stats::prometheus_text(&series));
@@ -101,6 +98,193 @@ pub(crate) fn metrics_text(state: &State) -> String {
         );
     }
     out
+}
+
+/// The shadows' own series: mirrored, skipped and failed requests, answers
+/// by status class, latency, in flight, and the mirrored share.
+fn shadow_metrics(state: &State, out: &mut String) {
+    if state.shadows.is_empty() {
+        return;
+    }
+    let counter = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&Shadow) -> u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for s in &state.shadows {
+            let _ = writeln!(out, "{name}{{shadow=\"{}\"}} {}", s.name, value(s));
+        }
+    };
+    counter(
+        out,
+        "capline_shadow_mirrored_total",
+        "Requests mirrored to the shadow variant.",
+        &|s| s.mirrored.load(Ordering::Relaxed),
+    );
+    counter(
+        out,
+        "capline_shadow_skipped_total",
+        "Requests not mirrored because MaxShadowInFlight were in flight.",
+        &|s| s.skipped_busy.load(Ordering::Relaxed),
+    );
+    counter(
+        out,
+        "capline_shadow_failed_total",
+        "Mirrored requests with no whole answer (no connection, timeout, too large).",
+        &|s| s.failed.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP capline_shadow_responses_total Shadow answers, by status class.\n# TYPE capline_shadow_responses_total counter"
+    );
+    for s in &state.shadows {
+        let m = &s.metrics;
+        for (class, c) in [
+            ("2xx", &m.ok),
+            ("4xx", &m.client_error),
+            ("5xx", &m.server_error),
+        ] {
+            let _ = writeln!(
+                out,
+                "capline_shadow_responses_total{{shadow=\"{}\",code=\"{class}\"}} {}",
+                s.name,
+                c.load(Ordering::Relaxed)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP capline_shadow_response_duration_seconds Time from mirroring a request to the shadow's whole answer.\n# TYPE capline_shadow_response_duration_seconds histogram"
+    );
+    for s in &state.shadows {
+        histogram(
+            out,
+            "capline_shadow_response_duration_seconds",
+            "shadow",
+            &s.name,
+            &s.metrics,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP capline_shadow_in_flight Mirrored requests in flight.\n# TYPE capline_shadow_in_flight gauge"
+    );
+    for s in &state.shadows {
+        let _ = writeln!(
+            out,
+            "capline_shadow_in_flight{{shadow=\"{}\"}} {}",
+            s.name,
+            s.in_flight_now()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP capline_shadow_mirror_ratio The share of requests mirrored (0-1).\n# TYPE capline_shadow_mirror_ratio gauge"
+    );
+    for s in &state.shadows {
+        let _ = writeln!(
+            out,
+            "capline_shadow_mirror_ratio{{shadow=\"{}\"}} {}",
+            s.name,
+            s.share() / 100.0
+        );
+    }
+}
+
+/// One histogram's bucket, sum and count lines.
+fn histogram(out: &mut String, name: &str, label: &str, value: &str, m: &VariantMetrics) {
+    let mut cumulative = 0;
+    for (i, b) in BUCKETS_US.iter().enumerate() {
+        cumulative += m.buckets[i].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{label}=\"{value}\",le=\"{}\"}} {cumulative}",
+            *b as f64 / 1e6
+        );
+    }
+    cumulative += m.buckets[BUCKETS_US.len()].load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{label}=\"{value}\",le=\"+Inf\"}} {cumulative}\n{name}_sum{{{label}=\"{value}\"}} {}\n{name}_count{{{label}=\"{value}\"}} {cumulative}",
+        m.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+    );
+}
+
+/// Each shadow's share, sampling, capture state and counts (JSON).
+fn shadows_json(state: &State) -> String {
+    let parts: Vec<String> = state
+        .shadows
+        .iter()
+        .map(|s| {
+            let e = s.engine.stats();
+            let m = &s.metrics;
+            format!(
+                r#"{{"name":"{}","mirror_percentage":{},"sampling_percentage":{},"capture_enabled":{},"mirrored":{},"skipped_busy":{},"failed":{},"in_flight":{},"responses":{{"2xx":{},"4xx":{},"5xx":{}}},"latency_seconds_sum":{}}}"#,
+                s.name,
+                s.share(),
+                e.sampling_percentage,
+                e.capture_enabled,
+                s.mirrored.load(Ordering::Relaxed),
+                s.skipped_busy.load(Ordering::Relaxed),
+                s.failed.load(Ordering::Relaxed),
+                s.in_flight_now(),
+                m.ok.load(Ordering::Relaxed),
+                m.client_error.load(Ordering::Relaxed),
+                m.server_error.load(Ordering::Relaxed),
+                m.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+            )
+        })
+        .collect();
+    format!("[{}]", parts.join(","))
+}
+
+/// Reads `{"mirror_percentage", "sampling_percentage", "capture_enabled"}`
+/// (any subset) and applies it to shadow `i`; an error names the field.
+fn apply_shadow(state: &State, i: usize, body: &[u8]) -> Result<(), String> {
+    use simd_json::prelude::*;
+    let mut b = body.to_vec();
+    let doc = simd_json::to_borrowed_value(&mut b).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = doc.as_object().ok_or("must be a JSON object")?;
+    let known = [
+        "mirror_percentage",
+        "sampling_percentage",
+        "capture_enabled",
+    ];
+    if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_ref())) {
+        return Err(format!("{k}: unknown field (known: {})", known.join(", ")));
+    }
+    let percent = |key: &str| {
+        obj.get(key)
+            .map(|p| {
+                p.cast_f64()
+                    .filter(|p| (0.0..=100.0).contains(p))
+                    .ok_or(format!("{key}: must be a number from 0 to 100"))
+            })
+            .transpose()
+    };
+    let mirror = percent("mirror_percentage")?;
+    let sampling = percent("sampling_percentage")?;
+    let enabled = obj
+        .get("capture_enabled")
+        .map(|e| e.as_bool().ok_or("capture_enabled: must be true or false"))
+        .transpose()?;
+    let s = &state.shadows[i];
+    if let Some(p) = mirror {
+        s.set_share(p);
+    }
+    if let Some(p) = sampling {
+        s.engine
+            .set_sampling_percentage(p)
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(e) = enabled {
+        s.engine.set_enabled(e);
+    }
+    tracing::info!(
+        shadow = s.name,
+        ?mirror,
+        ?sampling,
+        ?enabled,
+        "shadow updated"
+    );
+    Ok(())
 }
 
 fn variants_json(state: &State) -> String {
@@ -275,6 +459,26 @@ async fn handle(
         ),
         (Method::GET, "/variants") => {
             reply(StatusCode::OK, "application/json", variants_json(&state))
+        }
+        (Method::GET, "/shadows") => {
+            reply(StatusCode::OK, "application/json", shadows_json(&state))
+        }
+        (Method::POST, p) if p.starts_with("/shadows/") => {
+            let name = &p["/shadows/".len()..];
+            let Some(i) = state.shadows.iter().position(|s| s.name == name) else {
+                return Ok(refuse(
+                    StatusCode::NOT_FOUND,
+                    &format!("no shadow variant {name}"),
+                ));
+            };
+            let body = match read_body(req.into_body(), 64 * 1024, Duration::from_secs(10)).await {
+                Ok(b) => b,
+                Err(e) => return Ok(refuse(StatusCode::BAD_REQUEST, &e.to_string())),
+            };
+            match apply_shadow(&state, i, &body) {
+                Ok(()) => reply(StatusCode::OK, "application/json", shadows_json(&state)),
+                Err(e) => refuse(StatusCode::BAD_REQUEST, &e),
+            }
         }
         (Method::POST, p) if p.starts_with("/variants/") => {
             let name = &p["/variants/".len()..];

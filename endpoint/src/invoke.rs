@@ -6,6 +6,8 @@
 //!   sent to the one named in `X-Amzn-SageMaker-Target-Variant`.
 //! - Sidecar mode: plain `POST /invocations` and `GET /ping` go to the first
 //!   variant's model.
+//! - Every request that reaches a production model is also mirrored to the
+//!   shadow variants whose share draws it (`shadow`), without waiting.
 //! - Only successful invocations are captured (request body and
 //!   Content-Type, response body and Content-Type, the inference id header);
 //!   headers such as Authorization or cookies never are. `capture()` never blocks.
@@ -342,6 +344,8 @@ async fn invoke(
     let Ok(up) = up.body(Full::new(body.clone())) else {
         return invalid(state, "invalid request headers");
     };
+    // Checked, signed and valid: copies go to the shadows, off this path.
+    crate::shadow::mirror(state, &parts.headers, content_type, &body);
     let started = Instant::now();
     let input = Input {
         content_type,

@@ -11,6 +11,7 @@
 //! | [`http`] | the one accept loop, bounding connections in number and time; bounded body reads; plain replies |
 //! | `state` | the variants (model, weight, engine, metrics) the handlers share |
 //! | `upstream` | connections to the models, pinned per client connection |
+//! | `shadow` | mirroring a share of the requests to shadow variants, off the request's path |
 //! | `invoke` | the runtime API: routing, forwarding, SageMaker's errors, capture |
 //! | `admin` | the admin API: weights and sampling at run time, Prometheus metrics |
 //!
@@ -32,6 +33,7 @@ mod admin;
 pub mod http;
 mod invoke;
 mod settings;
+mod shadow;
 pub mod sigv4;
 mod state;
 mod upstream;
@@ -43,7 +45,7 @@ use std::time::Duration;
 
 use capline::{Engine, Stats};
 
-pub use settings::{Settings, SettingsError, VariantSettings};
+pub use settings::{Settings, SettingsError, ShadowSettings, VariantSettings};
 
 /// The parsers that read client input, for the fuzz targets (`fuzz/`).
 #[doc(hidden)]
@@ -53,7 +55,7 @@ pub mod fuzzing {
 }
 
 use sigv4::Verifier;
-use state::{State, Variant};
+use state::{Shadow, State, Variant};
 use upstream::Pinned;
 
 /// Why an endpoint could not start.
@@ -62,6 +64,9 @@ pub enum StartError {
     /// A variant's capture engine did not start.
     #[error(transparent)]
     Engine(#[from] capline::Error),
+    /// A shadow variant's model address is not a URL.
+    #[error("{0}")]
+    Shadow(String),
     /// A listener could not be bound.
     #[error("listen on {addr}: {source}")]
     Bind {
@@ -102,6 +107,19 @@ pub fn start(rt: &tokio::runtime::Runtime, settings: Settings) -> Result<Running
         let engine = Engine::start(v.config)?;
         variants.push(Variant::new(v.name, v.weight, v.authority, engine));
     }
+    let mut shadows = Vec::new();
+    for s in settings.shadows {
+        let engine = Engine::start(s.config)?;
+        let shadow = Shadow::new(
+            s.name,
+            &s.authority,
+            s.mirror_percentage,
+            engine,
+            settings.max_shadow_in_flight,
+        )
+        .map_err(StartError::Shadow)?;
+        shadows.push(Arc::new(shadow));
+    }
     let state = Arc::new(State {
         endpoint_name: settings.endpoint_name,
         max_payload: settings.max_payload,
@@ -112,6 +130,11 @@ pub fn start(rt: &tokio::runtime::Runtime, settings: Settings) -> Result<Running
         ping: tokio::sync::Mutex::new(None),
         ping_cache: settings.ping_cache,
         variants,
+        shadows,
+        shadow_client: {
+            let _guard = rt.enter();
+            shadow::client()
+        },
         refused: AtomicU64::new(0),
         admin_updates: std::sync::Mutex::new(()),
         verifier: (!settings.access_keys.is_empty())
@@ -175,9 +198,25 @@ impl Running {
         })
     }
 
+    /// `(name, mirrored percentage, model HOST:PORT/invocations)` of each shadow variant.
+    pub fn shadows(&self) -> impl Iterator<Item = (&str, f64, String)> {
+        self.state.shadows.iter().map(|s| {
+            (
+                s.name.as_str(),
+                s.share(),
+                format!(
+                    "{}{}",
+                    s.uri.authority().map_or("", |a| a.as_str()),
+                    s.uri.path()
+                ),
+            )
+        })
+    }
+
     /// Stops accepting, lets in-flight requests finish, stops `rt` (and so the
-    /// admin API), then shuts each variant's engine down, delivering what it
-    /// can within 30 s. Returns each variant's final stats.
+    /// admin API and any mirrored request still in flight), then shuts each
+    /// variant's engine down, shadows last, delivering what it can within
+    /// 30 s. Returns each variant's final stats.
     pub fn stop(self, rt: tokio::runtime::Runtime) -> Result<Vec<(String, Stats)>, StopError> {
         let _ = self.stop.send(());
         let _ = rt.block_on(self.server);
@@ -186,6 +225,11 @@ impl Running {
         let mut out = Vec::new();
         for v in state.variants {
             out.push((v.name, v.engine.shutdown(Duration::from_secs(30))?));
+        }
+        for s in state.shadows {
+            // The runtime is down: no task holds a shadow any more.
+            let s = Arc::try_unwrap(s).map_err(|_| StopError::Busy)?;
+            out.push((s.name, s.engine.shutdown(Duration::from_secs(30))?));
         }
         Ok(out)
     }

@@ -45,7 +45,7 @@ fn bad(field: &str, rule: impl Into<String>) -> SettingsError {
 }
 
 /// The document's root keys.
-const KNOWN: [&str; 18] = [
+const KNOWN: [&str; 20] = [
     "EndpointName",
     "AccessKeys",
     "Region",
@@ -62,6 +62,8 @@ const KNOWN: [&str; 18] = [
     "MaxConnections",
     "PingCacheMillis",
     "ProductionVariants",
+    "ShadowProductionVariants",
+    "MaxShadowInFlight",
     "DataCaptureConfig",
     "Engine",
 ];
@@ -82,6 +84,22 @@ pub struct VariantSettings {
     /// The model's `HOST:PORT`, from `ModelUrl`.
     pub authority: HeaderValue,
     /// The variant's engine config.
+    pub config: Config,
+}
+
+/// One shadow variant: a model that gets a copy of a share of the requests.
+/// Its answers are captured under its own name and never returned.
+#[derive(Debug, Clone)]
+pub struct ShadowSettings {
+    /// `VariantName`.
+    pub name: String,
+    /// The share of requests mirrored to it, in percent: `SamplingPercentage`
+    /// when given, else `100 × InitialVariantWeight / (sum of the production
+    /// weights)`, at most 100.
+    pub mirror_percentage: f64,
+    /// The model's `HOST:PORT`, from `ModelUrl`.
+    pub authority: HeaderValue,
+    /// The shadow's engine config (its own variant folder and spool).
     pub config: Config,
 }
 
@@ -127,6 +145,11 @@ pub struct Settings {
     pub ping_cache: Duration,
     /// `ProductionVariants`, in order.
     pub variants: Vec<VariantSettings>,
+    /// `ShadowProductionVariants`, in order (none by default).
+    pub shadows: Vec<ShadowSettings>,
+    /// `MaxShadowInFlight` (default 64): mirrored requests in flight at once,
+    /// per shadow; a request over the bound is not mirrored (counted).
+    pub max_shadow_in_flight: usize,
 }
 
 impl Settings {
@@ -227,7 +250,7 @@ impl Settings {
             .ok_or_else(|| bad("ProductionVariants", "is required (a non-empty array)"))?;
         let mut variants: Vec<VariantSettings> = Vec::new();
         for (i, v) in list.iter().enumerate() {
-            let one = variant(i, v, &base)?;
+            let one = variant("ProductionVariants", i, v, &base, &[])?.0;
             if variants.iter().any(|o| o.name == one.name) {
                 return Err(bad(
                     &format!("ProductionVariants[{i}].VariantName"),
@@ -241,6 +264,52 @@ impl Settings {
                 "ProductionVariants",
                 "at least one InitialVariantWeight must be > 0",
             ));
+        }
+        let production_weight: f64 = variants.iter().map(|v| v.weight).sum();
+        let mut shadows: Vec<ShadowSettings> = Vec::new();
+        let shadow_list = match obj.get("ShadowProductionVariants") {
+            None => &[][..],
+            Some(v) => v
+                .as_array()
+                .filter(|a| a.len() <= 10)
+                .map(Vec::as_slice)
+                .ok_or_else(|| {
+                    bad(
+                        "ShadowProductionVariants",
+                        "must be an array of at most 10 variants",
+                    )
+                })?,
+        };
+        for (i, v) in shadow_list.iter().enumerate() {
+            let field = format!("ShadowProductionVariants[{i}]");
+            let (one, share) = variant(
+                "ShadowProductionVariants",
+                i,
+                v,
+                &base,
+                &["SamplingPercentage"],
+            )?;
+            let taken = variants.iter().any(|o| o.name == one.name)
+                || shadows.iter().any(|o| o.name == one.name);
+            if taken {
+                return Err(bad(
+                    &format!("{field}.VariantName"),
+                    format!(
+                        "{} appears twice (variant names are folders: they must differ)",
+                        one.name
+                    ),
+                ));
+            }
+            let mirror_percentage = match share {
+                Some(p) => p,
+                None => (100.0 * one.weight / production_weight).min(100.0),
+            };
+            shadows.push(ShadowSettings {
+                name: one.name,
+                mirror_percentage,
+                authority: one.authority,
+                config: one.config,
+            });
         }
         Ok(Settings {
             endpoint_name: base.endpoint_name,
@@ -259,6 +328,8 @@ impl Settings {
             max_connections: int("MaxConnections", 1, 65_536, 1024)? as usize,
             ping_cache: Duration::from_millis(int("PingCacheMillis", 0, 60_000, 1000)?),
             variants,
+            shadows,
+            max_shadow_in_flight: int("MaxShadowInFlight", 1, 65_536, 64)? as usize,
         })
     }
 }
@@ -300,20 +371,42 @@ fn access_keys(keys: &Value) -> Result<Vec<(String, String)>, SettingsError> {
     Ok(out)
 }
 
-/// `ProductionVariants[i]`, with its engine config derived from `base`.
-fn variant(i: usize, v: &Value, base: &Config) -> Result<VariantSettings, SettingsError> {
-    let field = |k: &str| format!("ProductionVariants[{i}].{k}");
+/// `{list}[i]`, with its engine config derived from `base`, and its
+/// `SamplingPercentage` when `extra` allows that key (shadow variants).
+fn variant(
+    list: &str,
+    i: usize,
+    v: &Value,
+    base: &Config,
+    extra: &[&str],
+) -> Result<(VariantSettings, Option<f64>), SettingsError> {
+    let field = |k: &str| format!("{list}[{i}].{k}");
     let o = v
         .as_object()
-        .ok_or_else(|| bad(&field(""), "must be an object"))?;
+        .ok_or_else(|| bad(&format!("{list}[{i}]"), "must be an object"))?;
+    let mut known = vec!["VariantName", "InitialVariantWeight", "ModelUrl"];
+    known.extend_from_slice(extra);
     for k in o.keys() {
-        if !["VariantName", "InitialVariantWeight", "ModelUrl"].contains(&k.as_ref()) {
+        if !known.contains(&k.as_ref()) {
             return Err(bad(
                 &field(&key_name(k)),
-                "unknown field (known: VariantName, InitialVariantWeight, ModelUrl)",
+                format!("unknown field (known: {})", known.join(", ")),
             ));
         }
     }
+    let share = o
+        .get("SamplingPercentage")
+        .map(|p| {
+            p.cast_f64()
+                .filter(|p| (0.0..=100.0).contains(p))
+                .ok_or_else(|| {
+                    bad(
+                        &field("SamplingPercentage"),
+                        "must be a number from 0 to 100",
+                    )
+                })
+        })
+        .transpose()?;
     let name = o
         .get("VariantName")
         .and_then(|v| v.as_str())
@@ -357,12 +450,15 @@ fn variant(i: usize, v: &Value, base: &Config) -> Result<VariantSettings, Settin
     let mut config = base.clone();
     config.variant_name.clone_from(&name);
     config.engine.spool_dir = PathBuf::from(&config.engine.spool_dir).join(&name);
-    Ok(VariantSettings {
-        name,
-        weight,
-        authority,
-        config,
-    })
+    Ok((
+        VariantSettings {
+            name,
+            weight,
+            authority,
+            config,
+        },
+        share,
+    ))
 }
 
 #[cfg(test)]
@@ -407,6 +503,38 @@ mod tests {
         assert_eq!(v.config.variant_name, "A");
         assert_eq!(v.config.endpoint_name, "churn");
         assert_eq!(v.config.engine.spool_dir.to_str(), Some("/tmp/spool/A"));
+    }
+
+    #[test]
+    fn shadow_variants_get_a_share_and_a_folder_of_their_own() {
+        let s = Settings::parse(&config(
+            r#""ShadowProductionVariants": [
+                {"VariantName": "Shadow-01", "InitialVariantWeight": 0.25, "ModelUrl": "http://127.0.0.1:9002"},
+                {"VariantName": "Shadow-02", "SamplingPercentage": 5, "ModelUrl": "http://127.0.0.1:9003"},
+                {"VariantName": "Shadow-03", "InitialVariantWeight": 3, "ModelUrl": "http://127.0.0.1:9004"}],
+              "MaxShadowInFlight": 8"#,
+        ))
+        .expect("valid");
+        let shares: Vec<(&str, f64)> = s
+            .shadows
+            .iter()
+            .map(|v| (v.name.as_str(), v.mirror_percentage))
+            .collect();
+        assert_eq!(
+            shares,
+            [
+                ("Shadow-01", 25.0),
+                ("Shadow-02", 5.0),
+                ("Shadow-03", 100.0)
+            ]
+        );
+        assert_eq!(s.shadows[0].config.variant_name, "Shadow-01");
+        assert_eq!(
+            s.shadows[0].config.engine.spool_dir.to_str(),
+            Some("/tmp/spool/Shadow-01")
+        );
+        assert_eq!(s.max_shadow_in_flight, 8);
+        assert!(Settings::parse(&config("")).unwrap().shadows.is_empty());
     }
 
     #[test]
@@ -475,6 +603,36 @@ mod tests {
             (
                 variants(r#"{"VariantName": "A", "ModelUrl": "http://h:1", "Image": "x"}"#),
                 "ProductionVariants[0].Image: unknown field",
+            ),
+            (
+                variants(
+                    r#"{"VariantName": "A", "ModelUrl": "http://h:1", "SamplingPercentage": 5}"#,
+                ),
+                "ProductionVariants[0].SamplingPercentage: unknown field",
+            ),
+            (
+                config(r#""ShadowProductionVariants": {}"#),
+                "ShadowProductionVariants: must be an array",
+            ),
+            (
+                config(
+                    r#""ShadowProductionVariants": [{"VariantName": "A", "ModelUrl": "http://h:2"}]"#,
+                ),
+                "ShadowProductionVariants[0].VariantName: A appears twice",
+            ),
+            (
+                config(
+                    r#""ShadowProductionVariants": [{"VariantName": "S", "ModelUrl": "http://h:2", "SamplingPercentage": 101}]"#,
+                ),
+                "ShadowProductionVariants[0].SamplingPercentage: must be a number from 0 to 100",
+            ),
+            (
+                config(r#""ShadowProductionVariants": [{"VariantName": "S"}]"#),
+                "ShadowProductionVariants[0].ModelUrl: is required",
+            ),
+            (
+                config(r#""MaxShadowInFlight": 0"#),
+                "MaxShadowInFlight: must be",
             ),
         ];
         for (text, want) in cases {

@@ -1,7 +1,8 @@
 //! What the request handlers share: the variants (each a model server and its
-//! capture engine), their weights and request metrics, and the signature
-//! verifier.
+//! capture engine), their weights and request metrics, the shadow variants,
+//! and the signature verifier.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,12 @@ use capline::Engine;
 use hyper::header::HeaderValue;
 
 use crate::sigv4::Verifier;
+
+/// The pooled HTTP/1 client mirrored requests go through.
+pub(crate) type ShadowClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
 
 /// Upper bounds of the latency histogram buckets, in microseconds.
 pub(crate) const BUCKETS_US: [u64; 14] = [
@@ -79,6 +86,70 @@ impl Variant {
     }
 }
 
+/// One shadow variant: a model that gets a copy of a share of the requests,
+/// off the request's path. Its answers are captured, never returned.
+#[derive(Debug)]
+pub(crate) struct Shadow {
+    pub(crate) name: String,
+    /// `http://HOST:PORT/invocations`.
+    pub(crate) uri: hyper::Uri,
+    pub(crate) engine: Engine,
+    /// The mirrored share in percent, as `f64` bits (changed by the admin API).
+    share: AtomicU64,
+    /// Answers by status class, and their latency.
+    pub(crate) metrics: VariantMetrics,
+    /// Requests mirrored (sent or being sent).
+    pub(crate) mirrored: AtomicU64,
+    /// Requests not mirrored because `MaxShadowInFlight` were in flight.
+    pub(crate) skipped_busy: AtomicU64,
+    /// Mirrored requests that got no whole answer: no connection, a broken
+    /// exchange, a timeout or an answer over `MaxResponseBytes`.
+    pub(crate) failed: AtomicU64,
+    /// Permits for mirrored requests in flight (`MaxShadowInFlight`).
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
+    pub(crate) max_in_flight: usize,
+}
+
+impl Shadow {
+    pub(crate) fn new(
+        name: String,
+        authority: &HeaderValue,
+        share: f64,
+        engine: Engine,
+        max_in_flight: usize,
+    ) -> Result<Self, String> {
+        let uri = format!("http://{}/invocations", authority.to_str().unwrap_or(""))
+            .parse()
+            .map_err(|e| format!("shadow {name}: {e}"))?;
+        Ok(Shadow {
+            name,
+            uri,
+            engine,
+            share: AtomicU64::new(share.to_bits()),
+            metrics: VariantMetrics::default(),
+            mirrored: AtomicU64::new(0),
+            skipped_busy: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
+            max_in_flight,
+        })
+    }
+
+    /// The mirrored share, in percent.
+    pub(crate) fn share(&self) -> f64 {
+        f64::from_bits(self.share.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_share(&self, p: f64) {
+        self.share.store(p.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Mirrored requests in flight now.
+    pub(crate) fn in_flight_now(&self) -> usize {
+        self.max_in_flight - self.in_flight.available_permits()
+    }
+}
+
 /// What the request handlers share.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -93,6 +164,10 @@ pub(crate) struct State {
     pub(crate) ping: tokio::sync::Mutex<Option<(Instant, bool)>>,
     pub(crate) ping_cache: Duration,
     pub(crate) variants: Vec<Variant>,
+    /// `ShadowProductionVariants`.
+    pub(crate) shadows: Vec<Arc<Shadow>>,
+    /// The connection pool mirrored requests go through.
+    pub(crate) shadow_client: ShadowClient,
     /// Verifies SigV4 on runtime API requests when access keys are configured.
     pub(crate) verifier: Option<Verifier>,
     /// Requests refused before reaching a model (413, unknown variant or endpoint).

@@ -69,6 +69,29 @@ pub use config::{CaptureMode, Config, ConfigError, Destination};
 pub mod bench_io {
     pub use crate::io::{IoPath, Output};
 }
+/// For the fuzz targets only: one body through redaction, as the writer
+/// redacts it.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::config::{ContentTypes, Redaction};
+    use crate::format::{EncodingRules, Payload};
+    use crate::redact::{Redactor, Verdict};
+
+    /// The body after redaction, and whether it parsed as its content type
+    /// (`None` for a rule set whose patterns do not compile).
+    pub fn redact(
+        rules: &Redaction,
+        types: Option<ContentTypes>,
+        content_type: &str,
+        body: &[u8],
+    ) -> Option<(Vec<u8>, bool)> {
+        let mut r = Redactor::new(rules, EncodingRules::new(types)).ok()?;
+        let verdict = r.apply(Some(Payload::new(content_type, body)), None);
+        let (out, _) = r.view(Some(Payload::new(content_type, body)), None);
+        let parsed = matches!(verdict, Verdict::Unchanged | Verdict::Redacted);
+        Some((out.map(|p| p.data.to_vec()).unwrap_or_default(), parsed))
+    }
+}
 pub use engine::{Capture, DropReason, Engine, Outcome, RejectReason};
 pub use error::{Error, Result};
 pub use format::Payload;

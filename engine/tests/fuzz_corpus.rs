@@ -3,6 +3,8 @@
 
 #[path = "../../fuzz/checks/parse_config.rs"]
 mod parse_config;
+#[path = "../../fuzz/checks/redact.rs"]
+mod redact;
 #[path = "../../fuzz/checks/replay.rs"]
 mod replay;
 #[path = "../../fuzz/checks/serialize_record.rs"]
@@ -18,4 +20,9 @@ fn serialize_record_corpus() {
 #[test]
 fn parse_config_corpus() {
     replay("parse_config", parse_config::check);
+}
+
+#[test]
+fn redact_corpus() {
+    replay("redact", redact::check);
 }
