@@ -98,6 +98,28 @@ fn call(
     Ok((status, rest.to_string()))
 }
 
+/// The JSON body of a change: `first` (its field name and value), the
+/// sampling percentage and the capture switch, whichever are given; `None`
+/// when none is.
+fn update(
+    first: (&str, Option<f64>),
+    sampling: Option<f64>,
+    enable: bool,
+    disable: bool,
+) -> Option<String> {
+    let mut fields = Vec::new();
+    if let (name, Some(v)) = first {
+        fields.push(format!(r#""{name}":{v}"#));
+    }
+    if let Some(p) = sampling {
+        fields.push(format!(r#""sampling_percentage":{p}"#));
+    }
+    if enable || disable {
+        fields.push(format!(r#""capture_enabled":{enable}"#));
+    }
+    (!fields.is_empty()).then(|| format!("{{{}}}", fields.join(",")))
+}
+
 pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let token = args.token.as_deref();
     let (status, body) = match &args.action {
@@ -111,27 +133,14 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             enable,
             disable,
         } => {
-            let mut fields = Vec::new();
-            if let Some(p) = mirror {
-                fields.push(format!(r#""mirror_percentage":{p}"#));
-            }
-            if let Some(p) = sampling {
-                fields.push(format!(r#""sampling_percentage":{p}"#));
-            }
-            if *enable || *disable {
-                fields.push(format!(r#""capture_enabled":{enable}"#));
-            }
-            if fields.is_empty() {
-                return Err(
-                    "nothing to set: give --mirror, --sampling, --enable or --disable".into(),
-                );
-            }
+            let body = update(("mirror_percentage", *mirror), *sampling, *enable, *disable)
+                .ok_or("nothing to set: give --mirror, --sampling, --enable or --disable")?;
             call(
                 &args.admin,
                 token,
                 "POST",
                 &format!("/shadows/{shadow}"),
-                &format!("{{{}}}", fields.join(",")),
+                &body,
             )?
         }
         Action::Set {
@@ -141,27 +150,14 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             enable,
             disable,
         } => {
-            let mut fields = Vec::new();
-            if let Some(w) = weight {
-                fields.push(format!(r#""weight":{w}"#));
-            }
-            if let Some(p) = sampling {
-                fields.push(format!(r#""sampling_percentage":{p}"#));
-            }
-            if *enable || *disable {
-                fields.push(format!(r#""capture_enabled":{enable}"#));
-            }
-            if fields.is_empty() {
-                return Err(
-                    "nothing to set: give --weight, --sampling, --enable or --disable".into(),
-                );
-            }
+            let body = update(("weight", *weight), *sampling, *enable, *disable)
+                .ok_or("nothing to set: give --weight, --sampling, --enable or --disable")?;
             call(
                 &args.admin,
                 token,
                 "POST",
                 &format!("/variants/{variant}"),
-                &format!("{{{}}}", fields.join(",")),
+                &body,
             )?
         }
     };

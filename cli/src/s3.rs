@@ -24,17 +24,7 @@ impl S3 {
             .enable_all()
             .build()?;
         let client = rt.block_on(async {
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-            if let Some(url) = endpoint_url {
-                loader = loader.endpoint_url(url);
-            }
-            let region = region.map(|r| aws_config::Region::new(r.to_string()));
-            loader = loader.region(
-                aws_config::meta::region::RegionProviderChain::first_try(region)
-                    .or_default_provider()
-                    .or_else("us-east-1"),
-            );
-            let sdk = loader.load().await;
+            let sdk = sdk_config(endpoint_url, region).await;
             Client::from_conf(
                 aws_sdk_s3::config::Builder::from(&sdk)
                     .force_path_style(endpoint_url.is_some())
@@ -121,6 +111,26 @@ impl S3 {
             Ok(obj.body.collect().await?.into_bytes().to_vec())
         })
     }
+}
+
+/// The AWS SDK settings the CLI uses: the default credential chain, the
+/// region given (else the default chain's, else us-east-1), and a custom
+/// endpoint when given.
+pub(crate) async fn sdk_config(
+    endpoint_url: Option<&str>,
+    region: Option<&str>,
+) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let region = region.map(|r| aws_config::Region::new(r.to_string()));
+    loader = loader.region(
+        aws_config::meta::region::RegionProviderChain::first_try(region)
+            .or_default_provider()
+            .or_else("us-east-1"),
+    );
+    loader.load().await
 }
 
 /// An error with its sources, `a: b: c`.

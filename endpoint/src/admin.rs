@@ -39,19 +39,13 @@ pub(crate) fn metrics_text(state: &State) -> String {
         "# HELP capline_endpoint_requests_total Invocations answered, by variant and status class.\n# TYPE capline_endpoint_requests_total counter"
     );
     for v in &state.variants {
-        let m = &v.metrics;
-        for (class, c) in [
-            ("2xx", &m.ok),
-            ("4xx", &m.client_error),
-            ("5xx", &m.server_error),
-        ] {
-            let _ = writeln!(
-                out,
-                "capline_endpoint_requests_total{{variant=\"{}\",code=\"{class}\"}} {}",
-                v.name,
-                c.load(Ordering::Relaxed)
-            );
-        }
+        by_class(
+            &mut out,
+            "capline_endpoint_requests_total",
+            "variant",
+            &v.name,
+            &v.metrics,
+        );
     }
     let _ = writeln!(
         out,
@@ -135,19 +129,13 @@ fn shadow_metrics(state: &State, out: &mut String) {
         "# HELP capline_shadow_responses_total Shadow answers, by status class.\n# TYPE capline_shadow_responses_total counter"
     );
     for s in &state.shadows {
-        let m = &s.metrics;
-        for (class, c) in [
-            ("2xx", &m.ok),
-            ("4xx", &m.client_error),
-            ("5xx", &m.server_error),
-        ] {
-            let _ = writeln!(
-                out,
-                "capline_shadow_responses_total{{shadow=\"{}\",code=\"{class}\"}} {}",
-                s.name,
-                c.load(Ordering::Relaxed)
-            );
-        }
+        by_class(
+            out,
+            "capline_shadow_responses_total",
+            "shadow",
+            &s.name,
+            &s.metrics,
+        );
     }
     let _ = writeln!(
         out,
@@ -184,6 +172,21 @@ fn shadow_metrics(state: &State, out: &mut String) {
             "capline_shadow_mirror_ratio{{shadow=\"{}\"}} {}",
             s.name,
             s.share() / 100.0
+        );
+    }
+}
+
+/// One counter line per status class: `NAME{LABEL="VALUE",code="2xx"} N`.
+fn by_class(out: &mut String, name: &str, label: &str, value: &str, m: &VariantMetrics) {
+    for (class, c) in [
+        ("2xx", &m.ok),
+        ("4xx", &m.client_error),
+        ("5xx", &m.server_error),
+    ] {
+        let _ = writeln!(
+            out,
+            "{name}{{{label}=\"{value}\",code=\"{class}\"}} {}",
+            c.load(Ordering::Relaxed)
         );
     }
 }

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::s3::chain;
+use crate::s3::{chain, sdk_config};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -77,14 +77,7 @@ impl Target {
             path = "/invocations".into();
         }
         let signer = if runtime_api && sign {
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-            let region = region.map(|r| aws_config::Region::new(r.to_string()));
-            loader = loader.region(
-                aws_config::meta::region::RegionProviderChain::first_try(region)
-                    .or_default_provider()
-                    .or_else("us-east-1"),
-            );
-            let sdk = loader.load().await;
+            let sdk = sdk_config(None, region).await;
             let provider = sdk.credentials_provider().ok_or(
                 "no AWS credentials: the runtime API is signed (use --no-sign for an endpoint without auth)",
             )?;
