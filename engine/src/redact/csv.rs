@@ -22,23 +22,19 @@ pub(super) fn scan(
         if quoted {
             i += 1;
             loop {
-                match body.get(i) {
-                    None => return Err(()),
-                    Some(b'"') if body.get(i + 1) == Some(&b'"') => i += 2,
-                    Some(b'"') => {
-                        i += 1;
-                        break;
-                    }
-                    Some(_) => i += 1,
+                i += memchr::memchr(b'"', &body[i..]).ok_or(())?;
+                if body.get(i + 1) == Some(&b'"') {
+                    i += 2;
+                } else {
+                    i += 1;
+                    break;
                 }
             }
             if !matches!(body.get(i), None | Some(b',' | b'\n' | b'\r')) {
                 return Err(());
             }
         } else {
-            while !matches!(body.get(i), None | Some(b',' | b'\n' | b'\r')) {
-                i += 1;
-            }
+            i += memchr::memchr3(b',', b'\n', b'\r', &body[i..]).unwrap_or(body.len() - i);
         }
         let field = start..i;
         if columns.binary_search(&column).is_ok() {
@@ -50,6 +46,16 @@ pub(super) fn scan(
             regions.push(Region::CsvText(field, quoted));
         }
         match body.get(i) {
+            // Past the last column to replace, with no text to search: on
+            // to the next line. (A quoted field there may hold a line end:
+            // go field by field when the rest of the line has a quote.)
+            Some(b',')
+                if !want_text
+                    && columns.last().is_none_or(|&last| column >= last)
+                    && skip_line(body, &mut i) =>
+            {
+                column = 0;
+            }
             Some(b',') => {
                 i += 1;
                 column += 1;
@@ -70,4 +76,21 @@ pub(super) fn scan(
         }
     }
     Ok(())
+}
+
+/// From a comma, moves `i` past the end of its line if no quote comes before
+/// that end; `false` (and `i` unchanged) if one does.
+fn skip_line(body: &[u8], i: &mut usize) -> bool {
+    let rest = &body[*i..];
+    let end = memchr::memchr2(b'\n', b'\r', rest).unwrap_or(rest.len());
+    if memchr::memchr(b'"', &rest[..end]).is_some() {
+        return false;
+    }
+    *i += end;
+    match body.get(*i) {
+        Some(b'\r') if body.get(*i + 1) == Some(&b'\n') => *i += 2,
+        Some(_) => *i += 1,
+        None => {}
+    }
+    true
 }

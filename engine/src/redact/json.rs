@@ -77,9 +77,16 @@ impl Scanner<'_> {
 
     /// Whether the value at the current path is to be replaced.
     fn at_a_path(&self) -> bool {
-        self.paths
-            .iter()
-            .any(|p| matches(&p.steps, &self.stack[..], self.b))
+        let Some(last) = self.stack.last() else {
+            return false;
+        };
+        self.paths.iter().any(|p| {
+            // Most values fail on their own key or index: check it first.
+            p.steps
+                .last()
+                .is_some_and(|step| step_matches(step, last, self.b))
+                && matches(&p.steps, &self.stack[..], self.b)
+        })
     }
 
     fn value(&mut self, depth: usize) -> Result<(), ()> {
@@ -87,7 +94,7 @@ impl Scanner<'_> {
             return Err(());
         }
         let start = self.i;
-        let replace = !self.stack.is_empty() && self.at_a_path();
+        let replace = self.at_a_path();
         let regions_before = self.regions.len();
         match self.peek().ok_or(())? {
             b'{' => self.object(depth)?,
@@ -176,6 +183,13 @@ impl Scanner<'_> {
         let start = self.i;
         let mut escaped = false;
         loop {
+            // Plain bytes up to the next quote, backslash or control byte.
+            let rest = &self.b[self.i..];
+            let to = memchr::memchr2(b'"', b'\\', rest).ok_or(())?;
+            if rest[..to].iter().any(|&c| c < 0x20) {
+                return Err(());
+            }
+            self.i += to;
             match self.peek().ok_or(())? {
                 b'"' => {
                     self.i += 1;

@@ -71,6 +71,12 @@ pub(crate) enum Verdict {
 pub(crate) struct Redactor {
     rules: Redaction,
     patterns: Vec<Regex>,
+    /// Per pattern: whether a match inside any region of a body is also a
+    /// match in the whole body (no anchors, no quotes), so one search over
+    /// the body can rule it out.
+    prefilterable: Vec<bool>,
+    /// Per pattern, for the body at hand: whether it may match in it.
+    live: Vec<bool>,
     encodings: EncodingRules,
     quoted_marker: Vec<u8>,
     regions: Vec<Region>,
@@ -91,13 +97,20 @@ impl Redactor {
             .iter()
             .map(|p| Regex::new(p))
             .collect::<Result<_, _>>()?;
+        let prefilterable = rules
+            .patterns
+            .iter()
+            .map(|p| !(p.contains(['^', '$', '"']) || p.contains("\\A") || p.contains("\\z")))
+            .collect();
         let mut quoted_marker = Vec::with_capacity(rules.marker.len() + 2);
         quoted_marker.push(b'"');
         escape_into(&mut quoted_marker, rules.marker.as_bytes());
         quoted_marker.push(b'"');
         Ok(Redactor {
             rules: rules.clone(),
+            live: vec![false; rules.patterns.len()],
             patterns,
+            prefilterable,
             encodings,
             quoted_marker,
             regions: Vec::new(),
@@ -174,7 +187,19 @@ impl Redactor {
         if kind == Kind::Binary {
             return Ok(false);
         }
-        let want_text = !self.patterns.is_empty();
+        // One search of the whole body rules out most patterns for most
+        // bodies; a region is only searched with the patterns that may match.
+        // (Escapes in JSON, doubled quotes in CSV: the regions' text differs
+        // from the body's, so no pattern is ruled out.)
+        let rewritten = match kind {
+            Kind::Json => p.data.contains(&b'\\'),
+            Kind::Csv => p.data.windows(2).any(|w| w == b"\"\""),
+            _ => false,
+        };
+        for (i, re) in self.patterns.iter().enumerate() {
+            self.live[i] = !self.prefilterable[i] || rewritten || re.is_match(p.data);
+        }
+        let want_text = self.live.iter().any(|&l| l);
         self.regions.clear();
         let parsed = std::str::from_utf8(p.data).is_ok()
             && match kind {
@@ -246,12 +271,19 @@ impl Redactor {
     /// Appends `text` with every pattern's matches replaced by the marker;
     /// whether anything matched. Patterns apply one after the other.
     fn patterns_into(&self, text: &[u8], out: &mut Vec<u8>) -> bool {
-        let Some(first) = self.patterns.iter().position(|re| re.is_match(text)) else {
+        let live = |i: &usize| self.live[*i];
+        let Some(first) = (0..self.patterns.len())
+            .filter(live)
+            .find(|&i| self.patterns[i].is_match(text))
+        else {
             out.extend_from_slice(text);
             return false;
         };
         let mut current = text.to_vec();
-        for re in &self.patterns[first..] {
+        for re in (first..self.patterns.len())
+            .filter(live)
+            .map(|i| &self.patterns[i])
+        {
             if !re.is_match(&current) {
                 continue;
             }

@@ -182,3 +182,26 @@ fn json_scanner_agrees_with_a_json_parser() {
         Verdict::KeptUnparsable(false)
     );
 }
+
+#[test]
+fn anchored_patterns_apply_to_each_field_and_string() {
+    let r = rules(&[], &[], &[r"^\d{9}$", r"\bx\b"]);
+    let (out, _) = text(&r, "text/csv", "123456789,1234567890,x y,\"x\"\n");
+    assert_eq!(out, "[REDACTED],1234567890,[REDACTED] y,\"[REDACTED]\"\n");
+    let (out, _) = text(
+        &r,
+        "application/json",
+        r#"{"a":"123456789","b":"0123456789","c":"x"}"#,
+    );
+    assert_eq!(
+        out,
+        r#"{"a":"[REDACTED]","b":"0123456789","c":"[REDACTED]"}"#
+    );
+    // A pattern ruled out by one search of the body leaves it alone.
+    let r = rules(&[], &[0], &["secret"]);
+    let (out, v) = text(&r, "text/csv", "a,b\nc,d\n");
+    assert_eq!(
+        (out.as_str(), v),
+        ("[REDACTED],b\n[REDACTED],d\n", Verdict::Redacted)
+    );
+}
