@@ -95,7 +95,11 @@ impl Redactor {
         let patterns = rules
             .patterns
             .iter()
-            .map(|p| Regex::new(p))
+            .map(|p| {
+                regex::bytes::RegexBuilder::new(p)
+                    .size_limit(1 << 20)
+                    .build()
+            })
             .collect::<Result<_, _>>()?;
         let prefilterable = rules
             .patterns
