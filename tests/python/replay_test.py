@@ -212,6 +212,12 @@ assert rep["latencyMs"]["p50"] > 0 and rep["latencyMs"]["p99"] >= rep["latencyMs
 print(f"replay to a container: {len(CHANGED | noisy_seen)} changed answers found byte for byte, "
       f"{len(CHANGED)} beyond a 1e-6 tolerance, exactly the changed ones")
 
+# On a terminal (a pty from script(1)): a bar redrawn in place.
+cmd = " ".join([capline_bin, "replay", "--s3-endpoint-url", s3_url, source, "--to", to_v2, "--rate", "100", "--limit", "40"])
+tty = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, timeout=120)
+assert b"\r\x1b[2K[" in tty.stdout and b"#" in tty.stdout and b"replay: files" not in tty.stdout, tty.stdout[-500:]
+print("progress: a bar redrawn in place on a terminal, plain lines otherwise")
+
 # Against v1 itself: everything matches, exit 0.
 r, rep = replay(source, "--to", f"http://127.0.0.1:{v1.server_port}")
 assert r.returncode == 0 and rep["answers"]["exact"] == 120, (r.stdout, r.stderr)
