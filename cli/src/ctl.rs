@@ -37,15 +37,8 @@ enum Action {
         /// New routing weight (>= 0).
         #[arg(long)]
         weight: Option<f64>,
-        /// New sampling percentage (0-100).
-        #[arg(long)]
-        sampling: Option<f64>,
-        /// Turn capture on.
-        #[arg(long, conflicts_with = "disable")]
-        enable: bool,
-        /// Turn capture off.
-        #[arg(long)]
-        disable: bool,
+        #[command(flatten)]
+        capture: CaptureArgs,
     },
     /// Show each shadow variant's mirrored share, sampling and counts.
     Shadows,
@@ -56,16 +49,23 @@ enum Action {
         /// The share of requests mirrored to it (0-100).
         #[arg(long)]
         mirror: Option<f64>,
-        /// New sampling percentage of its capture (0-100).
-        #[arg(long)]
-        sampling: Option<f64>,
-        /// Turn its capture on.
-        #[arg(long, conflicts_with = "disable")]
-        enable: bool,
-        /// Turn its capture off.
-        #[arg(long)]
-        disable: bool,
+        #[command(flatten)]
+        capture: CaptureArgs,
     },
+}
+
+/// A variant's capture settings, as `set` and `set-shadow` change them.
+#[derive(Debug, clap::Args)]
+struct CaptureArgs {
+    /// New sampling percentage of its capture (0-100).
+    #[arg(long)]
+    sampling: Option<f64>,
+    /// Turn its capture on.
+    #[arg(long, conflicts_with = "disable")]
+    enable: bool,
+    /// Turn its capture off.
+    #[arg(long)]
+    disable: bool,
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns (status, body).
@@ -101,21 +101,16 @@ fn call(
 /// The JSON body of a change: `first` (its field name and value), the
 /// sampling percentage and the capture switch, whichever are given; `None`
 /// when none is.
-fn update(
-    first: (&str, Option<f64>),
-    sampling: Option<f64>,
-    enable: bool,
-    disable: bool,
-) -> Option<String> {
+fn update(first: (&str, Option<f64>), capture: &CaptureArgs) -> Option<String> {
     let mut fields = Vec::new();
     if let (name, Some(v)) = first {
         fields.push(format!(r#""{name}":{v}"#));
     }
-    if let Some(p) = sampling {
+    if let Some(p) = capture.sampling {
         fields.push(format!(r#""sampling_percentage":{p}"#));
     }
-    if enable || disable {
-        fields.push(format!(r#""capture_enabled":{enable}"#));
+    if capture.enable || capture.disable {
+        fields.push(format!(r#""capture_enabled":{}"#, capture.enable));
     }
     (!fields.is_empty()).then(|| format!("{{{}}}", fields.join(",")))
 }
@@ -129,11 +124,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Action::SetShadow {
             shadow,
             mirror,
-            sampling,
-            enable,
-            disable,
+            capture,
         } => {
-            let body = update(("mirror_percentage", *mirror), *sampling, *enable, *disable)
+            let body = update(("mirror_percentage", *mirror), capture)
                 .ok_or("nothing to set: give --mirror, --sampling, --enable or --disable")?;
             call(
                 &args.admin,
@@ -146,11 +139,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Action::Set {
             variant,
             weight,
-            sampling,
-            enable,
-            disable,
+            capture,
         } => {
-            let body = update(("weight", *weight), *sampling, *enable, *disable)
+            let body = update(("weight", *weight), capture)
                 .ok_or("nothing to set: give --weight, --sampling, --enable or --disable")?;
             call(
                 &args.admin,
