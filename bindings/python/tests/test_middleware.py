@@ -131,3 +131,27 @@ def test_many_clients_at_once(server):
     ids = [r["eventMetadata"]["inferenceId"] for r in delivered(dest)]
     assert sorted(ids) == sorted(f"c{i}" for i in range(400))
     validate(str(dest))
+
+
+def test_server_sent_events_pass_as_they_come_and_are_captured_whole(server):
+    """An OpenAI-style SSE stream (8 events, 150 ms apart): the client reads
+    the first event long before the last is made, and the captured answer is
+    the whole stream, byte for byte, with its content type."""
+    kind, base, proc, dest = server
+    r = requests.post(base + "/v1/chat/completions", json={"max_tokens": 8, "delay": 0.15},
+                      headers={"X-Amzn-SageMaker-Inference-Id": "sse-1"}, stream=True, timeout=30)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+    started, first, got = time.monotonic(), None, b""
+    for chunk in r.iter_content(chunk_size=None):
+        if first is None:
+            first = time.monotonic() - started
+        got += chunk
+    total = time.monotonic() - started
+    assert got.count(b"data: ") == 9 and got.endswith(b"data: [DONE]\n\n"), got
+    assert first is not None and first < total - 0.6, (kind, first, total)
+    stop(proc)
+    records = {r["eventMetadata"]["inferenceId"]: r for r in delivered(dest)}
+    out = records["sse-1"]["captureData"]["endpointOutput"]
+    assert decode(out) == got, kind
+    assert out["observedContentType"].startswith("text/event-stream"), out
+    validate(str(dest))

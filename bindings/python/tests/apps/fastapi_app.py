@@ -1,6 +1,7 @@
 """A FastAPI model server (the SageMaker container contract) with capline's
 ASGI middleware, as a user writes it. Config in $CAPLINE_CONFIG (JSON)."""
 
+import asyncio
 import json
 import os
 from contextlib import asynccontextmanager
@@ -22,7 +23,9 @@ async def lifespan(app):
 
 
 app = FastAPI(lifespan=lifespan)
-app.add_middleware(capline.asgi.CaptureMiddleware, engine=engine)
+app.add_middleware(
+    capline.asgi.CaptureMiddleware, engine=engine, paths=("/invocations", "/v1/chat/completions")
+)
 
 
 @app.get("/ping")
@@ -53,3 +56,19 @@ async def invocations(request: Request):
 @app.post("/other")
 async def other(request: Request):
     return Response(await request.body(), media_type="text/plain")
+
+
+@app.post("/v1/chat/completions")
+async def chat(request: Request):
+    """An OpenAI-style streamed completion: server-sent events, one per token."""
+    req = await request.json()
+    n, delay = int(req.get("max_tokens", 4)), float(req.get("delay", 0))
+
+    async def events():
+        for i in range(n):
+            if delay:
+                await asyncio.sleep(delay)
+            yield ("data: " + json.dumps({"choices": [{"delta": {"content": f"tok{i} "}}]}) + "\n\n").encode()
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
