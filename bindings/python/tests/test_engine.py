@@ -188,3 +188,25 @@ def test_a_second_engine_on_a_held_spool_is_refused(config):
     with capline.Engine(config):
         with pytest.raises(capline.EngineError, match="in use"):
             capline.Engine(config)
+
+
+def test_redaction_from_the_engine_config(tmp_path):
+    """Engine.Redaction works from Python as everywhere: JSON fields and CSV
+    columns replaced before anything reaches disk, the rest byte for byte;
+    a bad rule is a ConfigError naming its field."""
+    cfg = make_config(tmp_path, Redaction={"JsonPaths": ["$.customer.ssn"], "CsvColumns": [1]})
+    with capline.Engine(cfg) as e:
+        assert capture(e, b'{"customer": {"ssn": "123-45-6789", "id": 7}}', b'{"score": 0.5}',
+                       request_content_type="application/json",
+                       response_content_type="application/json", inference_id="j").kept
+        assert capture(e, b"7,ann@example.com,3\n", b"0.5", inference_id="c").kept
+        e.flush(timeout=30)
+        stats = e.stats()
+    assert stats["records_redacted"] == 2 and stats["redaction_unparsable"] == 0, stats
+    got = {r["eventMetadata"]["inferenceId"]: r["captureData"] for r in delivered(tmp_path / "dest")}
+    assert decode(got["j"]["endpointInput"]) == b'{"customer": {"ssn": "[REDACTED]", "id": 7}}'
+    assert decode(got["j"]["endpointOutput"]) == b'{"score": 0.5}'
+    assert decode(got["c"]["endpointInput"]) == b"7,[REDACTED],3\n"
+    bad = make_config(tmp_path / "bad", Redaction={"JsonPaths": ["customer.ssn"]})
+    with pytest.raises(capline.ConfigError, match=r"Engine\.Redaction\.JsonPaths\[0\]"):
+        capline.Engine(bad)
