@@ -36,7 +36,7 @@ const ENGINE: &[&[&str]] = &[
 
 /// The endpoint's modules, lowest first.
 const ENDPOINT: &[&[&str]] = &[
-    &["settings", "sigv4", "http"],
+    &["settings", "sigv4", "http", "eventstream"],
     &["state"],
     &["upstream", "shadow"],
     &["invoke", "admin"],

@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod eventstream;
 pub mod http;
 mod invoke;
 mod settings;
