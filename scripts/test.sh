@@ -82,6 +82,9 @@ step "capline endpoint against careless and hostile clients: bounded memory, con
 step "SageMaker Python SDK: the walkthrough's Predictor loop through capline endpoint, View Captured Data (local and moto)"
 SAGEMAKER_SUPPRESS_V2_WARNING=1 "$VENV/bin/python" tests/python/walkthrough.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3" | grep '^walkthrough'
 
+step "InvokeEndpointWithResponseStream: boto3 against a streaming model through capline endpoint; parts as they come, captured whole, a broken stream"
+(cd tests/python && "$VENV/bin/python" stream_test.py "$CARGO_TARGET_DIR/debug/capline")
+
 step "shadow variants: a good, a slow, a dead and a failing shadow model behind capline endpoint; clients unchanged; bounded; captured per variant"
 (cd tests/python && "$VENV/bin/python" shadow_test.py "$CARGO_TARGET_DIR/debug/capline")
 

@@ -36,9 +36,9 @@ const ENGINE: &[&[&str]] = &[
 
 /// The endpoint's modules, lowest first.
 const ENDPOINT: &[&[&str]] = &[
-    &["settings", "sigv4", "http", "eventstream"],
-    &["state"],
-    &["upstream", "shadow"],
+    &["settings", "sigv4", "http"],
+    &["state", "eventstream"],
+    &["upstream", "shadow", "stream"],
     &["invoke", "admin"],
 ];
 

@@ -65,6 +65,21 @@ pub(crate) fn metrics_text(state: &State) -> String {
             &v.metrics,
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP capline_endpoint_streams_total Streamed answers (invocations-response-stream), by how they ended.\n# TYPE capline_endpoint_streams_total counter"
+    );
+    for (outcome, c) in [
+        ("completed", &state.streams.completed),
+        ("model_broken", &state.streams.model_broken),
+        ("client_gone", &state.streams.client_gone),
+    ] {
+        let _ = writeln!(
+            out,
+            "capline_endpoint_streams_total{{outcome=\"{outcome}\"}} {}",
+            c.load(Ordering::Relaxed)
+        );
+    }
     shadow_metrics(state, &mut out);
     // Every engine stat, one series per variant (shadows included), in the
     // engine's own rendering.

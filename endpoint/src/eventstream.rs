@@ -30,7 +30,10 @@ pub(crate) fn payload_part(bytes: Bytes) -> Bytes {
     encode(
         &Message::new(bytes)
             .add_header(Header::new(":event-type", string("PayloadPart")))
-            .add_header(Header::new(":content-type", string("application/octet-stream")))
+            .add_header(Header::new(
+                ":content-type",
+                string("application/octet-stream"),
+            ))
             .add_header(Header::new(":message-type", string("event"))),
     )
 }
@@ -70,7 +73,10 @@ mod tests {
         assert_eq!(header(&m, ":event-type"), Some("PayloadPart"));
         assert_eq!(header(&m, ":message-type"), Some("event"));
         // Prelude: total length, headers length, CRC; the total is the frame's.
-        assert_eq!(u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize, frame.len());
+        assert_eq!(
+            u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize,
+            frame.len()
+        );
 
         let m = read_message_from(model_stream_error("the model went away")).unwrap();
         assert_eq!(header(&m, ":exception-type"), Some("ModelStreamError"));

@@ -204,7 +204,7 @@ struct Counted<S> {
 }
 
 /// Ends one request's count when dropped (answered, or abandoned).
-struct InFlight(Arc<Activity>);
+pub struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -213,24 +213,56 @@ impl Drop for InFlight {
     }
 }
 
-impl<S> hyper::service::Service<Request<Incoming>> for Counted<S>
+impl<S, B> hyper::service::Service<Request<Incoming>> for Counted<S>
 where
-    S: hyper::service::Service<Request<Incoming>>,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
     S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
 {
-    type Response = S::Response;
+    type Response = Response<Guarded<B>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight(self.activity.clone());
         let fut = self.inner.call(req);
+        // The request stays in flight until its body is sent or dropped: a
+        // streamed answer that pauses is not an idle connection.
         Box::pin(async move {
-            let r = fut.await;
-            drop(guard);
-            r
+            fut.await.map(|r| {
+                r.map(|inner| Guarded {
+                    inner,
+                    _guard: guard,
+                })
+            })
         })
+    }
+}
+
+/// A response body that keeps its request counted in flight until it ends.
+pub struct Guarded<B> {
+    inner: B,
+    _guard: InFlight,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -277,18 +309,18 @@ impl AcceptErrors {
 /// (so a service can keep per-connection state). When `stop` resolves it
 /// stops accepting, lets in-flight requests finish (up to [`GRACE`]) and
 /// closes idle keep-alive connections.
-pub async fn serve<C, S>(
+pub async fn serve<C, S, B>(
     listener: tokio::net::TcpListener,
     limits: Limits,
     connection: C,
     stop: impl Future<Output = ()>,
 ) where
     C: Fn() -> S,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Full<Bytes>>>
-        + Send
-        + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
@@ -337,17 +369,17 @@ pub async fn serve<C, S>(
 
 /// One connection: served until the client closes it, it goes idle for
 /// too long, or the server stops.
-async fn serve_one<S>(
+async fn serve_one<S, B>(
     stream: tokio::net::TcpStream,
     service: S,
     limits: Limits,
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Full<Bytes>>>
-        + Send
-        + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let activity = Arc::new(Activity::default());
     activity.touch();

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -35,6 +35,8 @@ const INVOKED_VARIANT: &str = "x-amzn-invoked-production-variant";
 const ERROR_TYPE: &str = "x-amzn-errortype";
 
 type Body = Full<Bytes>;
+/// Any answer: whole, or streamed.
+type AnyBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
 
 /// A SageMaker runtime error: `x-amzn-errortype` and a JSON body.
 fn error(status: StatusCode, kind: &'static str, message: &str) -> Response<Body> {
@@ -90,6 +92,8 @@ enum Route<'a> {
     Sidecar,
     /// `POST /endpoints/{name}/invocations`: the runtime API.
     Runtime(&'a str),
+    /// `POST /endpoints/{name}/invocations-response-stream`.
+    Stream(&'a str),
     Unknown,
 }
 
@@ -97,10 +101,18 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     match (method, path) {
         (&Method::GET, "/ping") => Route::Ping,
         (&Method::POST, "/invocations") => Route::Sidecar,
-        (&Method::POST, p) => p
-            .strip_prefix("/endpoints/")
-            .and_then(|r| r.strip_suffix("/invocations"))
-            .map_or(Route::Unknown, Route::Runtime),
+        (&Method::POST, p) => match p.strip_prefix("/endpoints/") {
+            None => Route::Unknown,
+            Some(r) => {
+                if let Some(name) = r.strip_suffix("/invocations") {
+                    Route::Runtime(name)
+                } else if let Some(name) = r.strip_suffix("/invocations-response-stream") {
+                    Route::Stream(name)
+                } else {
+                    Route::Unknown
+                }
+            }
+        },
         _ => Route::Unknown,
     }
 }
@@ -109,20 +121,24 @@ pub(crate) async fn handle(
     state: Arc<State>,
     pinned: Arc<Pinned>,
     req: Request<Incoming>,
-) -> Result<Response<Body>, hyper::Error> {
+) -> Result<Response<AnyBody>, hyper::Error> {
     let started = Instant::now();
     let method = req.method().clone();
     let inference_id = req.headers().get(INFERENCE_ID).cloned();
     let path = req.uri().path().to_string();
-    let response = match route(req.method(), &path) {
-        Route::Ping => ping(&state).await,
-        Route::Sidecar => invoke(&state, &pinned, req, None).await,
-        Route::Runtime(name) => invoke(&state, &pinned, req, Some(name)).await,
+    let response: Response<AnyBody> = match route(req.method(), &path) {
+        Route::Ping => ping(&state).await.map(BodyExt::boxed),
+        Route::Sidecar => invoke(&state, &pinned, req, None).await.map(BodyExt::boxed),
+        Route::Runtime(name) => invoke(&state, &pinned, req, Some(name))
+            .await
+            .map(BodyExt::boxed),
+        Route::Stream(name) => invoke_stream(&state, req, name).await,
         Route::Unknown => error(
             StatusCode::NOT_FOUND,
             "UnknownOperationException",
             "unknown path",
-        ),
+        )
+        .map(BodyExt::boxed),
     };
     // The access log: one event per request (off unless CAPLINE_LOG enables
     // the `capline::access` target; the bodies are never logged).
@@ -242,21 +258,29 @@ fn check_headers(headers: &hyper::HeaderMap) -> Result<(), String> {
     Ok(())
 }
 
-/// Forwards one invocation to a variant's model and captures it on success.
-/// `endpoint`: the name in a runtime API path; `None` for the sidecar route
-/// (the container contract's `POST /invocations`, always to the first variant).
+/// A request that passed every check: its head, its body, and the index of
+/// the variant it goes to.
+struct Admitted {
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    i: usize,
+}
+
+/// Takes a request in, for every route that reaches a model. `endpoint`:
+/// the name in a runtime API path; `None` for the sidecar route (the
+/// container contract's `POST /invocations`, always to the first variant).
 ///
 /// In order: a declared length over the limit is refused before the body is
 /// read (and before any `100 Continue`); the body is read within its limit
 /// and time; the signature is verified (every route, unless the sidecar
 /// route is opened by `AllowUnsignedSidecar`); only then are the endpoint
-/// name, the headers and the target variant looked at.
-async fn invoke(
+/// name, the headers and the target variant looked at. `Err` is the answer
+/// that refuses it.
+async fn admit(
     state: &State,
-    pinned: &Pinned,
     req: Request<Incoming>,
     endpoint: Option<&str>,
-) -> Response<Body> {
+) -> Result<Admitted, Response<Body>> {
     let (parts, incoming) = req.into_parts();
     let too_large = || {
         state.refused.fetch_add(1, Ordering::Relaxed);
@@ -275,22 +299,26 @@ async fn invoke(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.max_payload as u64) {
-        return too_large();
+        return Err(too_large());
     }
     let body = match read_body(incoming, state.max_payload, state.body_timeout).await {
         Ok(b) => b,
-        Err(BodyError::TooLarge(_)) => return too_large(),
+        Err(BodyError::TooLarge(_)) => return Err(too_large()),
         Err(BodyError::Timeout(t)) => {
             state.refused.fetch_add(1, Ordering::Relaxed);
-            return error(
+            return Err(error(
                 StatusCode::REQUEST_TIMEOUT,
                 "ValidationError",
                 &format!("The request body did not arrive within {t:?}."),
-            );
+            ));
         }
         // The client went away mid-request: nothing to answer, nothing captured.
         Err(e) => {
-            return error(StatusCode::BAD_REQUEST, "ValidationError", &e.to_string());
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "ValidationError",
+                &e.to_string(),
+            ));
         }
     };
     let must_sign = endpoint.is_some() || !state.allow_unsigned_sidecar;
@@ -309,26 +337,49 @@ async fn invoke(
                 reason = why,
                 "refused a request with a bad or missing signature"
             );
-            return error(StatusCode::FORBIDDEN, "InvalidSignatureException", &why);
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "InvalidSignatureException",
+                &why,
+            ));
         }
     }
     if let Some(name) = endpoint
         && name != state.endpoint_name
     {
-        return invalid(state, &format!("Endpoint {name} not found."));
+        return Err(invalid(state, &format!("Endpoint {name} not found.")));
     }
     if let Err(why) = check_headers(&parts.headers) {
-        return invalid(state, &why);
+        return Err(invalid(state, &why));
     }
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let target = parts
+        .headers
+        .get(TARGET_VARIANT)
+        .and_then(|v| v.to_str().ok());
     let picked = match endpoint {
         None => Ok(0),
-        Some(_) => state.pick(header(TARGET_VARIANT)),
+        Some(_) => state.pick(target),
     };
-    let (i, variant) = match picked {
-        Ok(i) => (i, &state.variants[i]),
-        Err(msg) => return invalid(state, &msg),
+    match picked {
+        Ok(i) => Ok(Admitted { parts, body, i }),
+        Err(msg) => Err(invalid(state, &msg)),
+    }
+}
+
+/// Forwards one invocation to a variant's model and captures it on success.
+/// `endpoint`: the name in a runtime API path; `None` for the sidecar route.
+async fn invoke(
+    state: &State,
+    pinned: &Pinned,
+    req: Request<Incoming>,
+    endpoint: Option<&str>,
+) -> Response<Body> {
+    let Admitted { parts, body, i } = match admit(state, req, endpoint).await {
+        Ok(a) => a,
+        Err(refused) => return refused,
     };
+    let variant = &state.variants[i];
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let content_type = header(CONTENT_TYPE.as_str()).unwrap_or("application/octet-stream");
     let inference_id = header(INFERENCE_ID);
     // The request to the model: the body and the headers the container
@@ -430,4 +481,86 @@ async fn forward(
         r.headers_mut().insert(CUSTOM_ATTRIBUTES, c);
     }
     r
+}
+
+/// `InvokeEndpointWithResponseStream`: admitted as an invocation is, sent
+/// to the model on a connection of its own, and answered with the model's
+/// streamed answer as event-stream frames, chunk by chunk (`stream`). An
+/// error before the first byte is the usual ModelError.
+async fn invoke_stream(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    name: &str,
+) -> Response<AnyBody> {
+    let Admitted { parts, body, i } = match admit(state, req, Some(name)).await {
+        Ok(a) => a,
+        Err(refused) => return refused.map(BodyExt::boxed),
+    };
+    let variant = &state.variants[i];
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let content_type = header(CONTENT_TYPE.as_str()).unwrap_or("application/octet-stream");
+    let mut up = Request::post(hyper::Uri::from_static("/invocations"))
+        .header(HOST, variant.authority.clone())
+        .header(CONTENT_TYPE, content_type);
+    // The streaming API carries Accept as X-Amzn-SageMaker-Accept.
+    if let Some(v) = parts.headers.get("x-amzn-sagemaker-accept") {
+        up = up.header(ACCEPT, v.clone());
+    }
+    for name in [CUSTOM_ATTRIBUTES, INFERENCE_ID] {
+        if let Some(v) = parts.headers.get(name) {
+            up = up.header(name, v.clone());
+        }
+    }
+    let Ok(up) = up.body(Full::new(body.clone())) else {
+        return invalid(state, "invalid request headers").map(BodyExt::boxed);
+    };
+    let started = Instant::now();
+    let head = tokio::time::timeout(state.upstream_timeout, async {
+        let mut sender = connect(variant).await?;
+        Ok::<_, BoxError>(sender.send_request(up).await?)
+    })
+    .await;
+    let answer = match head {
+        Err(_) => {
+            return model_error(
+                &variant.name,
+                0,
+                &format!(
+                    "Your invocation timed out after {:?} while waiting for a response from the model",
+                    state.upstream_timeout
+                ),
+            )
+            .map(BodyExt::boxed);
+        }
+        Ok(Err(e)) => return model_error(&variant.name, 0, &e.to_string()).map(BodyExt::boxed),
+        Ok(Ok(r)) => r,
+    };
+    let (head, incoming) = answer.into_parts();
+    variant
+        .metrics
+        .record(head.status.as_u16(), started.elapsed());
+    if !head.status.is_success() {
+        let text = read_body(incoming, state.max_response, state.upstream_timeout)
+            .await
+            .unwrap_or_default();
+        return model_error(
+            &variant.name,
+            head.status.as_u16(),
+            &String::from_utf8_lossy(&text),
+        )
+        .map(BodyExt::boxed);
+    }
+    let out_type = head
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let request = crate::stream::Request {
+        content_type: content_type.to_string(),
+        body,
+        inference_id: header(INFERENCE_ID).map(str::to_string),
+    };
+    let frames = crate::stream::relay(Arc::clone(state), i, incoming, out_type.clone(), request);
+    crate::stream::head(frames, &out_type, &variant.name).map(BodyExt::boxed)
 }

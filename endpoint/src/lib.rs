@@ -11,7 +11,9 @@
 //! | [`http`] | the one accept loop, bounding connections in number and time; bounded body reads; plain replies |
 //! | `state` | the variants (model, weight, engine, metrics) the handlers share |
 //! | `upstream` | connections to the models, pinned per client connection |
+//! | `eventstream` | SageMaker's response-stream framing (PayloadPart, ModelStreamError) |
 //! | `shadow` | mirroring a share of the requests to shadow variants, off the request's path |
+//! | `stream` | relaying a model's streamed answer chunk by chunk, captured whole at its end |
 //! | `invoke` | the runtime API: routing, forwarding, SageMaker's errors, capture |
 //! | `admin` | the admin API: weights and sampling at run time, Prometheus metrics |
 //!
@@ -37,6 +39,7 @@ mod settings;
 mod shadow;
 pub mod sigv4;
 mod state;
+mod stream;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -105,8 +108,15 @@ pub struct Running {
 pub fn start(rt: &tokio::runtime::Runtime, settings: Settings) -> Result<Running, StartError> {
     let mut variants = Vec::new();
     for v in settings.variants {
+        let max_record = v.config.engine.max_record_bytes;
         let engine = Engine::start(v.config)?;
-        variants.push(Variant::new(v.name, v.weight, v.authority, engine));
+        variants.push(Variant::new(
+            v.name,
+            v.weight,
+            v.authority,
+            engine,
+            max_record,
+        ));
     }
     let mut shadows = Vec::new();
     for s in settings.shadows {
@@ -136,6 +146,7 @@ pub fn start(rt: &tokio::runtime::Runtime, settings: Settings) -> Result<Running
             let _guard = rt.enter();
             shadow::client()
         },
+        streams: state::StreamCounts::default(),
         refused: AtomicU64::new(0),
         admin_updates: std::sync::Mutex::new(()),
         verifier: (!settings.access_keys.is_empty())

@@ -63,16 +63,26 @@ pub(crate) struct Variant {
     /// The model's `HOST:PORT` (what connections go to, and the `Host` header).
     pub(crate) authority: HeaderValue,
     pub(crate) engine: Engine,
+    /// The engine's `MaxRecordBytes`: a streamed answer is collected for
+    /// capture up to this size.
+    pub(crate) max_record: u64,
     pub(crate) metrics: VariantMetrics,
 }
 
 impl Variant {
-    pub(crate) fn new(name: String, weight: f64, authority: HeaderValue, engine: Engine) -> Self {
+    pub(crate) fn new(
+        name: String,
+        weight: f64,
+        authority: HeaderValue,
+        engine: Engine,
+        max_record: u64,
+    ) -> Self {
         Variant {
             name,
             weight: AtomicU64::new(weight.to_bits()),
             authority,
             engine,
+            max_record,
             metrics: VariantMetrics::default(),
         }
     }
@@ -150,6 +160,17 @@ impl Shadow {
     }
 }
 
+/// How streamed answers ended.
+#[derive(Debug, Default)]
+pub(crate) struct StreamCounts {
+    /// Streams relayed to their end.
+    pub(crate) completed: AtomicU64,
+    /// Streams the model broke off or let stall.
+    pub(crate) model_broken: AtomicU64,
+    /// Streams the client went away from.
+    pub(crate) client_gone: AtomicU64,
+}
+
 /// What the request handlers share.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -170,6 +191,8 @@ pub(crate) struct State {
     pub(crate) shadow_client: ShadowClient,
     /// Verifies SigV4 on runtime API requests when access keys are configured.
     pub(crate) verifier: Option<Verifier>,
+    /// How streamed answers (`invocations-response-stream`) ended.
+    pub(crate) streams: StreamCounts,
     /// Requests refused before reaching a model (413, unknown variant or endpoint).
     pub(crate) refused: AtomicU64,
     /// Held while the admin API changes a variant.

@@ -1,0 +1,143 @@
+"""InvokeEndpointWithResponseStream through capline endpoint, with boto3's
+own client and a streaming model (chunked `/invocations`, 10 chunks 100 ms
+apart):
+
+- the first PayloadPart reaches the client long before the model finishes;
+- the parts, concatenated, are the model's answer, and the captured record's
+  output is the same bytes, with the model's content type;
+- a stream the model breaks off ends in an error for the client (boto3's
+  EventStreamError, ModelStreamError) and is not captured.
+
+Usage: python stream_test.py CAPLINE_BIN
+"""
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from http.server import ThreadingHTTPServer
+
+import boto3
+import botocore
+
+from container import ContainerModel, free_port
+
+capline_bin = sys.argv[1]
+
+
+class Streaming(ContainerModel):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        n = 3 if body == b"break" else 10
+        for i in range(n):
+            chunk = f'data: {{"token": "t{i}"}}\n\n'.encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.flush()
+            time.sleep(0.1)
+        if body == b"break":
+            self.connection.shutdown(socket.SHUT_RDWR)  # no last chunk: the stream breaks off
+            self.close_connection = True
+            return
+        self.wfile.write(b"0\r\n\r\n")
+
+
+model = ThreadingHTTPServer(("127.0.0.1", 0), Streaming)
+model.daemon_threads = True
+threading.Thread(target=model.serve_forever, daemon=True).start()
+work = tempfile.mkdtemp()
+port = free_port()
+dest = os.path.join(work, "capture")
+config = {
+    "EndpointName": "llm",
+    "Listen": f"127.0.0.1:{port}",
+    "AdminListen": f"127.0.0.1:{free_port()}",
+    "UpstreamTimeoutSeconds": 5,
+    "ProductionVariants": [{"VariantName": "AllTraffic", "ModelUrl": f"http://127.0.0.1:{model.server_port}"}],
+    "DataCaptureConfig": {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": 100,
+        "DestinationS3Uri": f"file://{dest}",
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv"], "JsonContentTypes": ["application/json"]},
+    },
+    "Engine": {"SpoolDir": os.path.join(work, "spool")},
+}
+cfg = os.path.join(work, "endpoint.json")
+with open(cfg, "w") as f:
+    json.dump(config, f)
+proc = subprocess.Popen([capline_bin, "endpoint", "--config", cfg], stdout=subprocess.PIPE, text=True,
+                        stderr=open(os.path.join(work, "endpoint.log"), "w"))
+
+
+def kill_on_failure(kind, value, tb):
+    proc.kill()
+    sys.__excepthook__(kind, value, tb)
+
+
+sys.excepthook = kill_on_failure
+deadline = time.time() + 30
+while True:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        break
+    except OSError:
+        assert time.time() < deadline and proc.poll() is None, "capline endpoint did not start"
+        time.sleep(0.05)
+
+rt = boto3.client("sagemaker-runtime", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                  aws_access_key_id="x", aws_secret_access_key="x")
+started = time.monotonic()
+r = rt.invoke_endpoint_with_response_stream(EndpointName="llm", Body=b'{"prompt": "hi"}',
+                                            ContentType="application/json", InferenceId="s-1")
+assert r["ContentType"] == "text/event-stream", r["ContentType"]
+assert r["InvokedProductionVariant"] == "AllTraffic", r
+first, parts = None, []
+for event in r["Body"]:
+    if first is None:
+        first = time.monotonic() - started
+    parts.append(event["PayloadPart"]["Bytes"])
+total = time.monotonic() - started
+got = b"".join(parts)
+assert got == b"".join(f'data: {{"token": "t{i}"}}\n\n'.encode() for i in range(10)), got
+assert first < total - 0.5, (first, total)
+print(f"response stream: {len(parts)} PayloadParts; the first after {first * 1000:.0f} ms, the last after "
+      f"{total * 1000:.0f} ms (the model takes 1 s)")
+
+try:
+    for event in rt.invoke_endpoint_with_response_stream(EndpointName="llm", Body=b"break",
+                                                         ContentType="text/plain", InferenceId="s-broken")["Body"]:
+        pass
+    raise AssertionError("a broken stream must end in an error")
+except botocore.exceptions.EventStreamError as e:
+    assert "ModelStreamError" in str(e), e
+print("a stream the model breaks off ends in ModelStreamError for the client")
+
+metrics = urllib.request.urlopen(f"http://{config['AdminListen']}/metrics", timeout=10).read().decode()
+assert 'capline_endpoint_streams_total{outcome="completed"} 1' in metrics, metrics
+assert 'capline_endpoint_streams_total{outcome="model_broken"} 1' in metrics, metrics
+proc.send_signal(signal.SIGTERM)
+assert proc.wait(timeout=60) == 0
+records = []
+for d, _, files in os.walk(dest):
+    records += [json.loads(l) for f in files if f.endswith(".jsonl") for l in open(os.path.join(d, f))]
+ids = {r["eventMetadata"]["inferenceId"]: r for r in records}
+assert set(ids) == {"s-1"}, sorted(ids)
+out = ids["s-1"]["captureData"]["endpointOutput"]
+assert out["observedContentType"] == "text/event-stream" and out["encoding"] == "BASE64", out
+assert base64.b64decode(out["data"]) == got
+print("captured once, when the stream ended: the whole answer as one record; the broken stream not at all")
+print("metrics:", " ".join(l for l in metrics.splitlines() if l.startswith("capline_endpoint_streams_total")))
