@@ -79,6 +79,18 @@ fn model_error(variant: &str, status: u16, original: &str) -> Response<Body> {
     )
 }
 
+/// The ModelError of a model that did not answer within `UpstreamTimeoutSeconds`.
+fn timed_out(state: &State, variant: &str) -> Response<Body> {
+    model_error(
+        variant,
+        0,
+        &format!(
+            "Your invocation timed out after {:?} while waiting for a response from the model",
+            state.upstream_timeout
+        ),
+    )
+}
+
 /// A 400 ValidationError, counted as refused.
 fn invalid(state: &State, message: &str) -> Response<Body> {
     state.refused.fetch_add(1, Ordering::Relaxed);
@@ -433,14 +445,7 @@ async fn forward(
     .await
     {
         Err(_) => {
-            return model_error(
-                &variant.name,
-                0,
-                &format!(
-                    "Your invocation timed out after {:?} while waiting for a response from the model",
-                    state.upstream_timeout
-                ),
-            );
+            return timed_out(state, &variant.name);
         }
         Ok(Err(e)) => return model_error(&variant.name, 0, &e.to_string()),
         Ok(Ok(r)) => r,
@@ -522,15 +527,7 @@ async fn invoke_stream(
     .await;
     let answer = match head {
         Err(_) => {
-            return model_error(
-                &variant.name,
-                0,
-                &format!(
-                    "Your invocation timed out after {:?} while waiting for a response from the model",
-                    state.upstream_timeout
-                ),
-            )
-            .map(BodyExt::boxed);
+            return timed_out(state, &variant.name).map(BodyExt::boxed);
         }
         Ok(Err(e)) => return model_error(&variant.name, 0, &e.to_string()).map(BodyExt::boxed),
         Ok(Ok(r)) => r,

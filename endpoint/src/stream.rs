@@ -7,7 +7,8 @@
 //! - A stream the model breaks off (or that stalls past
 //!   `UpstreamTimeoutSeconds` between chunks) ends with a `ModelStreamError`
 //!   event and is not captured; one the client breaks off is not captured
-//!   either. Both are counted in `state::StreamCounts`.
+//!   either, nor is one that takes no frame for `UpstreamTimeoutSeconds`
+//!   (it stopped reading). All are counted in `state::StreamCounts`.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -61,7 +62,19 @@ pub(crate) fn relay(
     tokio::spawn(async move {
         let variant = &state.variants[i];
         let limit = usize::try_from(variant.max_record).unwrap_or(usize::MAX);
-        let budget = limit.saturating_sub(request.body.len() + request.content_type.len());
+        // What MaxRecordBytes counts besides the answer's body.
+        let fixed = request.body.len()
+            + request.content_type.len()
+            + out_type.len()
+            + request.inference_id.as_ref().map_or(0, String::len);
+        let budget = limit.saturating_sub(fixed);
+        // A client that stops reading holds the model's connection: each
+        // frame must be taken within the model's own timeout.
+        let wait = state.upstream_timeout;
+        let send = |frame: Bytes| {
+            let tx = &tx;
+            async move { matches!(tokio::time::timeout(wait, tx.send(frame)).await, Ok(Ok(()))) }
+        };
         let mut whole: Vec<u8> = Vec::new();
         let mut too_large = false;
         let mut incoming = incoming;
@@ -72,21 +85,19 @@ pub(crate) fn relay(
                 Ok(Some(Ok(frame))) => frame,
                 Ok(Some(Err(e))) => {
                     state.streams.model_broken.fetch_add(1, Ordering::Relaxed);
-                    let _ = tx
-                        .send(model_stream_error(&format!(
-                            "the model's stream broke off: {e}"
-                        )))
-                        .await;
+                    send(model_stream_error(&format!(
+                        "the model's stream broke off: {e}"
+                    )))
+                    .await;
                     return;
                 }
                 Err(_) => {
                     state.streams.model_broken.fetch_add(1, Ordering::Relaxed);
-                    let _ = tx
-                        .send(model_stream_error(&format!(
-                            "the model sent nothing for {:?}",
-                            state.upstream_timeout
-                        )))
-                        .await;
+                    send(model_stream_error(&format!(
+                        "the model sent nothing for {:?}",
+                        state.upstream_timeout
+                    )))
+                    .await;
                     return;
                 }
             };
@@ -104,7 +115,7 @@ pub(crate) fn relay(
                     whole.extend_from_slice(&data);
                 }
             }
-            if tx.send(payload_part(data)).await.is_err() {
+            if !send(payload_part(data)).await {
                 state.streams.client_gone.fetch_add(1, Ordering::Relaxed);
                 return;
             }

@@ -19,7 +19,6 @@ Usage: python replay_test.py CAPLINE_BIN S3_ENDPOINT_URL
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from http.server import ThreadingHTTPServer
 
 import boto3
 
-from container import ContainerModel, free_port
+from container import ContainerModel, free_port, start_endpoint
 
 capline_bin, s3_url = sys.argv[1], sys.argv[2]
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
@@ -86,16 +85,6 @@ def model(version):
     return server
 
 
-procs = []
-
-
-def kill_all_on_failure(kind, value, tb):
-    for p in procs:
-        p.kill()
-    sys.__excepthook__(kind, value, tb)
-
-
-sys.excepthook = kill_all_on_failure
 work = tempfile.mkdtemp()
 s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1")
 bucket = f"capline-replay-{os.getpid()}-{int(time.time())}"
@@ -123,20 +112,7 @@ def endpoint(name, model_port, prefix, modes=("Input", "Output")):
             "S3": {"EndpointUrl": s3_url, "ForcePathStyle": True, "Region": "us-east-1"},
         },
     }
-    cfg = os.path.join(work, f"{name}-{prefix}.json")
-    with open(cfg, "w") as f:
-        json.dump(config, f)
-    proc = subprocess.Popen([capline_bin, "endpoint", "--config", cfg], stdout=subprocess.DEVNULL,
-                            stderr=open(os.path.join(work, f"{name}.log"), "w"))
-    procs.append(proc)
-    deadline = time.time() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            assert time.time() < deadline and proc.poll() is None, "capline endpoint did not start"
-            time.sleep(0.05)
+    return start_endpoint(capline_bin, config, work, f"{name}-{prefix}"), port
 
 
 def stop(proc):
@@ -185,6 +161,8 @@ def replay(*args, report=True):
     path = os.path.join(work, f"report-{time.time_ns()}.json")
     r = capline("replay", "--s3-endpoint-url", s3_url, "--examples", "1000",
                 *(["--report", path] if report else []), *args)
+    if report:
+        assert os.stat(path).st_mode & 0o777 == 0o600, "the report quotes captured bodies: 0600"
     return r, (json.load(open(path)) if report else None)
 
 

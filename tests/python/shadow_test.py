@@ -18,11 +18,9 @@ server) and one that fails every other request.
 Usage: python shadow_test.py CAPLINE_BIN
 """
 
-import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +31,7 @@ from http.server import ThreadingHTTPServer
 
 import boto3
 
-from container import ContainerModel, free_port
+from container import ContainerModel, free_port, start_endpoint
 
 capline_bin = sys.argv[1]
 
@@ -95,27 +93,7 @@ config = {
     },
     "Engine": {"SpoolDir": os.path.join(work, "spool"), "SegmentMaxAgeSeconds": 1},
 }
-cfg = os.path.join(work, "endpoint.json")
-with open(cfg, "w") as f:
-    json.dump(config, f)
-proc = subprocess.Popen([capline_bin, "endpoint", "--config", cfg], stdout=subprocess.PIPE, text=True,
-                        stderr=open(os.path.join(work, "endpoint.log"), "w"))
-
-
-def kill_on_failure(kind, value, tb):
-    proc.kill()
-    sys.__excepthook__(kind, value, tb)
-
-
-sys.excepthook = kill_on_failure
-deadline = time.time() + 30
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        break
-    except OSError:
-        assert time.time() < deadline and proc.poll() is None, "capline endpoint did not start"
-        time.sleep(0.05)
+proc = start_endpoint(capline_bin, config, work)
 
 
 def admin_call(method, path, body=None):

@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,7 +26,7 @@ from http.server import ThreadingHTTPServer
 import boto3
 import botocore
 
-from container import ContainerModel, free_port
+from container import ContainerModel, free_port, start_endpoint
 
 capline_bin = sys.argv[1]
 
@@ -76,27 +75,7 @@ config = {
     },
     "Engine": {"SpoolDir": os.path.join(work, "spool")},
 }
-cfg = os.path.join(work, "endpoint.json")
-with open(cfg, "w") as f:
-    json.dump(config, f)
-proc = subprocess.Popen([capline_bin, "endpoint", "--config", cfg], stdout=subprocess.PIPE, text=True,
-                        stderr=open(os.path.join(work, "endpoint.log"), "w"))
-
-
-def kill_on_failure(kind, value, tb):
-    proc.kill()
-    sys.__excepthook__(kind, value, tb)
-
-
-sys.excepthook = kill_on_failure
-deadline = time.time() + 30
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        break
-    except OSError:
-        assert time.time() < deadline and proc.poll() is None, "capline endpoint did not start"
-        time.sleep(0.05)
+proc = start_endpoint(capline_bin, config, work)
 
 rt = boto3.client("sagemaker-runtime", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                   aws_access_key_id="x", aws_secret_access_key="x")

@@ -189,7 +189,17 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Error> {
         );
     }
     if let Some(path) = &args.report {
-        std::fs::write(path, report.json()).map_err(|e| format!("{}: {e}", path.display()))?;
+        // The report quotes captured bodies: private, as captured data is.
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut f| f.write_all(report.json().as_bytes()))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(if report.all_good() {
         ExitCode::SUCCESS

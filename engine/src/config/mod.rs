@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 
 use simd_json::BorrowedValue as Value;
 
-pub use redaction::{DEFAULT_MARKER, JsonPath, OnUnparsable, PathStep, Redaction, parse_json_path};
+pub use redaction::{
+    DEFAULT_MARKER, JsonPath, OnUnparsable, PathStep, Redaction, compile_pattern, parse_json_path,
+};
 pub use rules::{is_valid_media_type, is_valid_name};
 pub use settings::{EngineSettings, S3Settings};
 

@@ -150,6 +150,14 @@ fn bracket_step(inner: &str) -> Result<PathStep, String> {
         .map_err(|_| format!("[{inner}] must be [N], [*] or [\"name\"]"))
 }
 
+/// A `Patterns` entry compiled as redaction runs it: bytes, with a 1 MiB
+/// limit on the compiled program.
+pub fn compile_pattern(text: &str) -> Result<regex::bytes::Regex, regex::Error> {
+    regex::bytes::RegexBuilder::new(text)
+        .size_limit(1 << 20)
+        .build()
+}
+
 pub(super) fn parse_redaction(v: &Value) -> Result<Redaction, ConfigError> {
     const P: &str = "Engine.Redaction";
     let obj = as_object(P, v)?;
@@ -178,25 +186,23 @@ pub(super) fn parse_redaction(v: &Value) -> Result<Redaction, ConfigError> {
         if text.is_empty() {
             return Err(err(&path, "must not be empty", Some(item)));
         }
-        // Compiled here only to report a bad pattern with its field.
-        regex::bytes::RegexBuilder::new(text)
-            .size_limit(1 << 20)
-            .build()
-            .map_err(|e| {
-                let first = e
-                    .to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string();
-                err(
-                    &path,
-                    format!("is not a valid regular expression: {first}"),
-                    Some(item),
-                )
-            })?;
-        if regex::bytes::Regex::new(text).is_ok_and(|r| r.is_match(b"")) {
+        // Compiled here to report a bad pattern with its field; the writer
+        // compiles it again with the same function.
+        let re = compile_pattern(text).map_err(|e| {
+            let first = e
+                .to_string()
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            err(
+                &path,
+                format!("is not a valid regular expression: {first}"),
+                Some(item),
+            )
+        })?;
+        if re.is_match(b"") {
             return Err(err(&path, "must not match the empty string", Some(item)));
         }
         patterns.push(text.to_string());

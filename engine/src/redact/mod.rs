@@ -20,7 +20,7 @@ use std::ops::Range;
 
 use regex::bytes::Regex;
 
-use crate::config::{OnUnparsable, Redaction};
+use crate::config::{OnUnparsable, Redaction, compile_pattern};
 use crate::format::{Encoding, EncodingRules, Payload, escape_into, media_type};
 
 /// A span of a body and what happens to it.
@@ -95,11 +95,7 @@ impl Redactor {
         let patterns = rules
             .patterns
             .iter()
-            .map(|p| {
-                regex::bytes::RegexBuilder::new(p)
-                    .size_limit(1 << 20)
-                    .build()
-            })
+            .map(|p| compile_pattern(p))
             .collect::<Result<_, _>>()?;
         let prefilterable = rules
             .patterns
@@ -205,7 +201,8 @@ impl Redactor {
         }
         let want_text = self.live.iter().any(|&l| l);
         self.regions.clear();
-        let parsed = std::str::from_utf8(p.data).is_ok()
+        let utf8 = std::str::from_utf8(p.data).is_ok();
+        let parsed = utf8
             && match kind {
                 Kind::Json if !self.rules.json_paths.is_empty() || want_text => json::scan(
                     p.data,
@@ -231,7 +228,7 @@ impl Redactor {
         let mut out = std::mem::take(&mut self.bodies[slot]);
         out.clear();
         let changed = if whole_text {
-            std::str::from_utf8(p.data).is_ok() && self.patterns_into(p.data, &mut out)
+            utf8 && self.patterns_into(p.data, &mut out)
         } else {
             self.emit(p.data, &mut out)
         };

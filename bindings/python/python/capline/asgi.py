@@ -18,6 +18,7 @@ record is counted as ``dropped_too_large`` instead.
 from typing import Any, Awaitable, Callable, Iterable, MutableMapping, Optional
 
 from ._capline import Engine
+from ._pair import _Body, offer
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -26,33 +27,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 INFERENCE_ID = b"x-amzn-sagemaker-inference-id"
-
-
-class _Body:
-    """Chunks of one body, kept while they stay within `limit` bytes."""
-
-    __slots__ = ("chunks", "size", "limit", "too_large")
-
-    def __init__(self, limit: int) -> None:
-        self.chunks: list = []
-        self.size = 0
-        self.limit = limit
-        self.too_large = False
-
-    def add(self, chunk: bytes) -> None:
-        if self.too_large or not chunk:
-            return
-        self.size += len(chunk)
-        if self.size > self.limit:
-            self.too_large = True
-            self.chunks = []
-        else:
-            self.chunks.append(chunk)
-
-    def value(self) -> bytes:
-        if len(self.chunks) == 1:
-            return self.chunks[0]
-        return b"".join(self.chunks)
 
 
 def _header(headers: Iterable, name: bytes) -> Optional[str]:
@@ -91,7 +65,7 @@ class CaptureMiddleware:
         headers = scope.get("headers") or ()
         request = _Body(limit)
         response = _Body(limit)
-        state = {"status": 0, "type": "application/octet-stream", "done": False}
+        state: dict = {"status": 0, "type": None, "done": False}
 
         async def tee_receive() -> Message:
             message = await receive()
@@ -105,25 +79,20 @@ class CaptureMiddleware:
             kind = message.get("type")
             if kind == "http.response.start":
                 state["status"] = message.get("status", 0)
-                state["type"] = (
-                    _header(message.get("headers") or (), b"content-type")
-                    or "application/octet-stream"
-                )
+                state["type"] = _header(message.get("headers") or (), b"content-type")
             elif kind == "http.response.body":
                 response.add(message.get("body", b""))
                 if not message.get("more_body", False):
                     state["done"] = True
 
         await self.app(scope, tee_receive, tee_send)
-        if not state["done"] or not 200 <= state["status"] < 300:
-            return
-        if request.too_large or response.too_large:
-            engine.count_too_large()
-            return
-        engine.capture(
-            request.value(),
-            response.value(),
-            request_content_type=_header(headers, b"content-type") or "application/octet-stream",
-            response_content_type=state["type"],
-            inference_id=_header(headers, INFERENCE_ID),
-        )
+        if state["done"]:
+            offer(
+                engine,
+                state["status"],
+                request,
+                response,
+                _header(headers, b"content-type"),
+                state["type"],
+                _header(headers, INFERENCE_ID),
+            )

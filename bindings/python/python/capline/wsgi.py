@@ -18,7 +18,7 @@ record is counted as ``dropped_too_large`` instead.
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from ._capline import Engine
-from .asgi import _Body
+from ._pair import _Body, offer
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
@@ -106,7 +106,7 @@ class CaptureMiddleware:
         limit = engine.max_record_bytes
         request = _Body(limit)
         response = _Body(limit)
-        state = {"status": 0, "type": "application/octet-stream"}
+        state: dict = {"status": 0, "type": None}
         environ["wsgi.input"] = _Input(environ["wsgi.input"], request)
 
         def tee_start_response(status: str, headers: list, exc_info: Optional[Any] = None) -> Callable:
@@ -126,17 +126,15 @@ class CaptureMiddleware:
             return tee_write
 
         def done(complete: bool) -> None:
-            if not complete or not 200 <= state["status"] < 300:
-                return
-            if request.too_large or response.too_large:
-                engine.count_too_large()
-                return
-            engine.capture(
-                request.value(),
-                response.value(),
-                request_content_type=environ.get("CONTENT_TYPE") or "application/octet-stream",
-                response_content_type=state["type"],
-                inference_id=environ.get("HTTP_X_AMZN_SAGEMAKER_INFERENCE_ID"),
-            )
+            if complete:
+                offer(
+                    engine,
+                    state["status"],
+                    request,
+                    response,
+                    environ.get("CONTENT_TYPE"),
+                    state["type"],
+                    environ.get("HTTP_X_AMZN_SAGEMAKER_INFERENCE_ID"),
+                )
 
         return _Response(self.app(environ, tee_start_response), response, done)
