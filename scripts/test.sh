@@ -50,11 +50,12 @@ cargo build --workspace --locked
 
 step "S3: moto server (PyPI moto[server]) on loopback"
 VENV="$HOME/.cache/capline/venv"
-# moto, boto3, the SageMaker Python SDK v2 (the walkthrough's `Predictor`), and
-# prometheus_client's parser for the endpoint's /metrics.
-if ! "$VENV/bin/python" -c 'import moto, boto3, sagemaker.predictor, prometheus_client' >/dev/null 2>&1; then
+# moto, boto3, the SageMaker Python SDK v2 (the walkthrough's `Predictor`),
+# prometheus_client's parser for the endpoint's /metrics, and the openai
+# client (passthrough routes).
+if ! "$VENV/bin/python" -c 'import moto, boto3, sagemaker.predictor, prometheus_client, openai' >/dev/null 2>&1; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q 'moto[server]' boto3 'sagemaker>=2.200,<3' prometheus_client
+  "$VENV/bin/pip" install -q 'moto[server]' boto3 'sagemaker>=2.200,<3' prometheus_client openai
 fi
 MOTO_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"${TMPDIR:-/tmp}/capline-moto.log" 2>&1 &
@@ -82,8 +83,11 @@ step "capline endpoint against careless and hostile clients: bounded memory, con
 step "SageMaker Python SDK: the walkthrough's Predictor loop through capline endpoint, View Captured Data (local and moto)"
 SAGEMAKER_SUPPRESS_V2_WARNING=1 "$VENV/bin/python" tests/python/walkthrough.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3" | grep '^walkthrough'
 
-step "InvokeEndpointWithResponseStream: boto3 against a streaming model through capline endpoint; parts as they come, captured whole, a broken stream"
-(cd tests/python && "$VENV/bin/python" stream_test.py "$CARGO_TARGET_DIR/debug/capline")
+step "InvokeEndpointWithResponseStream: boto3 and the SageMaker SDK's predict_stream against a streaming model through capline endpoint; parts as they come, captured whole, streams broken on either side"
+(cd tests/python && SAGEMAKER_SUPPRESS_V2_WARNING=1 "$VENV/bin/python" stream_test.py "$CARGO_TARGET_DIR/debug/capline" | grep -v '^sagemaker.config INFO')
+
+step "passthrough routes: the openai client against an OpenAI-style SSE model through capline endpoint; unchanged bytes, auth, broken streams, captured whole"
+(cd tests/python && "$VENV/bin/python" passthrough_test.py "$CARGO_TARGET_DIR/debug/capline")
 
 step "shadow variants: a good, a slow, a dead and a failing shadow model behind capline endpoint; clients unchanged; bounded; captured per variant"
 (cd tests/python && "$VENV/bin/python" shadow_test.py "$CARGO_TARGET_DIR/debug/capline")

@@ -67,17 +67,34 @@ pub(crate) fn metrics_text(state: &State) -> String {
     }
     let _ = writeln!(
         out,
-        "# HELP capline_endpoint_streams_total Streamed answers (invocations-response-stream), by how they ended.\n# TYPE capline_endpoint_streams_total counter"
+        "# HELP capline_endpoint_streams_total Streamed answers, by route (response_stream: invocations-response-stream; passthrough: PassthroughRoutes) and by how they ended.\n# TYPE capline_endpoint_streams_total counter"
     );
-    for (outcome, c) in [
-        ("completed", &state.streams.completed),
-        ("model_broken", &state.streams.model_broken),
-        ("client_gone", &state.streams.client_gone),
-    ] {
+    let kinds = [
+        ("response_stream", &state.streams),
+        ("passthrough", &state.passthrough_streams),
+    ];
+    for (route, counts) in kinds {
+        for (outcome, c) in [
+            ("completed", &counts.completed),
+            ("model_broken", &counts.model_broken),
+            ("client_gone", &counts.client_gone),
+        ] {
+            let _ = writeln!(
+                out,
+                "capline_endpoint_streams_total{{route=\"{route}\",outcome=\"{outcome}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP capline_endpoint_streams_captured_partial_total Broken streams captured with what the model had sent (CaptureBrokenStreams: Partial).\n# TYPE capline_endpoint_streams_captured_partial_total counter"
+    );
+    for (route, counts) in kinds {
         let _ = writeln!(
             out,
-            "capline_endpoint_streams_total{{outcome=\"{outcome}\"}} {}",
-            c.load(Ordering::Relaxed)
+            "capline_endpoint_streams_captured_partial_total{{route=\"{route}\"}} {}",
+            counts.captured_partial.load(Ordering::Relaxed)
         );
     }
     shadow_metrics(state, &mut out);

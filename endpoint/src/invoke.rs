@@ -6,8 +6,14 @@
 //!   sent to the one named in `X-Amzn-SageMaker-Target-Variant`.
 //! - Sidecar mode: plain `POST /invocations` and `GET /ping` go to the first
 //!   variant's model.
-//! - Every request that reaches a production model is also mirrored to the
-//!   shadow variants whose share draws it (`shadow`), without waiting.
+//! - `POST /endpoints/{name}/invocations-response-stream`: the same, with
+//!   the model's answer streamed back as event-stream frames (`stream`).
+//! - `POST` on a passthrough route (`PassthroughRoutes`, such as
+//!   `/v1/chat/completions`): forwarded unchanged to the same path on a
+//!   variant's model, the answer streamed back unchanged.
+//! - Every request that reaches a production model through the runtime and
+//!   sidecar routes is also mirrored to the shadow variants whose share
+//!   draws it (`shadow`), without waiting.
 //! - Only successful invocations are captured (request body and
 //!   Content-Type, response body and Content-Type, the inference id header);
 //!   headers such as Authorization or cookies never are. `capture()` never blocks.
@@ -17,7 +23,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -26,6 +32,7 @@ use capline::{Capture, Payload};
 
 use crate::http::{BodyError, json_string as json, read_body, reply};
 use crate::state::State;
+use crate::stream::{AnyBody, Framing, Record, boxed};
 use crate::upstream::{BoxError, Pinned, connect, exchange};
 
 const INFERENCE_ID: &str = "x-amzn-sagemaker-inference-id";
@@ -35,8 +42,6 @@ const INVOKED_VARIANT: &str = "x-amzn-invoked-production-variant";
 const ERROR_TYPE: &str = "x-amzn-errortype";
 
 type Body = Full<Bytes>;
-/// Any answer: whole, or streamed.
-type AnyBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
 
 /// A SageMaker runtime error: `x-amzn-errortype` and a JSON body.
 fn error(status: StatusCode, kind: &'static str, message: &str) -> Response<Body> {
@@ -106,13 +111,16 @@ enum Route<'a> {
     Runtime(&'a str),
     /// `POST /endpoints/{name}/invocations-response-stream`.
     Stream(&'a str),
+    /// `POST` on one of the `PassthroughRoutes`.
+    Passthrough,
     Unknown,
 }
 
-fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+fn route<'a>(state: &State, method: &Method, path: &'a str) -> Route<'a> {
     match (method, path) {
         (&Method::GET, "/ping") => Route::Ping,
         (&Method::POST, "/invocations") => Route::Sidecar,
+        (&Method::POST, p) if state.passthrough.iter().any(|r| r == p) => Route::Passthrough,
         (&Method::POST, p) => match p.strip_prefix("/endpoints/") {
             None => Route::Unknown,
             Some(r) => {
@@ -138,19 +146,22 @@ pub(crate) async fn handle(
     let method = req.method().clone();
     let inference_id = req.headers().get(INFERENCE_ID).cloned();
     let path = req.uri().path().to_string();
-    let response: Response<AnyBody> = match route(req.method(), &path) {
-        Route::Ping => ping(&state).await.map(BodyExt::boxed),
-        Route::Sidecar => invoke(&state, &pinned, req, None).await.map(BodyExt::boxed),
-        Route::Runtime(name) => invoke(&state, &pinned, req, Some(name))
+    let response: Response<AnyBody> = match route(&state, req.method(), &path) {
+        Route::Ping => ping(&state).await.map(boxed),
+        Route::Sidecar => invoke(&state, &pinned, req, Entry::Sidecar)
             .await
-            .map(BodyExt::boxed),
+            .map(boxed),
+        Route::Runtime(name) => invoke(&state, &pinned, req, Entry::Runtime(name))
+            .await
+            .map(boxed),
         Route::Stream(name) => invoke_stream(&state, req, name).await,
+        Route::Passthrough => passthrough(&state, req).await,
         Route::Unknown => error(
             StatusCode::NOT_FOUND,
             "UnknownOperationException",
             "unknown path",
         )
-        .map(BodyExt::boxed),
+        .map(boxed),
     };
     // The access log: one event per request (off unless CAPLINE_LOG enables
     // the `capline::access` target; the bodies are never logged).
@@ -278,20 +289,28 @@ struct Admitted {
     i: usize,
 }
 
-/// Takes a request in, for every route that reaches a model. `endpoint`:
-/// the name in a runtime API path; `None` for the sidecar route (the
-/// container contract's `POST /invocations`, always to the first variant).
+/// Which way a request came in.
+#[derive(Clone, Copy)]
+enum Entry<'a> {
+    /// The runtime API, with the endpoint name in its path.
+    Runtime(&'a str),
+    /// The container contract's `POST /invocations`: to the first variant.
+    Sidecar,
+    /// One of the `PassthroughRoutes`.
+    Passthrough,
+}
+
+/// Takes a request in, for every route that reaches a model.
 ///
 /// In order: a declared length over the limit is refused before the body is
 /// read (and before any `100 Continue`); the body is read within its limit
-/// and time; the signature is verified (every route, unless the sidecar
-/// route is opened by `AllowUnsignedSidecar`); only then are the endpoint
-/// name, the headers and the target variant looked at. `Err` is the answer
-/// that refuses it.
+/// and time; the request is authenticated (`authenticate`); only then are
+/// the endpoint name, the headers and the target variant looked at. `Err`
+/// is the answer that refuses it.
 async fn admit(
     state: &State,
     req: Request<Incoming>,
-    endpoint: Option<&str>,
+    entry: Entry<'_>,
 ) -> Result<Admitted, Response<Body>> {
     let (parts, incoming) = req.into_parts();
     let too_large = || {
@@ -333,30 +352,20 @@ async fn admit(
             ));
         }
     };
-    let must_sign = endpoint.is_some() || !state.allow_unsigned_sidecar;
-    if let Some(v) = state.verifier.as_ref().filter(|_| must_sign) {
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        if let Err(why) = v.verify(
-            parts.method.as_str(),
-            path_and_query,
-            &parts.headers,
-            &body,
-            std::time::SystemTime::now(),
-        ) {
-            // Refused and not captured.
-            state.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                reason = why,
-                "refused a request with a bad or missing signature"
+    // Refused, counted, logged, and not captured.
+    if let Err(Refused(status, kind, why)) = authenticate(state, &parts, &body, entry) {
+        state.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(reason = why, "refused a request that failed authentication");
+        let mut r = error(status, kind, &why);
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
             );
-            return Err(error(
-                StatusCode::FORBIDDEN,
-                "InvalidSignatureException",
-                &why,
-            ));
         }
+        return Err(r);
     }
-    if let Some(name) = endpoint
+    if let Entry::Runtime(name) = entry
         && name != state.endpoint_name
     {
         return Err(invalid(state, &format!("Endpoint {name} not found.")));
@@ -368,9 +377,9 @@ async fn admit(
         .headers
         .get(TARGET_VARIANT)
         .and_then(|v| v.to_str().ok());
-    let picked = match endpoint {
-        None => Ok(0),
-        Some(_) => state.pick(target),
+    let picked = match entry {
+        Entry::Sidecar => Ok(0),
+        Entry::Runtime(_) | Entry::Passthrough => state.pick(target),
     };
     match picked {
         Ok(i) => Ok(Admitted { parts, body, i }),
@@ -378,15 +387,80 @@ async fn admit(
     }
 }
 
+/// Whether capline checks who is calling on this route.
+fn authenticates(state: &State, entry: Entry<'_>) -> bool {
+    match entry {
+        Entry::Runtime(_) => state.verifier.is_some(),
+        Entry::Sidecar => state.verifier.is_some() && !state.allow_unsigned_sidecar,
+        Entry::Passthrough => state.verifier.is_some() || !state.bearer_tokens.is_empty(),
+    }
+}
+
+/// Why a request was not let in: its status, error type and message.
+struct Refused(StatusCode, &'static str, String);
+
+/// The configured authentication, on every route that reaches a model:
+/// - with `AccessKeys`, a valid SigV4 signature (the sidecar route may be
+///   opened by `AllowUnsignedSidecar`);
+/// - on a passthrough route, a `BearerTokens` token does as well, and with
+///   `BearerTokens` but no `AccessKeys` it is required.
+fn authenticate(
+    state: &State,
+    parts: &hyper::http::request::Parts,
+    body: &Bytes,
+    entry: Entry<'_>,
+) -> Result<(), Refused> {
+    if !authenticates(state, entry) {
+        return Ok(());
+    }
+    let authorization = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    let unauthorized = |why: &str| {
+        Refused(
+            StatusCode::UNAUTHORIZED,
+            "UnauthorizedException",
+            why.to_string(),
+        )
+    };
+    if matches!(entry, Entry::Passthrough) && !state.bearer_tokens.is_empty() {
+        if let Some(a) = authorization.filter(|a| a.starts_with(b"Bearer ")) {
+            return match state.bearer_ok(a) {
+                true => Ok(()),
+                false => Err(unauthorized(
+                    "The bearer token is not one of this endpoint's.",
+                )),
+            };
+        }
+        if state.verifier.is_none() {
+            return Err(unauthorized(
+                "This route needs Authorization: Bearer TOKEN.",
+            ));
+        }
+    }
+    let Some(v) = state.verifier.as_ref() else {
+        return Ok(());
+    };
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    v.verify(
+        parts.method.as_str(),
+        path_and_query,
+        &parts.headers,
+        body,
+        std::time::SystemTime::now(),
+    )
+    .map_err(|why| Refused(StatusCode::FORBIDDEN, "InvalidSignatureException", why))
+}
+
 /// Forwards one invocation to a variant's model and captures it on success.
-/// `endpoint`: the name in a runtime API path; `None` for the sidecar route.
 async fn invoke(
     state: &State,
     pinned: &Pinned,
     req: Request<Incoming>,
-    endpoint: Option<&str>,
+    entry: Entry<'_>,
 ) -> Response<Body> {
-    let Admitted { parts, body, i } = match admit(state, req, endpoint).await {
+    let Admitted { parts, body, i } = match admit(state, req, entry).await {
         Ok(a) => a,
         Err(refused) => return refused,
     };
@@ -497,9 +571,9 @@ async fn invoke_stream(
     req: Request<Incoming>,
     name: &str,
 ) -> Response<AnyBody> {
-    let Admitted { parts, body, i } = match admit(state, req, Some(name)).await {
+    let Admitted { parts, body, i } = match admit(state, req, Entry::Runtime(name)).await {
         Ok(a) => a,
-        Err(refused) => return refused.map(BodyExt::boxed),
+        Err(refused) => return refused.map(boxed),
     };
     let variant = &state.variants[i];
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
@@ -517,25 +591,19 @@ async fn invoke_stream(
         }
     }
     let Ok(up) = up.body(Full::new(body.clone())) else {
-        return invalid(state, "invalid request headers").map(BodyExt::boxed);
+        return invalid(state, "invalid request headers").map(boxed);
     };
-    let started = Instant::now();
-    let head = tokio::time::timeout(state.upstream_timeout, async {
-        let mut sender = connect(variant).await?;
-        Ok::<_, BoxError>(sender.send_request(up).await?)
-    })
-    .await;
-    let answer = match head {
-        Err(_) => {
-            return timed_out(state, &variant.name).map(BodyExt::boxed);
+    let answer = match open(state, i, up).await {
+        Ok(a) => a,
+        Err(e) => {
+            let failed = match e {
+                Open::TimedOut => timed_out(state, &variant.name),
+                Open::Failed(e) => model_error(&variant.name, 0, &e.to_string()),
+            };
+            return failed.map(boxed);
         }
-        Ok(Err(e)) => return model_error(&variant.name, 0, &e.to_string()).map(BodyExt::boxed),
-        Ok(Ok(r)) => r,
     };
     let (head, incoming) = answer.into_parts();
-    variant
-        .metrics
-        .record(head.status.as_u16(), started.elapsed());
     if !head.status.is_success() {
         let text = read_body(incoming, state.max_response, state.upstream_timeout)
             .await
@@ -545,7 +613,7 @@ async fn invoke_stream(
             head.status.as_u16(),
             &String::from_utf8_lossy(&text),
         )
-        .map(BodyExt::boxed);
+        .map(boxed);
     }
     let out_type = head
         .headers
@@ -553,11 +621,156 @@ async fn invoke_stream(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_string();
-    let request = crate::stream::Request {
+    let record = Record {
         content_type: content_type.to_string(),
         body,
         inference_id: header(INFERENCE_ID).map(str::to_string),
+        out_type: out_type.clone(),
     };
-    let frames = crate::stream::relay(Arc::clone(state), i, incoming, out_type.clone(), request);
-    crate::stream::head(frames, &out_type, &variant.name).map(BodyExt::boxed)
+    let frames = crate::stream::relay(
+        Arc::clone(state),
+        i,
+        incoming,
+        Framing::EventStream,
+        Some(record),
+    );
+    crate::stream::head(frames, &out_type, &variant.name).map(boxed)
+}
+
+/// Why a streamed exchange got no answer head.
+enum Open {
+    TimedOut,
+    Failed(BoxError),
+}
+
+/// Sends `up` to variant `i`'s model on a connection of its own (a streamed
+/// answer holds it to its end) and waits, within `UpstreamTimeoutSeconds`,
+/// for the answer's head; records its status and time.
+async fn open(
+    state: &State,
+    i: usize,
+    up: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, Open> {
+    let variant = &state.variants[i];
+    let started = Instant::now();
+    let head = tokio::time::timeout(state.upstream_timeout, async {
+        let mut sender = connect(variant).await?;
+        Ok::<_, BoxError>(sender.send_request(up).await?)
+    })
+    .await;
+    match head {
+        Err(_) => Err(Open::TimedOut),
+        Ok(Err(e)) => Err(Open::Failed(e)),
+        Ok(Ok(r)) => {
+            variant
+                .metrics
+                .record(r.status().as_u16(), started.elapsed());
+            Ok(r)
+        }
+    }
+}
+
+/// Hop-by-hop headers: they belong to one connection and are never passed on.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A passthrough route (`PassthroughRoutes`): the request, admitted as an
+/// invocation is, goes unchanged to the same path and query on a production
+/// variant's model (chosen by weight, or by
+/// `X-Amzn-SageMaker-Target-Variant`), on a connection of its own. Its
+/// headers go too, but for hop-by-hop ones, `Host`, the target variant, and
+/// the credentials capline checked itself (`Authorization` and SigV4's
+/// `X-Amz-*` when it authenticates the route; else `Authorization` is the
+/// model's and is passed on).
+///
+/// The model's answer, its status and headers included, streams back
+/// unchanged, server-sent events or not; a 2xx answer is captured once it
+/// ends. A model that cannot be reached or does not answer within
+/// `UpstreamTimeoutSeconds` gets 502 or 504. Shadows are not mirrored here.
+async fn passthrough(state: &Arc<State>, req: Request<Incoming>) -> Response<AnyBody> {
+    let Admitted { parts, body, i } = match admit(state, req, Entry::Passthrough).await {
+        Ok(a) => a,
+        Err(refused) => return refused.map(boxed),
+    };
+    let variant = &state.variants[i];
+    let checked = authenticates(state, Entry::Passthrough);
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", hyper::http::uri::PathAndQuery::as_str);
+    let mut up = Request::builder()
+        .method(parts.method.clone())
+        .uri(path_and_query);
+    for (name, value) in &parts.headers {
+        let n = name.as_str();
+        let capline_s = n == TARGET_VARIANT
+            || (checked && (name == hyper::header::AUTHORIZATION || n.starts_with("x-amz-")));
+        if HOP_BY_HOP.contains(&n)
+            || name == HOST
+            || name == hyper::header::CONTENT_LENGTH
+            || name == hyper::header::EXPECT
+            || capline_s
+        {
+            continue;
+        }
+        up = up.header(name, value);
+    }
+    let Ok(up) = up
+        .header(HOST, variant.authority.clone())
+        .body(Full::new(body.clone()))
+    else {
+        return invalid(state, "invalid request headers").map(boxed);
+    };
+    let answer = match open(state, i, up).await {
+        Ok(a) => a,
+        Err(e) => {
+            let (status, why) = match e {
+                Open::TimedOut => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "the model did not answer within {:?}",
+                        state.upstream_timeout
+                    ),
+                ),
+                Open::Failed(e) => (StatusCode::BAD_GATEWAY, e.to_string()),
+            };
+            return error(status, "ModelError", &why).map(boxed);
+        }
+    };
+    let (head, incoming) = answer.into_parts();
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let record = head.status.is_success().then(|| Record {
+        content_type: header(CONTENT_TYPE.as_str())
+            .unwrap_or("application/octet-stream")
+            .to_string(),
+        body,
+        inference_id: header(INFERENCE_ID).map(str::to_string),
+        out_type: head
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_string(),
+    });
+    let frames = crate::stream::relay(Arc::clone(state), i, incoming, Framing::Raw, record);
+    let mut r = Response::new(boxed(frames));
+    *r.status_mut() = head.status;
+    for (name, value) in &head.headers {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            r.headers_mut().append(name, value.clone());
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&variant.name) {
+        r.headers_mut().insert(INVOKED_VARIANT, v);
+    }
+    r
 }

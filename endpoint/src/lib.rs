@@ -147,6 +147,10 @@ pub fn start(rt: &tokio::runtime::Runtime, settings: Settings) -> Result<Running
             shadow::client()
         },
         streams: state::StreamCounts::default(),
+        passthrough_streams: state::StreamCounts::default(),
+        passthrough: settings.passthrough,
+        bearer_tokens: settings.bearer_tokens,
+        capture_partial_streams: settings.capture_partial_streams,
         refused: AtomicU64::new(0),
         admin_updates: std::sync::Mutex::new(()),
         verifier: (!settings.access_keys.is_empty())

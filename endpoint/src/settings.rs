@@ -45,7 +45,7 @@ fn bad(field: &str, rule: impl Into<String>) -> SettingsError {
 }
 
 /// The document's root keys.
-const KNOWN: [&str; 20] = [
+const KNOWN: [&str; 23] = [
     "EndpointName",
     "AccessKeys",
     "Region",
@@ -64,6 +64,9 @@ const KNOWN: [&str; 20] = [
     "ProductionVariants",
     "ShadowProductionVariants",
     "MaxShadowInFlight",
+    "PassthroughRoutes",
+    "BearerTokens",
+    "CaptureBrokenStreams",
     "DataCaptureConfig",
     "Engine",
 ];
@@ -150,6 +153,17 @@ pub struct Settings {
     /// `MaxShadowInFlight` (default 64): mirrored requests in flight at once,
     /// per shadow; a request over the bound is not mirrored (counted).
     pub max_shadow_in_flight: usize,
+    /// `PassthroughRoutes` (none by default): extra paths (`/v1/chat/completions`)
+    /// whose `POST` requests go unchanged to the same path on a production
+    /// variant's model, answers streamed back as they come, and are captured.
+    pub passthrough: Vec<String>,
+    /// `BearerTokens` (none by default): tokens a passthrough request may
+    /// present as `Authorization: Bearer TOKEN` instead of a SigV4 signature.
+    pub bearer_tokens: Vec<String>,
+    /// `CaptureBrokenStreams`: `"Skip"` (default): a streamed answer the
+    /// model or the client breaks off is not captured; `"Partial"`: it is
+    /// captured with what the model had sent. Counted either way.
+    pub capture_partial_streams: bool,
 }
 
 impl Settings {
@@ -330,6 +344,18 @@ impl Settings {
             variants,
             shadows,
             max_shadow_in_flight: int("MaxShadowInFlight", 1, 65_536, 64)? as usize,
+            passthrough: passthrough_routes(obj.get("PassthroughRoutes"))?,
+            bearer_tokens: bearer_tokens(obj.get("BearerTokens"))?,
+            capture_partial_streams: match obj.get("CaptureBrokenStreams").map(|v| v.as_str()) {
+                None | Some(Some("Skip")) => false,
+                Some(Some("Partial")) => true,
+                Some(_) => {
+                    return Err(bad(
+                        "CaptureBrokenStreams",
+                        r#"must be "Skip" or "Partial""#,
+                    ));
+                }
+            },
         })
     }
 }
@@ -345,6 +371,88 @@ fn key_name(k: &str) -> String {
     } else {
         format!("{k:?}")
     }
+}
+
+/// At most this many passthrough routes, and as many bearer tokens.
+const MAX_LIST: usize = 64;
+
+/// `PassthroughRoutes`: distinct absolute paths of at most 256 characters
+/// (letters, digits and `/._~-:@+,`; no empty, `.` or `..` segment), none of
+/// them one of the runtime API's (`/ping`, `/invocations`, `/endpoints/...`).
+fn passthrough_routes(v: Option<&Value>) -> Result<Vec<String>, SettingsError> {
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    let list = v
+        .as_array()
+        .filter(|a| a.len() <= MAX_LIST)
+        .ok_or_else(|| {
+            bad(
+                "PassthroughRoutes",
+                format!("must be an array of at most {MAX_LIST} paths"),
+            )
+        })?;
+    let mut out: Vec<String> = Vec::new();
+    for (i, p) in list.iter().enumerate() {
+        let field = format!("PassthroughRoutes[{i}]");
+        let p = p.as_str().ok_or_else(|| bad(&field, "must be a string"))?;
+        let allowed = |c: u8| c.is_ascii_alphanumeric() || b"/._~-:@+,".contains(&c);
+        let segments_ok = p.strip_prefix('/').is_some_and(|rest| {
+            rest.split('/')
+                .all(|s| !s.is_empty() && s != "." && s != "..")
+        });
+        if p.len() > 256 || !p.bytes().all(allowed) || !segments_ok {
+            return Err(bad(
+                &field,
+                "must be an absolute path such as /v1/chat/completions (at most 256 characters: letters, digits and /._~-:@+,; no empty, . or .. segment; no query)",
+            ));
+        }
+        if p == "/ping" || p == "/invocations" || p.starts_with("/endpoints/") {
+            return Err(bad(
+                &field,
+                format!("{p} is a route of the runtime API; it cannot be a passthrough route"),
+            ));
+        }
+        if out.iter().any(|o| o == p) {
+            return Err(bad(&field, format!("{p} appears twice")));
+        }
+        out.push(p.to_string());
+    }
+    Ok(out)
+}
+
+/// `BearerTokens`: at most 64 distinct tokens of 16 to 1024 visible ASCII
+/// characters.
+fn bearer_tokens(v: Option<&Value>) -> Result<Vec<String>, SettingsError> {
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    let list = v
+        .as_array()
+        .filter(|a| a.len() <= MAX_LIST)
+        .ok_or_else(|| {
+            bad(
+                "BearerTokens",
+                format!("must be an array of at most {MAX_LIST} tokens"),
+            )
+        })?;
+    let mut out: Vec<String> = Vec::new();
+    for (i, t) in list.iter().enumerate() {
+        let t = t
+            .as_str()
+            .filter(|t| (16..=1024).contains(&t.len()) && t.bytes().all(|c| c.is_ascii_graphic()))
+            .ok_or_else(|| {
+                bad(
+                    &format!("BearerTokens[{i}]"),
+                    "must be a string of 16 to 1024 visible ASCII characters",
+                )
+            })?;
+        if out.iter().any(|o| o == t) {
+            return Err(bad(&format!("BearerTokens[{i}]"), "appears twice"));
+        }
+        out.push(t.to_string());
+    }
+    Ok(out)
 }
 
 /// `AccessKeys`: `[{"AccessKeyId", "SecretAccessKey"}, ...]`.
@@ -538,6 +646,28 @@ mod tests {
     }
 
     #[test]
+    fn passthrough_routes_and_their_settings_parse() {
+        let s = Settings::parse(&config(
+            r#""PassthroughRoutes": ["/v1/chat/completions", "/v1/completions", "/v1/models/m:predict"],
+              "BearerTokens": ["sk-0123456789abcdef"], "CaptureBrokenStreams": "Partial""#,
+        ))
+        .expect("valid");
+        assert_eq!(
+            s.passthrough,
+            [
+                "/v1/chat/completions",
+                "/v1/completions",
+                "/v1/models/m:predict"
+            ]
+        );
+        assert_eq!(s.bearer_tokens, ["sk-0123456789abcdef"]);
+        assert!(s.capture_partial_streams);
+        let d = Settings::parse(&config("")).expect("valid");
+        assert!(d.passthrough.is_empty() && d.bearer_tokens.is_empty());
+        assert!(!d.capture_partial_streams);
+    }
+
+    #[test]
     fn each_bad_setting_is_named_in_its_error() {
         // simd-json keeps the first of two equal keys, so these (placed first) replace the base's.
         let variants = |v: &str| config(&format!(r#""ProductionVariants": [{v}]"#));
@@ -633,6 +763,46 @@ mod tests {
             (
                 config(r#""MaxShadowInFlight": 0"#),
                 "MaxShadowInFlight: must be",
+            ),
+            (
+                config(r#""PassthroughRoutes": "/v1/completions""#),
+                "PassthroughRoutes: must be an array",
+            ),
+            (
+                config(r#""PassthroughRoutes": ["/v1/completions", "v1/chat"]"#),
+                "PassthroughRoutes[1]: must be an absolute path",
+            ),
+            (
+                config(r#""PassthroughRoutes": ["/v1/../admin"]"#),
+                "PassthroughRoutes[0]: must be an absolute path",
+            ),
+            (
+                config(r#""PassthroughRoutes": ["/v1/x?y=1"]"#),
+                "PassthroughRoutes[0]: must be an absolute path",
+            ),
+            (
+                config(r#""PassthroughRoutes": ["/invocations"]"#),
+                "PassthroughRoutes[0]: /invocations is a route of the runtime API",
+            ),
+            (
+                config(r#""PassthroughRoutes": ["/endpoints/x/invocations"]"#),
+                "PassthroughRoutes[0]: /endpoints/x/invocations is a route",
+            ),
+            (
+                config(r#""PassthroughRoutes": ["/v1/completions", "/v1/completions"]"#),
+                "PassthroughRoutes[1]: /v1/completions appears twice",
+            ),
+            (
+                config(r#""BearerTokens": ["short"]"#),
+                "BearerTokens[0]: must be a string of 16",
+            ),
+            (
+                config(r#""BearerTokens": ["0123456789abcdef 0123"]"#),
+                "BearerTokens[0]: must be a string of 16",
+            ),
+            (
+                config(r#""CaptureBrokenStreams": "partial""#),
+                r#"CaptureBrokenStreams: must be "Skip" or "Partial""#,
             ),
         ];
         for (text, want) in cases {

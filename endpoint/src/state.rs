@@ -160,15 +160,18 @@ impl Shadow {
     }
 }
 
-/// How streamed answers ended.
+/// How streamed answers ended, on one kind of route.
 #[derive(Debug, Default)]
 pub(crate) struct StreamCounts {
     /// Streams relayed to their end.
     pub(crate) completed: AtomicU64,
     /// Streams the model broke off or let stall.
     pub(crate) model_broken: AtomicU64,
-    /// Streams the client went away from.
+    /// Streams the client went away from (or stopped reading).
     pub(crate) client_gone: AtomicU64,
+    /// Broken streams captured with what the model had sent
+    /// (`CaptureBrokenStreams: "Partial"`).
+    pub(crate) captured_partial: AtomicU64,
 }
 
 /// What the request handlers share.
@@ -193,6 +196,14 @@ pub(crate) struct State {
     pub(crate) verifier: Option<Verifier>,
     /// How streamed answers (`invocations-response-stream`) ended.
     pub(crate) streams: StreamCounts,
+    /// How answers on the passthrough routes ended.
+    pub(crate) passthrough_streams: StreamCounts,
+    /// `PassthroughRoutes`.
+    pub(crate) passthrough: Vec<String>,
+    /// `BearerTokens`: accepted on the passthrough routes.
+    pub(crate) bearer_tokens: Vec<String>,
+    /// `CaptureBrokenStreams: "Partial"`.
+    pub(crate) capture_partial_streams: bool,
     /// Requests refused before reaching a model (413, unknown variant or endpoint).
     pub(crate) refused: AtomicU64,
     /// Held while the admin API changes a variant.
@@ -200,6 +211,18 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Whether `Authorization` carries one of the `BearerTokens` (compared
+    /// in constant time for a token's length).
+    pub(crate) fn bearer_ok(&self, authorization: &[u8]) -> bool {
+        let Some(given) = authorization.strip_prefix(b"Bearer ") else {
+            return false;
+        };
+        self.bearer_tokens.iter().any(|t| {
+            t.len() == given.len()
+                && t.bytes().zip(given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        })
+    }
+
     /// The index of a variant by weight (the target variant header, when
     /// given, wins).
     pub(crate) fn pick(&self, target: Option<&str>) -> Result<usize, String> {

@@ -1,16 +1,24 @@
-//! `InvokeEndpointWithResponseStream`: the model's streamed answer goes to
-//! the client chunk by chunk, each chunk one `PayloadPart` event as it
-//! arrives; the whole answer is captured once, when the stream ends.
+//! Streamed answers: the model's answer goes to the client chunk by chunk,
+//! as it arrives, and the whole answer is captured once, when the stream
+//! ends. Two framings:
 //!
-//! - A stream over the variant's `MaxRecordBytes` is passed through in full
-//!   and not captured (counted as `dropped_too_large`).
-//! - A stream the model breaks off (or that stalls past
-//!   `UpstreamTimeoutSeconds` between chunks) ends with a `ModelStreamError`
-//!   event and is not captured; one the client breaks off is not captured
-//!   either, nor is one that takes no frame for `UpstreamTimeoutSeconds`
-//!   (it stopped reading). All are counted in `state::StreamCounts`.
+//! - [`Framing::EventStream`] (`InvokeEndpointWithResponseStream`): each
+//!   chunk becomes one `PayloadPart` event; a model that breaks off gets a
+//!   `ModelStreamError` event.
+//! - [`Framing::Raw`] (passthrough routes such as `/v1/chat/completions`):
+//!   the bytes go on unchanged (server-sent events or not); a model that
+//!   breaks off breaks the client's response off too, so the client sees
+//!   the same failure it would see without capline.
+//!
+//! Bounds and outcomes, counted per route kind in `state::StreamCounts`:
+//! - a stream over the variant's `MaxRecordBytes` is passed through in full
+//!   and not captured (counted as `dropped_too_large`);
+//! - the model must send each chunk within `UpstreamTimeoutSeconds`, and the
+//!   client must take each within the same time (a client that stops
+//!   reading does not hold the model's connection);
+//! - a stream the model or the client breaks off is not captured, unless
+//!   `CaptureBrokenStreams` is `"Partial"`: then what the model had sent is.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,119 +32,171 @@ use hyper::body::{Frame, Incoming};
 use capline::{Capture, Payload};
 
 use crate::eventstream::{model_stream_error, payload_part};
-use crate::state::State;
+use crate::state::{State, StreamCounts};
 
-/// The body of a streamed answer: event-stream frames as they are made.
-pub(crate) struct Frames(tokio::sync::mpsc::Receiver<Bytes>);
+/// How the model's chunks are put on the client's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// SageMaker's event-stream framing (`PayloadPart` events).
+    EventStream,
+    /// Unchanged bytes.
+    Raw,
+}
+
+/// The error that breaks a [`Framing::Raw`] answer off: the model broke
+/// its own off.
+#[derive(Debug, thiserror::Error)]
+#[error("the model's answer broke off")]
+pub(crate) struct Broken;
+
+/// The body of a streamed answer: frames as they are made.
+pub(crate) struct Frames(tokio::sync::mpsc::Receiver<Result<Bytes, Broken>>);
 
 impl hyper::body::Body for Frames {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Broken;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|f| f.map(|b| Ok(Frame::data(b))))
+    ) -> Poll<Option<Result<Frame<Bytes>, Broken>>> {
+        self.0.poll_recv(cx).map(|f| f.map(|r| r.map(Frame::data)))
     }
 }
 
-/// What is captured of the request.
-pub(crate) struct Request {
+/// What is captured besides the answer's bytes.
+pub(crate) struct Record {
+    /// The request's Content-Type.
     pub(crate) content_type: String,
+    /// The request's body.
     pub(crate) body: Bytes,
+    /// `X-Amzn-SageMaker-Inference-Id`.
     pub(crate) inference_id: Option<String>,
+    /// The answer's Content-Type.
+    pub(crate) out_type: String,
 }
 
-/// Relays the model's streamed answer (`incoming`, already known to be a
-/// success) as event-stream frames, on a task of its own, and captures it
-/// when it ends whole. Returns the body the client reads.
+/// How a relayed stream ended.
+enum End {
+    Completed,
+    ModelBroken,
+    ClientGone,
+}
+
+/// Relays the model's answer (`incoming`) in `framing` on a task of its
+/// own, and captures it as `record` when it ends (`None`: never captured,
+/// e.g. an error answer on a passthrough route). Returns the body the
+/// client reads.
 pub(crate) fn relay(
     state: Arc<State>,
     i: usize,
     incoming: Incoming,
-    out_type: String,
-    request: Request,
+    framing: Framing,
+    record: Option<Record>,
 ) -> Frames {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Broken>>(16);
     tokio::spawn(async move {
         let variant = &state.variants[i];
+        let counts: &StreamCounts = match framing {
+            Framing::EventStream => &state.streams,
+            Framing::Raw => &state.passthrough_streams,
+        };
         let limit = usize::try_from(variant.max_record).unwrap_or(usize::MAX);
         // What MaxRecordBytes counts besides the answer's body.
-        let fixed = request.body.len()
-            + request.content_type.len()
-            + out_type.len()
-            + request.inference_id.as_ref().map_or(0, String::len);
+        let fixed = record.as_ref().map_or(0, |r| {
+            r.body.len()
+                + r.content_type.len()
+                + r.out_type.len()
+                + r.inference_id.as_ref().map_or(0, String::len)
+        });
         let budget = limit.saturating_sub(fixed);
         // A client that stops reading holds the model's connection: each
         // frame must be taken within the model's own timeout.
         let wait = state.upstream_timeout;
-        let send = |frame: Bytes| {
+        let send = |frame: Result<Bytes, Broken>| {
             let tx = &tx;
             async move { matches!(tokio::time::timeout(wait, tx.send(frame)).await, Ok(Ok(()))) }
         };
         let mut whole: Vec<u8> = Vec::new();
         let mut too_large = false;
         let mut incoming = incoming;
-        loop {
-            let next = tokio::time::timeout(state.upstream_timeout, incoming.frame()).await;
-            let frame = match next {
-                Ok(None) => break,
-                Ok(Some(Ok(frame))) => frame,
-                Ok(Some(Err(e))) => {
-                    state.streams.model_broken.fetch_add(1, Ordering::Relaxed);
-                    send(model_stream_error(&format!(
-                        "the model's stream broke off: {e}"
-                    )))
-                    .await;
-                    return;
+        let end = loop {
+            let why = match tokio::time::timeout(state.upstream_timeout, incoming.frame()).await {
+                Ok(None) => break End::Completed,
+                Ok(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if !too_large {
+                        if whole.len() + data.len() > budget {
+                            too_large = true;
+                            whole = Vec::new();
+                        } else {
+                            whole.extend_from_slice(&data);
+                        }
+                    }
+                    let out = match framing {
+                        Framing::EventStream => payload_part(data),
+                        Framing::Raw => data,
+                    };
+                    if !send(Ok(out)).await {
+                        break End::ClientGone;
+                    }
+                    continue;
                 }
-                Err(_) => {
-                    state.streams.model_broken.fetch_add(1, Ordering::Relaxed);
-                    send(model_stream_error(&format!(
-                        "the model sent nothing for {:?}",
-                        state.upstream_timeout
-                    )))
-                    .await;
-                    return;
-                }
+                Ok(Some(Err(e))) => format!("the model's stream broke off: {e}"),
+                Err(_) => format!("the model sent nothing for {:?}", state.upstream_timeout),
             };
-            let Ok(data) = frame.into_data() else {
-                continue;
+            tracing::debug!(variant = %variant.name, "{why}");
+            let last = match framing {
+                Framing::EventStream => Ok(model_stream_error(&why)),
+                Framing::Raw => Err(Broken),
             };
-            if data.is_empty() {
-                continue;
+            send(last).await;
+            break End::ModelBroken;
+        };
+        let capture = match end {
+            End::Completed => {
+                counts.completed.fetch_add(1, Ordering::Relaxed);
+                true
             }
-            if !too_large {
-                if whole.len() + data.len() > budget {
-                    too_large = true;
-                    whole = Vec::new();
-                } else {
-                    whole.extend_from_slice(&data);
+            End::ModelBroken | End::ClientGone => {
+                let c = match end {
+                    End::ModelBroken => &counts.model_broken,
+                    _ => &counts.client_gone,
+                };
+                c.fetch_add(1, Ordering::Relaxed);
+                // Partial: what the model had sent, when it had sent anything.
+                let partial =
+                    state.capture_partial_streams && record.is_some() && !whole.is_empty();
+                if partial && !too_large {
+                    counts.captured_partial.fetch_add(1, Ordering::Relaxed);
                 }
+                partial
             }
-            if !send(payload_part(data)).await {
-                state.streams.client_gone.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        }
-        state.streams.completed.fetch_add(1, Ordering::Relaxed);
+        };
+        let Some(record) = record.filter(|_| capture) else {
+            return;
+        };
         if too_large {
             variant.engine.count_too_large();
             return;
         }
         // Never blocks: sampled, copied into the ring, or dropped and counted.
         variant.engine.capture(&Capture {
-            request: Payload::new(&request.content_type, &request.body),
-            response: Payload::new(&out_type, &whole),
-            inference_id: request.inference_id.as_deref(),
+            request: Payload::new(&record.content_type, &record.body),
+            response: Payload::new(&record.out_type, &whole),
+            inference_id: record.inference_id.as_deref(),
             time: None,
         });
     });
     Frames(rx)
 }
 
-/// A streamed response's head.
+/// A streamed `InvokeEndpointWithResponseStream` response's head.
 pub(crate) fn head(body: Frames, out_type: &str, variant: &str) -> Response<Frames> {
     let mut r = Response::new(body);
     let h = r.headers_mut();
@@ -151,4 +211,17 @@ pub(crate) fn head(body: Frames, out_type: &str, variant: &str) -> Response<Fram
         h.insert("x-amzn-invoked-production-variant", v);
     }
     r
+}
+
+/// The boxed body type every route answers with.
+pub(crate) type AnyBody =
+    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// `body`, boxed as [`AnyBody`].
+pub(crate) fn boxed<B>(body: B) -> AnyBody
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    body.map_err(Into::into).boxed()
 }

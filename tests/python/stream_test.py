@@ -5,8 +5,12 @@ apart):
 - the first PayloadPart reaches the client long before the model finishes;
 - the parts, concatenated, are the model's answer, and the captured record's
   output is the same bytes, with the model's content type;
+- the SageMaker Python SDK's streaming helpers (`Predictor.predict_stream`
+  with its `LineIterator`) read the same stream line by line as it comes;
 - a stream the model breaks off ends in an error for the client (boto3's
-  EventStreamError, ModelStreamError) and is not captured.
+  EventStreamError, ModelStreamError) and is not captured;
+- a client that breaks off mid-stream is counted, not captured, and the
+  model's connection is closed.
 
 Usage: python stream_test.py CAPLINE_BIN
 """
@@ -25,6 +29,9 @@ from http.server import ThreadingHTTPServer
 
 import boto3
 import botocore
+import sagemaker
+from sagemaker.iterators import LineIterator
+from sagemaker.predictor import Predictor
 
 from container import ContainerModel, free_port, start_endpoint
 
@@ -42,11 +49,16 @@ class Streaming(ContainerModel):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         n = 3 if body == b"break" else 10
-        for i in range(n):
-            chunk = f'data: {{"token": "t{i}"}}\n\n'.encode()
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            self.wfile.flush()
-            time.sleep(0.1)
+        try:
+            for i in range(n):
+                chunk = f'data: {{"token": "t{i}"}}\n\n'.encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+                time.sleep(0.5 if body == b"slow" else 0.1)
+        except (BrokenPipeError, ConnectionResetError):
+            model_lost_client.set()
+            self.close_connection = True
+            return
         if body == b"break":
             self.connection.shutdown(socket.SHUT_RDWR)  # no last chunk: the stream breaks off
             self.close_connection = True
@@ -54,6 +66,7 @@ class Streaming(ContainerModel):
         self.wfile.write(b"0\r\n\r\n")
 
 
+model_lost_client = threading.Event()
 model = ThreadingHTTPServer(("127.0.0.1", 0), Streaming)
 model.daemon_threads = True
 threading.Thread(target=model.serve_forever, daemon=True).start()
@@ -96,6 +109,25 @@ assert first < total - 0.5, (first, total)
 print(f"response stream: {len(parts)} PayloadParts; the first after {first * 1000:.0f} ms, the last after "
       f"{total * 1000:.0f} ms (the model takes 1 s)")
 
+# The SageMaker Python SDK's streaming helper, line by line as they come.
+session = sagemaker.Session(boto_session=boto3.Session(region_name="us-east-1", aws_access_key_id="x",
+                                                       aws_secret_access_key="x"),
+                            sagemaker_client=boto3.client("sagemaker", region_name="us-east-1",
+                                                          aws_access_key_id="x", aws_secret_access_key="x"),
+                            sagemaker_runtime_client=rt)
+predictor = Predictor("llm", sagemaker_session=session)
+started = time.monotonic()
+lines, times = [], []
+for line in predictor.predict_stream(b'{"prompt": "sdk"}', inference_id="sdk-1",
+                                     initial_args={"ContentType": "application/json"}, iterator=LineIterator):
+    times.append(time.monotonic() - started)
+    lines.append(line)
+data_lines = [l for l in lines if l]
+assert data_lines == [f'data: {{"token": "t{i}"}}'.encode() for i in range(10)], lines
+assert times[0] < times[-1] - 0.5, times
+print(f"SageMaker SDK Predictor.predict_stream with LineIterator: {len(data_lines)} lines; the first after "
+      f"{times[0] * 1000:.0f} ms, the last after {times[-1] * 1000:.0f} ms")
+
 try:
     for event in rt.invoke_endpoint_with_response_stream(EndpointName="llm", Body=b"break",
                                                          ContentType="text/plain", InferenceId="s-broken")["Body"]:
@@ -105,16 +137,25 @@ except botocore.exceptions.EventStreamError as e:
     assert "ModelStreamError" in str(e), e
 print("a stream the model breaks off ends in ModelStreamError for the client")
 
+# The client breaks off after the first part: the model's connection is closed.
+r = rt.invoke_endpoint_with_response_stream(EndpointName="llm", Body=b"slow", ContentType="text/plain",
+                                            InferenceId="s-gone")
+next(iter(r["Body"]))
+r["Body"]._raw_stream.close()
+assert model_lost_client.wait(10), "the model kept its connection after the client left"
+print("a client that breaks off mid-stream closes the model's connection")
+
 metrics = urllib.request.urlopen(f"http://{config['AdminListen']}/metrics", timeout=10).read().decode()
-assert 'capline_endpoint_streams_total{outcome="completed"} 1' in metrics, metrics
-assert 'capline_endpoint_streams_total{outcome="model_broken"} 1' in metrics, metrics
+for outcome, n in [("completed", 2), ("model_broken", 1), ("client_gone", 1)]:
+    line = f'capline_endpoint_streams_total{{route="response_stream",outcome="{outcome}"}} {n}'
+    assert line in metrics, (line, metrics)
 proc.send_signal(signal.SIGTERM)
 assert proc.wait(timeout=60) == 0
 records = []
 for d, _, files in os.walk(dest):
     records += [json.loads(l) for f in files if f.endswith(".jsonl") for l in open(os.path.join(d, f))]
 ids = {r["eventMetadata"]["inferenceId"]: r for r in records}
-assert set(ids) == {"s-1"}, sorted(ids)
+assert set(ids) == {"s-1", "sdk-1"}, sorted(ids)
 out = ids["s-1"]["captureData"]["endpointOutput"]
 assert out["observedContentType"] == "text/event-stream" and out["encoding"] == "BASE64", out
 assert base64.b64decode(out["data"]) == got
