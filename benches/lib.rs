@@ -260,3 +260,18 @@ impl Default for Timer {
         Timer::new()
     }
 }
+
+/// The CPU's model name (`/proc/cpuinfo`) and how many CPUs this process
+/// may use, for the benches' output: figures differ between CPU models.
+pub fn cpu_model() -> String {
+    let name = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    format!("{name}, {cpus} CPUs")
+}

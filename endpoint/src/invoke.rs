@@ -33,7 +33,8 @@ use capline::{Capture, Payload};
 use crate::http::{BodyError, json_string as json, read_body, reply};
 use crate::state::State;
 use crate::stream::{AnyBody, Framing, Record, boxed};
-use crate::upstream::{BoxError, Pinned, connect, exchange};
+use crate::upstream::{BoxError, Pinned, connect, exchange, send};
+use hyper::client::conn::http1::SendRequest;
 
 const INFERENCE_ID: &str = "x-amzn-sagemaker-inference-id";
 const TARGET_VARIANT: &str = "x-amzn-sagemaker-target-variant";
@@ -154,8 +155,8 @@ pub(crate) async fn handle(
         Route::Runtime(name) => invoke(&state, &pinned, req, Entry::Runtime(name))
             .await
             .map(boxed),
-        Route::Stream(name) => invoke_stream(&state, req, name).await,
-        Route::Passthrough => passthrough(&state, req).await,
+        Route::Stream(name) => invoke_stream(&state, &pinned, req, name).await,
+        Route::Passthrough => passthrough(&state, &pinned, req).await,
         Route::Unknown => error(
             StatusCode::NOT_FOUND,
             "UnknownOperationException",
@@ -568,6 +569,7 @@ async fn forward(
 /// error before the first byte is the usual ModelError.
 async fn invoke_stream(
     state: &Arc<State>,
+    pinned: &Arc<Pinned>,
     req: Request<Incoming>,
     name: &str,
 ) -> Response<AnyBody> {
@@ -593,7 +595,7 @@ async fn invoke_stream(
     let Ok(up) = up.body(Full::new(body.clone())) else {
         return invalid(state, "invalid request headers").map(boxed);
     };
-    let answer = match open(state, i, up).await {
+    let (answer, sender) = match open(state, i, pinned, up).await {
         Ok(a) => a,
         Err(e) => {
             let failed = match e {
@@ -630,7 +632,7 @@ async fn invoke_stream(
     let frames = crate::stream::relay(
         Arc::clone(state),
         i,
-        incoming,
+        (incoming, Arc::clone(pinned), sender),
         Framing::EventStream,
         Some(record),
     );
@@ -640,32 +642,29 @@ async fn invoke_stream(
 /// Why a streamed exchange got no answer head.
 enum Open {
     TimedOut,
-    Failed(BoxError),
+    Failed(crate::upstream::Exchange),
 }
 
-/// Sends `up` to variant `i`'s model on a connection of its own (a streamed
-/// answer holds it to its end) and waits, within `UpstreamTimeoutSeconds`,
-/// for the answer's head; records its status and time.
+/// Sends `up` to variant `i`'s model on this client connection's connection
+/// to it (`upstream::send`), and waits, within `UpstreamTimeoutSeconds`,
+/// for the answer's head; records its status and time. The connection goes
+/// back to `pinned` when the streamed answer has been read to its end.
 async fn open(
     state: &State,
     i: usize,
+    pinned: &Pinned,
     up: Request<Full<Bytes>>,
-) -> Result<Response<Incoming>, Open> {
+) -> Result<(Response<Incoming>, SendRequest<Full<Bytes>>), Open> {
     let variant = &state.variants[i];
     let started = Instant::now();
-    let head = tokio::time::timeout(state.upstream_timeout, async {
-        let mut sender = connect(variant).await?;
-        Ok::<_, BoxError>(sender.send_request(up).await?)
-    })
-    .await;
-    match head {
+    match tokio::time::timeout(state.upstream_timeout, send(variant, i, pinned, up)).await {
         Err(_) => Err(Open::TimedOut),
         Ok(Err(e)) => Err(Open::Failed(e)),
-        Ok(Ok(r)) => {
+        Ok(Ok((r, sender))) => {
             variant
                 .metrics
                 .record(r.status().as_u16(), started.elapsed());
-            Ok(r)
+            Ok((r, sender))
         }
     }
 }
@@ -696,7 +695,11 @@ const HOP_BY_HOP: [&str; 9] = [
 /// unchanged, server-sent events or not; a 2xx answer is captured once it
 /// ends. A model that cannot be reached or does not answer within
 /// `UpstreamTimeoutSeconds` gets 502 or 504. Shadows are not mirrored here.
-async fn passthrough(state: &Arc<State>, req: Request<Incoming>) -> Response<AnyBody> {
+async fn passthrough(
+    state: &Arc<State>,
+    pinned: &Arc<Pinned>,
+    req: Request<Incoming>,
+) -> Response<AnyBody> {
     let Admitted { parts, body, i } = match admit(state, req, Entry::Passthrough).await {
         Ok(a) => a,
         Err(refused) => return refused.map(boxed),
@@ -730,7 +733,7 @@ async fn passthrough(state: &Arc<State>, req: Request<Incoming>) -> Response<Any
     else {
         return invalid(state, "invalid request headers").map(boxed);
     };
-    let answer = match open(state, i, up).await {
+    let (answer, sender) = match open(state, i, pinned, up).await {
         Ok(a) => a,
         Err(e) => {
             let (status, why) = match e {
@@ -761,7 +764,13 @@ async fn passthrough(state: &Arc<State>, req: Request<Incoming>) -> Response<Any
             .unwrap_or("application/octet-stream")
             .to_string(),
     });
-    let frames = crate::stream::relay(Arc::clone(state), i, incoming, Framing::Raw, record);
+    let frames = crate::stream::relay(
+        Arc::clone(state),
+        i,
+        (incoming, Arc::clone(pinned), sender),
+        Framing::Raw,
+        record,
+    );
     let mut r = Response::new(boxed(frames));
     *r.status_mut() = head.status;
     for (name, value) in &head.headers {

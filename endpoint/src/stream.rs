@@ -24,15 +24,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::Response;
-use hyper::body::{Frame, Incoming};
+use hyper::body::{Body as _, Frame, Incoming};
+use tokio::sync::mpsc::error::TrySendError;
 
 use capline::{Capture, Payload};
 
 use crate::eventstream::{model_stream_error, payload_part};
 use crate::state::{State, StreamCounts};
+use crate::upstream::Pinned;
+use http_body_util::Full;
+use hyper::client::conn::http1::SendRequest;
 
 /// How the model's chunks are put on the client's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +80,77 @@ pub(crate) struct Record {
     pub(crate) out_type: String,
 }
 
+/// What the model's stream gives next.
+enum Next {
+    /// Bytes of the answer (never empty).
+    Data(Bytes),
+    /// The answer ended whole.
+    End,
+    /// The answer broke off, and why.
+    Broken(String),
+}
+
+impl Next {
+    /// `frame` as a step of the stream; `None` for a frame that carries no
+    /// bytes of the answer (an empty chunk, trailers).
+    fn of(frame: Option<Result<Frame<Bytes>, hyper::Error>>) -> Option<Next> {
+        match frame {
+            None => Some(Next::End),
+            Some(Err(e)) => Some(Next::Broken(format!("the model's stream broke off: {e}"))),
+            Some(Ok(f)) => f.into_data().ok().filter(|d| !d.is_empty()).map(Next::Data),
+        }
+    }
+}
+
+/// The model's next step, waiting for it.
+async fn next(incoming: &mut Incoming) -> Next {
+    loop {
+        if let Some(n) = Next::of(incoming.frame().await) {
+            return n;
+        }
+    }
+}
+
+/// The model's next step if it is there already, without waiting.
+fn ready_now(incoming: &mut Incoming) -> Option<Next> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    loop {
+        match Pin::new(&mut *incoming).poll_frame(&mut cx) {
+            Poll::Pending => return None,
+            Poll::Ready(f) => {
+                if let Some(n) = Next::of(f) {
+                    return Some(n);
+                }
+            }
+        }
+    }
+}
+
+/// At most this many bytes go to the client as one frame.
+const MAX_BATCH: usize = 64 * 1024;
+
+/// `first` and whatever more of the answer has arrived already, as one
+/// frame: a model faster than the client is relayed in fewer, larger
+/// frames, and no byte waits for another. A step that is not data is left
+/// in `held` for the next round.
+fn batch(first: Bytes, incoming: &mut Incoming, held: &mut Option<Next>) -> Bytes {
+    let mut out: Option<BytesMut> = None;
+    while out.as_ref().map_or(first.len(), BytesMut::len) < MAX_BATCH {
+        match ready_now(incoming) {
+            Some(Next::Data(more)) => {
+                out.get_or_insert_with(|| BytesMut::from(&first[..]))
+                    .extend_from_slice(&more);
+            }
+            Some(other) => {
+                *held = Some(other);
+                break;
+            }
+            None => break,
+        }
+    }
+    out.map_or(first, BytesMut::freeze)
+}
+
 /// How a relayed stream ended.
 enum End {
     Completed,
@@ -83,17 +158,21 @@ enum End {
     ClientGone,
 }
 
-/// Relays the model's answer (`incoming`) in `framing` on a task of its
-/// own, and captures it as `record` when it ends (`None`: never captured,
-/// e.g. an error answer on a passthrough route). Returns the body the
-/// client reads.
+/// The model's answer, and the connection it comes on with the client
+/// connection's pinned connections it goes back to once the answer ends.
+pub(crate) type Upstream = (Incoming, Arc<Pinned>, SendRequest<Full<Bytes>>);
+
+/// Relays the model's answer in `framing` on a task of its own, and
+/// captures it as `record` when it ends (`None`: never captured, e.g. an
+/// error answer on a passthrough route). Returns the body the client reads.
 pub(crate) fn relay(
     state: Arc<State>,
     i: usize,
-    incoming: Incoming,
+    upstream: Upstream,
     framing: Framing,
     record: Option<Record>,
 ) -> Frames {
+    let (incoming, pinned, sender) = upstream;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Broken>>(16);
     tokio::spawn(async move {
         let variant = &state.variants[i];
@@ -115,52 +194,63 @@ pub(crate) fn relay(
         let wait = state.upstream_timeout;
         let send = |frame: Result<Bytes, Broken>| {
             let tx = &tx;
-            async move { matches!(tokio::time::timeout(wait, tx.send(frame)).await, Ok(Ok(()))) }
+            async move {
+                match tx.try_send(frame) {
+                    Ok(()) => true,
+                    Err(TrySendError::Closed(_)) => false,
+                    Err(TrySendError::Full(frame)) => {
+                        matches!(tokio::time::timeout(wait, tx.send(frame)).await, Ok(Ok(())))
+                    }
+                }
+            }
         };
         let mut whole: Vec<u8> = Vec::new();
         let mut too_large = false;
         let mut incoming = incoming;
+        // What the model's stream gave while a batch was being put together.
+        let mut held: Option<Next> = None;
         let end = loop {
-            let why = match tokio::time::timeout(state.upstream_timeout, incoming.frame()).await {
-                Ok(None) => break End::Completed,
-                Ok(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
+            let first = match held.take().or_else(|| ready_now(&mut incoming)) {
+                Some(n) => n,
+                None => match tokio::time::timeout(wait, next(&mut incoming)).await {
+                    Ok(n) => n,
+                    Err(_) => Next::Broken(format!("the model sent nothing for {wait:?}")),
+                },
+            };
+            let data = match first {
+                Next::Data(d) => batch(d, &mut incoming, &mut held),
+                Next::End => break End::Completed,
+                Next::Broken(why) => {
+                    tracing::debug!(variant = %variant.name, "{why}");
+                    let last = match framing {
+                        Framing::EventStream => Ok(model_stream_error(&why)),
+                        Framing::Raw => Err(Broken),
                     };
-                    if data.is_empty() {
-                        continue;
-                    }
-                    if !too_large {
-                        if whole.len() + data.len() > budget {
-                            too_large = true;
-                            whole = Vec::new();
-                        } else {
-                            whole.extend_from_slice(&data);
-                        }
-                    }
-                    let out = match framing {
-                        Framing::EventStream => payload_part(data),
-                        Framing::Raw => data,
-                    };
-                    if !send(Ok(out)).await {
-                        break End::ClientGone;
-                    }
-                    continue;
+                    send(last).await;
+                    break End::ModelBroken;
                 }
-                Ok(Some(Err(e))) => format!("the model's stream broke off: {e}"),
-                Err(_) => format!("the model sent nothing for {:?}", state.upstream_timeout),
             };
-            tracing::debug!(variant = %variant.name, "{why}");
-            let last = match framing {
-                Framing::EventStream => Ok(model_stream_error(&why)),
-                Framing::Raw => Err(Broken),
+            if !too_large {
+                if whole.len() + data.len() > budget {
+                    too_large = true;
+                    whole = Vec::new();
+                } else {
+                    whole.extend_from_slice(&data);
+                }
+            }
+            let out = match framing {
+                Framing::EventStream => payload_part(data),
+                Framing::Raw => data,
             };
-            send(last).await;
-            break End::ModelBroken;
+            if !send(Ok(out)).await {
+                break End::ClientGone;
+            }
         };
         let capture = match end {
             End::Completed => {
                 counts.completed.fetch_add(1, Ordering::Relaxed);
+                // Read to its end: the connection can carry the next request.
+                pinned.keep(i, sender);
                 true
             }
             End::ModelBroken | End::ClientGone => {

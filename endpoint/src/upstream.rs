@@ -55,7 +55,7 @@ impl Pinned {
     }
 
     /// Keeps the connection to variant `i` for the next request.
-    fn put(&self, i: usize, sender: SendRequest<Full<Bytes>>) {
+    pub(crate) fn keep(&self, i: usize, sender: SendRequest<Full<Bytes>>) {
         let mut slots = self
             .0
             .lock()
@@ -79,19 +79,24 @@ pub(crate) async fn connect(variant: &Variant) -> Result<SendRequest<Full<Bytes>
 }
 
 /// Sends one request to variant `i`'s model on the connection pinned to this
-/// downstream connection (opening one if needed), and reads the whole answer.
-/// A request that a reused connection refused before sending it (the model
-/// closed the idle connection) goes once more on a new connection; a request
-/// that was sent is never sent twice.
-/// The answer's body is read up to `max_body` bytes; a larger one is
-/// [`Exchange::TooLarge`] (its connection is dropped, not reused).
-pub(crate) async fn exchange(
+/// downstream connection (opening one if needed) and waits for the answer's
+/// head. A request that a reused connection refused before sending it (the
+/// model closed the idle connection) goes once more on a new connection; a
+/// request that was sent is never sent twice. Returns the answer and the
+/// connection, for the caller to [`Pinned::keep`] once the answer's body
+/// has been read to its end.
+pub(crate) async fn send(
     variant: &Variant,
     i: usize,
     pinned: &Pinned,
     mut req: Request<Full<Bytes>>,
-    max_body: usize,
-) -> Result<(hyper::http::response::Parts, Bytes), Exchange> {
+) -> Result<
+    (
+        hyper::Response<hyper::body::Incoming>,
+        SendRequest<Full<Bytes>>,
+    ),
+    Exchange,
+> {
     let mut reused = pinned.take(i);
     loop {
         let retry_allowed = reused.is_some();
@@ -106,17 +111,7 @@ pub(crate) async fn exchange(
             return Err(Exchange::Unreachable(e.into()));
         }
         match sender.try_send_request(req).await {
-            Ok(answer) => {
-                let (parts, body) = answer.into_parts();
-                // The caller's timeout bounds the time; this bounds the size.
-                let body = match read_body(body, max_body, Duration::MAX).await {
-                    Ok(b) => b,
-                    Err(BodyError::TooLarge(n)) => return Err(Exchange::TooLarge(n)),
-                    Err(e) => return Err(Exchange::Failed(e.into())),
-                };
-                pinned.put(i, sender);
-                return Ok((parts, body));
-            }
+            Ok(answer) => return Ok((answer, sender)),
             Err(mut e) => match e.take_message() {
                 // Not sent: hyper hands the request back.
                 Some(unsent) if retry_allowed => req = unsent,
@@ -124,4 +119,26 @@ pub(crate) async fn exchange(
             },
         }
     }
+}
+
+/// [`send`], then reads the whole answer. The answer's body is read up to
+/// `max_body` bytes; a larger one is [`Exchange::TooLarge`] (its connection
+/// is dropped, not reused).
+pub(crate) async fn exchange(
+    variant: &Variant,
+    i: usize,
+    pinned: &Pinned,
+    req: Request<Full<Bytes>>,
+    max_body: usize,
+) -> Result<(hyper::http::response::Parts, Bytes), Exchange> {
+    let (answer, sender) = send(variant, i, pinned, req).await?;
+    let (parts, body) = answer.into_parts();
+    // The caller's timeout bounds the time; this bounds the size.
+    let body = match read_body(body, max_body, Duration::MAX).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(n)) => return Err(Exchange::TooLarge(n)),
+        Err(e) => return Err(Exchange::Failed(e.into())),
+    };
+    pinned.keep(i, sender);
+    Ok((parts, body))
 }
