@@ -38,7 +38,8 @@ const ENGINE: &[&[&str]] = &[
 const ENDPOINT: &[&[&str]] = &[
     &["settings", "sigv4", "http"],
     &["state", "eventstream"],
-    &["upstream", "shadow", "stream"],
+    &["upstream", "shadow"],
+    &["stream"],
     &["invoke", "admin"],
 ];
 

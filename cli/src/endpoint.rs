@@ -50,6 +50,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     for (name, share, model) in running.shadows() {
         let _ = writeln!(out, "  shadow {name} ({share}% mirrored) -> http://{model}");
     }
+    for path in running.passthrough_routes() {
+        let _ = writeln!(
+            out,
+            "  passthrough POST {path} -> the same path on a variant's model"
+        );
+    }
     let _ = writeln!(
         out,
         "admin API on http://{} (GET /metrics, GET /variants, POST /variants/NAME, GET /shadows, POST /shadows/NAME)",

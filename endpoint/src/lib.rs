@@ -229,6 +229,11 @@ impl Running {
         })
     }
 
+    /// The `PassthroughRoutes`.
+    pub fn passthrough_routes(&self) -> impl Iterator<Item = &str> {
+        self.state.passthrough.iter().map(String::as_str)
+    }
+
     /// Stops accepting, lets in-flight requests finish, stops `rt` (and so the
     /// admin API and any mirrored request still in flight), then shuts each
     /// variant's engine down, shadows last, delivering what it can within
