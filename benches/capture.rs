@@ -1,5 +1,8 @@
 //! The capture path, each group beside the "afternoon" baseline (a
-//! crossbeam channel of `Vec<u8>`, see `ChannelCapture`) measured in the same run.
+//! crossbeam channel of `Vec<u8>`, see `ChannelCapture`) measured in the same
+//! run; the sampled-in groups also beside `memcpy`, the bare copy of the
+//! same bytes into a reused buffer. `scripts/bench-capture.sh` runs this and
+//! prints every group's medians as ratios, with the CPU model.
 //!
 //! `cargo bench -p capline-benches --bench capture`
 //!
@@ -101,6 +104,20 @@ fn bench(c: &mut Criterion) {
                     })
                 })
             });
+            if mode == "sampled_in" {
+                // The floor: the same bytes copied into one reused buffer of
+                // the same size (warm in this core's cache).
+                let mut buf = vec![0u8; s.request.len() + s.response.len()];
+                let split = s.request.len();
+                g.bench_function("memcpy", |b| {
+                    b.iter(|| {
+                        let (req, resp) = buf.split_at_mut(split);
+                        req.copy_from_slice(black_box(&s.request));
+                        resp.copy_from_slice(black_box(&s.response));
+                        black_box(&mut buf);
+                    })
+                });
+            }
             g.finish();
         }
     }

@@ -15,7 +15,13 @@
 //!   capturing at full speed (a ring-full refusal is retried after a spin),
 //!   timed until a final `flush()` returns.
 //!
-//! Records/s and MB/s count the JSON lines written. capture() latency is per
+//! - **memcpy**: the floor for a capture call, the pair copied into one
+//!   reused buffer, each copy timed the same way, with no writer running.
+//!
+//! Records/s and MB/s count the JSON lines written; `writer/rec` and
+//! `writer/MB` are the writer thread's CPU time per record and per MB of
+//! lines (`/proc/self/task/*/schedstat`): what capture takes from a server's
+//! other work. capture() latency is per
 //! call (CPU counter, its own cost subtracted), under full writer load, for
 //! the calls that kept their record; calls refused because the ring was full
 //! (the producer outran the writer) are counted in the last column. For the
@@ -44,6 +50,57 @@ struct Figures {
     p999: u64,
     /// capline: calls refused because the ring was full (each retried).
     refused: u64,
+    /// capline: CPU time of the writer thread over the run, in nanoseconds.
+    writer_cpu_ns: Option<u64>,
+}
+
+/// CPU time so far of this process's threads named `name`, in nanoseconds
+/// (`/proc/self/task/*/schedstat`); `None` when there is no such thread.
+fn thread_cpu_ns(name: &str) -> Option<u64> {
+    let mut total = None;
+    for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        if let Some(ns) = stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            *total.get_or_insert(0) += ns;
+        }
+    }
+    total
+}
+
+/// The floor for a capture call's latency: the pair copied into one reused
+/// buffer of its size, each copy timed as a capture call is, with no writer.
+fn memcpy_run(s: &Shape, n: u64, timer: &Timer) -> Figures {
+    let mut buf = vec![0u8; s.request.len() + s.response.len()];
+    let split = s.request.len();
+    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    let start = Instant::now();
+    for _ in 0..n {
+        let a = timer.clock.raw();
+        let (req, resp) = buf.split_at_mut(split);
+        req.copy_from_slice(std::hint::black_box(&s.request));
+        resp.copy_from_slice(std::hint::black_box(&s.response));
+        std::hint::black_box(&mut buf);
+        let b = timer.clock.raw();
+        let ns = timer.clock.delta_as_nanos(a, b);
+        let _ = h.record(ns.saturating_sub(timer.overhead).max(1));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Figures {
+        records_per_s: n as f64 / secs,
+        mb_per_s: s.bytes() as f64 * n as f64 / secs / 1e6,
+        p50: h.value_at_quantile(0.5),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        ..Figures::default()
+    }
 }
 
 fn shapes() -> Vec<(Shape, u64)> {
@@ -107,6 +164,7 @@ fn capline_run_with(
     timer: &Timer,
 ) -> Figures {
     let engine = Engine::start(config(dir, io, extra)).expect("start");
+    let cpu_before = thread_cpu_ns("capline-writer");
     let cap = Capture {
         request: Payload::new(s.request_type, &s.request),
         response: Payload::new(s.response_type, &s.response),
@@ -139,6 +197,9 @@ fn capline_run_with(
     }
     engine.flush(Duration::from_secs(600)).expect("flush");
     let secs = start.elapsed().as_secs_f64();
+    let writer_cpu_ns = thread_cpu_ns("capline-writer")
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let stats = engine.shutdown(Duration::from_secs(600)).expect("shutdown");
     assert_eq!(stats.records_written, n);
     Figures {
@@ -148,6 +209,7 @@ fn capline_run_with(
         p99: h.value_at_quantile(0.99),
         p999: h.value_at_quantile(0.999),
         refused,
+        writer_cpu_ns,
     }
 }
 
@@ -294,7 +356,7 @@ fn baseline(dir: &Path, s: &Shape, n: u64, timer: &Timer) -> Figures {
         p50: h.value_at_quantile(0.5),
         p99: h.value_at_quantile(0.99),
         p999: h.value_at_quantile(0.999),
-        refused: 0,
+        ..Figures::default()
     }
 }
 
@@ -397,6 +459,7 @@ fn main() {
         redaction_bench(&base_dir, scale, &timer);
         return;
     }
+    println!("cpu: {}", capline_benches::cpu_model());
     println!("timer overhead subtracted: {} ns", timer.overhead);
     for (s, n) in shapes() {
         let n = ((n as f64) * scale).max(1000.0) as u64;
@@ -419,6 +482,7 @@ fn main() {
         let d = run("baseline");
         let base = baseline(d.path(), &s, n, &timer);
         drop(d);
+        let copy = memcpy_run(&s, n, &timer);
 
         println!(
             "\n{} × {n} records ({:.0} MB of JSON lines)",
@@ -426,7 +490,7 @@ fn main() {
             bytes as f64 / 1e6
         );
         println!(
-            "  {:<16} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>12}",
+            "  {:<16} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>11} {:>11}",
             "",
             "records/s",
             "MB/s",
@@ -435,16 +499,33 @@ fn main() {
             "p50 ns",
             "p99 ns",
             "p99.9 ns",
-            "ring-full"
+            "ring-full",
+            "writer/rec",
+            "writer/MB"
         );
         println!("  {:<16} {:>12} {:>9.0}", "disk limit", "-", limit.mb_per_s);
+        println!(
+            "  {:<16} {:>12.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+            "memcpy (floor)", copy.records_per_s, "-", "-", "-", copy.p50, copy.p99, copy.p999
+        );
         for (name, f) in [
             ("baseline", &base),
             ("capline uring", &uring),
             ("capline pwrite", &pwrite),
         ] {
+            // The writer thread's CPU time per record and per MB of lines.
+            let (per_rec, per_mb) = match f.writer_cpu_ns {
+                Some(ns) => {
+                    let mb = f.mb_per_s * (n as f64 / f.records_per_s);
+                    (
+                        format!("{:.0} ns", ns as f64 / n as f64),
+                        format!("{:.2} ms", ns as f64 / 1e6 / mb),
+                    )
+                }
+                None => ("-".to_string(), "-".to_string()),
+            };
             println!(
-                "  {:<16} {:>12.0} {:>9.0} {:>8.0}% {:>8.2}x {:>9} {:>9} {:>10} {:>12}",
+                "  {:<16} {:>12.0} {:>9.0} {:>8.0}% {:>8.2}x {:>9} {:>9} {:>10} {:>10} {:>11} {:>11}",
                 name,
                 f.records_per_s,
                 f.mb_per_s,
@@ -453,8 +534,15 @@ fn main() {
                 f.p50,
                 f.p99,
                 f.p999,
-                f.refused
+                f.refused,
+                per_rec,
+                per_mb
             );
         }
+        println!(
+            "  capline uring / memcpy: p50 {:.2}x, p99.9 {:.2}x",
+            uring.p50 as f64 / copy.p50.max(1) as f64,
+            uring.p999 as f64 / copy.p999.max(1) as f64
+        );
     }
 }

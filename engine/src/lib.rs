@@ -70,9 +70,15 @@ pub mod bench_io {
     pub use crate::io::{IoPath, Output};
 }
 /// For the fuzz targets only: one body through redaction, as the writer
-/// redacts it.
+/// redacts it; the JSON escapers side by side.
 #[doc(hidden)]
 pub mod fuzzing {
+    /// `s` escaped (the inside of a JSON string) by the portable escaper
+    /// and by the one this CPU uses.
+    pub fn escapers(s: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        crate::format::escaped_both(s)
+    }
+
     use crate::config::{ContentTypes, Redaction};
     use crate::format::{EncodingRules, Payload};
     use crate::redact::{Redactor, Verdict};

@@ -6,15 +6,24 @@
 //! (after `shutdown`, `kept == records_written + dropped_unparsable +
 //! dropped_io_error`).
 //!
-//! The per-call counters are striped: each capturing thread adds to its own
-//! cache-line-sized stripe (chosen once per thread), so counting never makes
-//! two server threads contend on one cache line. A snapshot sums the stripes.
+//! The per-call counters are striped, and a stripe has one writer: each
+//! capturing thread claims a slot of its own on its first call (one atomic
+//! bit in a process-wide map, given back when the thread exits), and adds to
+//! its stripe with a plain load and store, not a locked read-modify-write.
+//! So counting costs a sampled-out or disabled call no more than an ordinary
+//! store, and never makes two server threads contend on one cache line. A
+//! snapshot sums the stripes. Threads beyond [`OWNED`] at once share a few
+//! stripes with atomic adds.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Number of stripes; threads beyond this share stripes round-robin.
-const STRIPES: usize = 16;
+/// Slots a thread can own (one stripe each, one writer).
+pub(crate) const OWNED: usize = 128;
+/// Stripes shared, with atomic adds, by threads that found no free slot.
+const SHARED: usize = 8;
+/// Stripes per engine.
+const STRIPES: usize = OWNED + SHARED;
 
 macro_rules! counters {
     (
@@ -29,10 +38,20 @@ macro_rules! counters {
         }
 
         /// Live counters, shared by the capture path, the writer and the uploader.
-        #[derive(Debug, Default)]
+        #[derive(Debug)]
         pub(crate) struct Counters {
-            stripes: [Stripe; STRIPES],
+            /// `STRIPES` stripes: slot `i`'s at `i`, the shared ones after.
+            stripes: Box<[Stripe]>,
             $( pub(crate) $s: AtomicU64, )*
+        }
+
+        impl Default for Counters {
+            fn default() -> Self {
+                Counters {
+                    stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+                    $( $s: AtomicU64::new(0), )*
+                }
+            }
         }
 
         /// A snapshot of the engine's counters.
@@ -167,27 +186,102 @@ pub(crate) fn unix_millis(t: std::time::SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+/// Which slots threads own: bit `i % 64` of word `i / 64` for slot `i`.
+static CLAIMED: [AtomicU64; OWNED / 64] = [const { AtomicU64::new(0) }; OWNED / 64];
+
+/// Threads that found no free slot, spread over the shared stripes.
+static OVERFLOW: AtomicU64 = AtomicU64::new(0);
+
+/// Not yet chosen.
+const UNSET: usize = usize::MAX;
+/// The thread-local value once the thread's slot was given back (the thread
+/// is exiting): later calls use a shared stripe.
+const GONE: usize = usize::MAX - 1;
+
+/// The calling thread's slot (an index into every engine's stripes), given
+/// back when the thread exits.
+struct Slot(Cell<usize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let i = self.0.replace(GONE);
+        if i < OWNED {
+            // Release: this thread's last counts are visible to the next
+            // owner, which claims the bit with Acquire.
+            CLAIMED[i / 64].fetch_and(!(1u64 << (i % 64)), Ordering::Release);
+        }
+    }
+}
 
 thread_local! {
-    /// This thread's stripe; `usize::MAX` until first use. Const-initialized,
-    /// so reading it never allocates.
-    static MY_STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// This thread's slot. Const-initialized: reading it never allocates
+    /// (registering its destructor, on a thread's first call, is the one
+    /// allocation a thread ever makes here).
+    static MY_SLOT: Slot = const { Slot(Cell::new(UNSET)) };
+}
+
+/// Claims a free slot, or picks a shared stripe when none is free.
+#[cold]
+fn claim() -> usize {
+    for (w, word) in CLAIMED.iter().enumerate() {
+        let mut bits = word.load(Ordering::Relaxed);
+        while bits != u64::MAX {
+            let bit = (!bits).trailing_zeros() as usize;
+            match word.compare_exchange_weak(
+                bits,
+                bits | (1u64 << bit),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return w * 64 + bit,
+                Err(now) => bits = now,
+            }
+        }
+    }
+    OWNED + (OVERFLOW.fetch_add(1, Ordering::Relaxed) as usize % SHARED)
+}
+
+/// The calling thread's stripe in one engine, and whether the thread is its
+/// only writer.
+pub(crate) struct Lane<'a> {
+    /// The stripe.
+    pub(crate) s: &'a Stripe,
+    owned: bool,
+}
+
+impl Lane<'_> {
+    /// Adds one to `c`, a counter of this lane's stripe: a plain load and
+    /// store when the thread owns the stripe, an atomic add when it shares it.
+    #[inline]
+    pub(crate) fn inc(&self, c: &AtomicU64) {
+        if self.owned {
+            c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        } else {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Counters {
-    /// The calling thread's stripe.
+    /// The calling thread's lane.
     #[inline]
-    pub(crate) fn stripe(&self) -> &Stripe {
-        let i = MY_STRIPE.with(|c| {
-            let mut i = c.get();
-            if i == usize::MAX {
-                i = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
-                c.set(i);
-            }
-            i
-        });
-        &self.stripes[i]
+    pub(crate) fn lane(&self) -> Lane<'_> {
+        let i = MY_SLOT
+            .try_with(|slot| {
+                let mut i = slot.0.get();
+                if i == UNSET {
+                    i = claim();
+                    slot.0.set(i);
+                }
+                i
+            })
+            .unwrap_or(GONE);
+        // A thread past its slot's destructor shares stripe OWNED.
+        let i = if i == GONE { OWNED } else { i };
+        Lane {
+            s: &self.stripes[i],
+            owned: i < OWNED,
+        }
     }
 }
 
@@ -495,5 +589,41 @@ mod tests {
         }
         // Every stat is in it, under one name or another.
         assert_eq!(FAMILIES.len(), text.matches("# TYPE ").count());
+    }
+
+    /// More threads than slots, at once: every count lands, whether the
+    /// thread owns its stripe or shares one; a slot freed by an exiting
+    /// thread is owned again by a later one.
+    #[test]
+    fn counts_are_exact_with_more_threads_than_slots() {
+        let counters = std::sync::Arc::new(super::Counters::default());
+        let threads = super::OWNED + 40;
+        let start = std::sync::Arc::new(std::sync::Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (c, start) = (counters.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let lane = c.lane();
+                    // Every thread holds its slot until all have chosen.
+                    start.wait();
+                    for _ in 0..1000 {
+                        lane.inc(&lane.s.sampled_out);
+                    }
+                    lane.owned
+                })
+            })
+            .collect();
+        let owned = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|&o| o)
+            .count();
+        assert_eq!(counters.snapshot().sampled_out, threads as u64 * 1000);
+        assert!(owned <= super::OWNED && owned + 40 <= threads, "{owned}");
+        // All of them exited and gave their slots back: a new thread owns one.
+        let c = counters.clone();
+        let later = std::thread::spawn(move || c.lane().owned).join().unwrap();
+        assert!(later, "a freed slot is owned again");
     }
 }

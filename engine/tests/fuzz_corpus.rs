@@ -1,6 +1,8 @@
 //! Replays the committed fuzz corpus and every saved regression through the
 //! same checks the fuzz targets run, on stable and without libFuzzer.
 
+#[path = "../../fuzz/checks/escape.rs"]
+mod escape;
 #[path = "../../fuzz/checks/parse_config.rs"]
 mod parse_config;
 #[path = "../../fuzz/checks/redact.rs"]
@@ -20,6 +22,11 @@ fn serialize_record_corpus() {
 #[test]
 fn parse_config_corpus() {
     replay("parse_config", parse_config::check);
+}
+
+#[test]
+fn escape_corpus() {
+    replay("escape", escape::check);
 }
 
 #[test]

@@ -13,7 +13,6 @@ use crate::clock::Clock;
 use crate::format::{Payload, is_valid_inference_id};
 use crate::ring::RecordParts;
 use crate::sample::Closed;
-use crate::stats::inc;
 
 /// Longest accepted Content-Type header, in bytes.
 pub const MAX_CONTENT_TYPE: usize = 1024;
@@ -77,34 +76,34 @@ impl Engine {
     /// Offers one inference for capture. Never blocks, never takes a lock,
     /// never makes a syscall and never allocates; returns what happened.
     pub fn capture(&self, c: &Capture) -> Outcome {
-        let n = self.counters.stripe();
+        let n = self.counters.lane();
         match self.sampler.gate() {
             None => {}
             Some(Closed::Disabled) => {
-                inc(&n.dropped_disabled);
+                n.inc(&n.s.dropped_disabled);
                 return Outcome::Dropped(DropReason::Disabled);
             }
             Some(Closed::Watermark) => {
-                inc(&n.dropped_watermark);
+                n.inc(&n.s.dropped_watermark);
                 return Outcome::Dropped(DropReason::Watermark);
             }
             Some(Closed::SpoolFull) => {
-                inc(&n.dropped_spool_full);
+                n.inc(&n.s.dropped_spool_full);
                 return Outcome::Dropped(DropReason::SpoolFull);
             }
         }
         if !self.sampler.keep(c.inference_id) {
-            inc(&n.sampled_out);
+            n.inc(&n.s.sampled_out);
             return Outcome::SampledOut;
         }
         if c.inference_id.is_some_and(|id| !is_valid_inference_id(id)) {
-            inc(&n.rejected_inference_id);
+            n.inc(&n.s.rejected_inference_id);
             return Outcome::Rejected(RejectReason::InferenceId);
         }
         if c.request.content_type.len() > MAX_CONTENT_TYPE
             || c.response.content_type.len() > MAX_CONTENT_TYPE
         {
-            inc(&n.rejected_content_type);
+            n.inc(&n.s.rejected_content_type);
             return Outcome::Rejected(RejectReason::ContentType);
         }
         let stamp = match c.time {
@@ -118,7 +117,7 @@ impl Engine {
                 .map(|ms| Clock::stamp_millis(ms as u64)),
         };
         let Some(stamp) = stamp else {
-            inc(&n.rejected_time);
+            n.inc(&n.s.rejected_time);
             return Outcome::Rejected(RejectReason::Time);
         };
         let rec = RecordParts {
@@ -129,14 +128,14 @@ impl Engine {
         };
         let size = rec.size();
         if size > self.max_record_bytes {
-            inc(&n.dropped_too_large);
+            n.inc(&n.s.dropped_too_large);
             return Outcome::Dropped(DropReason::TooLarge);
         }
         if !self.ring.try_push(&rec, size) {
-            inc(&n.dropped_ring_full);
+            n.inc(&n.s.dropped_ring_full);
             return Outcome::Dropped(DropReason::RingFull);
         }
-        inc(&n.kept);
+        n.inc(&n.s.kept);
         Outcome::Kept
     }
 
@@ -145,7 +144,8 @@ impl Engine {
     /// body past the limit): it ends as `dropped_too_large`, as if
     /// `capture()` had been called with it, so the accounting stays exact.
     pub fn count_too_large(&self) -> Outcome {
-        inc(&self.counters.stripe().dropped_too_large);
+        let n = self.counters.lane();
+        n.inc(&n.s.dropped_too_large);
         Outcome::Dropped(DropReason::TooLarge)
     }
 }

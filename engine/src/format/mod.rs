@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 pub use escape::escape_into;
+pub(crate) use escape::escaped_both;
 use escape::escaped_len;
 
 use crate::config::ContentTypes;

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The capture path's criterion groups (benches/capture.rs), summarized: each
+# function's median per call and its ratio to the channel baseline and, in the
+# sampled-in groups, to memcpy (the bare copy of the same bytes), all from
+# this one run, with the CPU model and the commit.
+# Usage: scripts/bench-capture.sh [extra criterion args, e.g. --sample-size 50]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/capline/target}
+rm -rf "$CARGO_TARGET_DIR/criterion/capture_"*
+cargo bench --locked -p capline-benches --bench capture -- "$@" >/dev/null
+python3 - "$CARGO_TARGET_DIR/criterion" "$(git rev-parse --short HEAD)" <<'PY'
+import json, os, sys
+root, commit = sys.argv[1], sys.argv[2]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+print(f"cpu: {cpu}, {os.cpu_count()} CPUs; commit {commit}")
+print(f"{'group':<36} {'capline':>10} {'channel':>10} {'memcpy':>10} {'vs channel':>11} {'vs memcpy':>10}")
+def median(group, fn):
+    p = os.path.join(root, group, fn, "new", "estimates.json")
+    return json.load(open(p))["median"]["point_estimate"] if os.path.exists(p) else None
+groups = sorted(g for g in os.listdir(root) if g.startswith("capture_"))
+def fmt(ns):
+    return "-" if ns is None else (f"{ns:.2f} ns" if ns < 100 else f"{ns:.0f} ns")
+for g in groups:
+    c, b, m = (median(g, f) for f in ("capline", "channel", "memcpy"))
+    rb = f"{c / b:.3f}x" if c and b else "-"
+    rm = f"{c / m:.3f}x" if c and m else "-"
+    diff = f" ({c - b:+.2f} ns)" if c and b and c < 100 else ""
+    print(f"{g.replace('capture_', 'capture/', 1):<36} {fmt(c):>10} {fmt(b):>10} {fmt(m):>10} {rb:>11}{diff} {rm:>10}")
+PY
