@@ -78,7 +78,8 @@ pub fn binary(n: usize) -> Vec<u8> {
         .collect()
 }
 
-/// The format bench shapes: 1 KiB CSV pair, 1 KiB JSON pair, 16 KiB binary (BASE64).
+/// The format bench shapes: 1 KiB CSV pair, 1 KiB JSON pair, 16 KiB + 1 KiB
+/// quote-dense JSON (the throughput harness's `json_16k`), 16 KiB binary (BASE64).
 pub fn format_shapes() -> Vec<Shape> {
     vec![
         Shape {
@@ -92,6 +93,13 @@ pub fn format_shapes() -> Vec<Shape> {
             name: "json_1k_pair",
             request_type: "application/json",
             request: json(1024),
+            response_type: "application/json",
+            response: json(1024),
+        },
+        Shape {
+            name: "json_16k_pair",
+            request_type: "application/json",
+            request: json(16 * 1024),
             response_type: "application/json",
             response: json(1024),
         },

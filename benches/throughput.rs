@@ -3,7 +3,8 @@
 //! in one run.
 //!
 //! `cargo run --release -p capline-benches --bin throughput [-- --dir DIR --scale F]`
-//! (`-- --redaction`: the writer with `Engine.Redaction` on against off)
+//! (`-- --redaction`: the writer with `Engine.Redaction` on against off;
+//! `-- --only SHAPE`: one shape, `csv_1k`, `json_16k` or `binary_64k`)
 //!
 //! For each record shape it measures:
 //! - **disk limit**: the same number of bytes as capline's JSON lines, written
@@ -445,8 +446,10 @@ fn main() {
     let mut dir: Option<PathBuf> = None;
     let mut scale = 1.0f64;
     let mut redaction = false;
+    let mut only: Option<String> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--only" => only = args.next(),
             "--dir" => dir = args.next().map(PathBuf::from),
             "--scale" => scale = args.next().and_then(|s| s.parse().ok()).unwrap_or(1.0),
             "--redaction" => redaction = true,
@@ -462,6 +465,9 @@ fn main() {
     println!("cpu: {}", capline_benches::cpu_model());
     println!("timer overhead subtracted: {} ns", timer.overhead);
     for (s, n) in shapes() {
+        if only.as_ref().is_some_and(|o| o != s.name) {
+            continue;
+        }
         let n = ((n as f64) * scale).max(1000.0) as u64;
         let run = |name: &str| -> tempfile::TempDir {
             tempfile::Builder::new()

@@ -40,15 +40,15 @@ macro_rules! counters {
         /// Live counters, shared by the capture path, the writer and the uploader.
         #[derive(Debug)]
         pub(crate) struct Counters {
-            /// `STRIPES` stripes: slot `i`'s at `i`, the shared ones after.
-            stripes: Box<[Stripe]>,
+            /// Slot `i`'s stripe at `i`, the shared ones after.
+            stripes: [Stripe; STRIPES],
             $( pub(crate) $s: AtomicU64, )*
         }
 
         impl Default for Counters {
             fn default() -> Self {
                 Counters {
-                    stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+                    stripes: std::array::from_fn(|_| Stripe::default()),
                     $( $s: AtomicU64::new(0), )*
                 }
             }
@@ -198,13 +198,24 @@ const UNSET: usize = usize::MAX;
 /// is exiting): later calls use a shared stripe.
 const GONE: usize = usize::MAX - 1;
 
-/// The calling thread's slot (an index into every engine's stripes), given
-/// back when the thread exits.
-struct Slot(Cell<usize>);
+thread_local! {
+    /// This thread's slot (an index into every engine's stripes): `UNSET`
+    /// until its first call. Const-initialized and without a destructor, so
+    /// reading it is one thread-local load, with no state check.
+    static MY_SLOT: Cell<usize> = const { Cell::new(UNSET) };
+    /// Registered on a thread's first call, to give its slot back when the
+    /// thread exits (registering a destructor is the one allocation a
+    /// thread ever makes here).
+    static RELEASE: Release = const { Release };
+}
 
-impl Drop for Slot {
+/// Gives the thread's slot back when the thread exits.
+struct Release;
+
+impl Drop for Release {
     fn drop(&mut self) {
-        let i = self.0.replace(GONE);
+        // `MY_SLOT` has no destructor: it is still readable here.
+        let i = MY_SLOT.with(|c| c.replace(GONE));
         if i < OWNED {
             // Release: this thread's last counts are visible to the next
             // owner, which claims the bit with Acquire.
@@ -213,16 +224,14 @@ impl Drop for Slot {
     }
 }
 
-thread_local! {
-    /// This thread's slot. Const-initialized: reading it never allocates
-    /// (registering its destructor, on a thread's first call, is the one
-    /// allocation a thread ever makes here).
-    static MY_SLOT: Slot = const { Slot(Cell::new(UNSET)) };
-}
-
-/// Claims a free slot, or picks a shared stripe when none is free.
+/// The slot of a thread that has none yet (`UNSET`) or gave its slot back
+/// (`GONE`: it is exiting); a shared stripe's index when no slot is free.
 #[cold]
-fn claim() -> usize {
+fn claim(current: usize) -> usize {
+    if current == GONE || RELEASE.try_with(|_| ()).is_err() {
+        // Past the release (or the thread's teardown): share.
+        return OWNED;
+    }
     for (w, word) in CLAIMED.iter().enumerate() {
         let mut bits = word.load(Ordering::Relaxed);
         while bits != u64::MAX {
@@ -266,22 +275,28 @@ impl Counters {
     /// The calling thread's lane.
     #[inline]
     pub(crate) fn lane(&self) -> Lane<'_> {
-        let i = MY_SLOT
-            .try_with(|slot| {
-                let mut i = slot.0.get();
-                if i == UNSET {
-                    i = claim();
-                    slot.0.set(i);
-                }
-                i
-            })
-            .unwrap_or(GONE);
-        // A thread past its slot's destructor shares stripe OWNED.
-        let i = if i == GONE { OWNED } else { i };
+        let mut i = MY_SLOT.with(Cell::get);
+        if i >= OWNED {
+            i = self.slow_slot(i);
+        }
         Lane {
             s: &self.stripes[i],
             owned: i < OWNED,
         }
+    }
+
+    /// `lane`'s cold path: claims a slot on a thread's first call.
+    #[cold]
+    fn slow_slot(&self, current: usize) -> usize {
+        if current != UNSET && current != GONE {
+            // A shared stripe, chosen before.
+            return current;
+        }
+        let i = claim(current);
+        if current == UNSET {
+            MY_SLOT.with(|c| c.set(i));
+        }
+        i
     }
 }
 

@@ -1,5 +1,5 @@
 //! The consumer side: read each committed record in place, hand it to the
-//! writer, zero its bytes, and release them to the producers.
+//! writer, clear its header, and release its bytes to the producers.
 
 #[cfg(capline_loom)]
 use loom::sync::atomic::Ordering;
@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use std::sync::Arc;
 
-use super::{HEADER, KIND_RECORD, RecordParts, Shared};
+use super::{KIND_RECORD, RecordParts, Shared};
 
 /// The consumer side, owned by the writer thread.
 #[derive(Debug)]
@@ -44,7 +44,7 @@ impl Consumer {
                 // Empty. Past the warm window, move both ends to the buffer
                 // start (if no producer claims first): while the writer keeps
                 // up, producers then reuse the same cache-warm bytes instead
-                // of sweeping the whole buffer. The skipped bytes are already zero.
+                // of sweeping the whole buffer. The skipped headers are already clear.
                 let at = self.head & mask;
                 if at >= s.warm {
                     let next = self.head + (s.capacity - at);
@@ -71,12 +71,9 @@ impl Consumer {
                 // head past it, which happens after `f` returns.
                 unsafe { s.storage.read_record(off, len as usize, f) };
             }
-            // Everything outside `head .. tail` is zero. A record's bytes were
-            // written, so all are zeroed; padding only ever had its header written.
-            let dirty = if is_record { len as usize } else { HEADER };
-            // SAFETY: the consumer owns `off .. off + len` until it publishes
-            // a head past it, and nothing borrows it any more.
-            unsafe { s.storage.zero(off, dirty) };
+            // Every header outside `head .. tail` is clear; the bytes are
+            // left as they are (no header is read from them).
+            s.storage.header(off).store(0, Ordering::Relaxed);
             self.head += len;
             if self.head - self.published >= s.capacity / 8 {
                 publish(s, self.head, &mut self.published);
@@ -91,8 +88,9 @@ impl Consumer {
 /// Lets producers reuse everything before `head`.
 fn publish(s: &Shared, head: u64, published: &mut u64) {
     if *published != head {
-        // Release: the consumer's zeroing of the consumed bytes happens-before
-        // any producer that Acquire-loads this head writes to them.
+        // Release: the consumer's reads of the consumed bytes and its clearing
+        // of their headers happen-before any producer that Acquire-loads this
+        // head writes to them.
         s.head.0.store(head, Ordering::Release);
         *published = head;
     }

@@ -47,11 +47,11 @@ fn two_producers_one_consumer() {
 }
 
 /// A producer reusing space the consumer just freed (wrap-around with
-/// padding) never races with the consumer's reads or zeroing.
+/// padding) never races with the consumer's reads or its clearing of headers.
 #[test]
 fn reuse_after_consume_is_ordered() {
     loom::model(|| {
-        // 64 bytes: one 40-byte record fits; the second must wait for the first to be consumed.
+        // 64 bytes: one record (one 64-byte unit) fits; the second must wait for the first to be consumed.
         let (w, mut r) = ring(64);
         assert!(push(&w, &rec(&[9; 8], 1)));
         let w2 = w.clone();

@@ -6,19 +6,27 @@
 //! shared tail with a compare-and-swap, copy their record into the claimed
 //! bytes, then publish it by storing its header with `Release`. The single
 //! consumer reads headers with `Acquire` at its head, hands the record to the
-//! writer *in place* (borrowed slices, no copy), zeroes the bytes it consumed,
-//! and publishes its head with `Release` so producers may reuse them.
+//! writer *in place* (borrowed slices, no copy), clears the header, and
+//! publishes its head with `Release` so producers may reuse the space.
+//!
+//! Unlike Agrona, the headers live in an array of their own, one word per
+//! 64-byte unit of the buffer, and records start on unit boundaries. The
+//! consumer then never writes to the bytes it reads: it clears one header
+//! word per record instead of zeroing the record. Zeroed lines would sit
+//! modified in the writer's cache, and every producer copy would first pull
+//! each line back across cores; read lines are only shared, and a producer
+//! takes them over without a transfer of their bytes. Stale bytes in the
+//! buffer are harmless because no header is ever read from it.
 //!
 //! Positions (`tail`, `head`) are byte counts that only grow; `pos & mask` is
-//! the offset in the buffer. Every record starts 8-byte aligned with one
-//! 8-byte header word:
+//! the offset in the buffer, and `offset / 64` its header's index:
 //!
 //! ```text
 //! header word: 0                          not yet committed (or free)
-//!              (len << 32) | KIND_RECORD  a record of `len` bytes, header included
+//!              (len << 32) | KIND_RECORD  a record of `len` bytes
 //!              (len << 32) | KIND_PAD     `len` bytes to skip (the end of the buffer)
-//! record:      header | time stamp u64 | ct lens u16,u16 | id len u8 | flags u8 | pad u16
-//!              | data lens u32,u32 | in ct | in data | out ct | out data | id | pad to 8
+//! record:      time stamp u64 | ct lens u16,u16 | id len u8 | flags u8 | pad u16
+//!              | data lens u32,u32 | in ct | in data | out ct | out data | id | pad to 64
 //! ```
 //!
 //! A record never wraps: when it does not fit before the end of the buffer,
@@ -75,18 +83,15 @@ impl RecordParts<'_> {
 const WARM_WINDOW: u64 = 256 * 1024;
 const KIND_RECORD: u64 = 1;
 const KIND_PAD: u64 = 2;
-const HEADER: usize = 8;
-/// Fixed fields after the header: time, two content-type lengths, id length,
+/// The unit records start on, with one header word each: a cache line.
+const UNIT: u64 = 64;
+/// A record's fixed fields: time, two content-type lengths, id length,
 /// flags, two data lengths.
 const FIXED: usize = 24;
 
-fn align8(n: u64) -> u64 {
-    (n + 7) & !7
-}
-
 /// Bytes a record of `payload` bytes occupies in the ring.
 pub(crate) fn footprint(payload: u64) -> u64 {
-    align8(HEADER as u64 + FIXED as u64 + payload)
+    (FIXED as u64 + payload).next_multiple_of(UNIT)
 }
 
 /// Pads a hot atomic to its own cache line, so the producers' tail and the
@@ -105,7 +110,7 @@ struct Shared {
     warm: u64,
     /// Next position to claim; in range `head ..= head + capacity`.
     tail: Padded<AtomicU64>,
-    /// Every byte before this position is consumed and zeroed.
+    /// Every byte before this position is consumed, and its headers cleared.
     head: Padded<AtomicU64>,
     /// Set when no producer will push again.
     closed: AtomicBool,

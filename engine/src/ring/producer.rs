@@ -31,8 +31,9 @@ impl Producer {
         let (pad, start) = loop {
             let to_end = s.capacity - (tail & mask);
             let pad = if need > to_end { to_end } else { 0 };
-            // Acquire: the consumer zeroed everything before `head` before it
-            // published it, and those bytes are what we are about to reuse.
+            // Acquire: the consumer read everything before `head` and cleared
+            // its headers before it published it, and those bytes are what we
+            // are about to reuse.
             let head = s.head.0.load(Ordering::Acquire);
             if head > tail {
                 // Our `tail` is stale: others claimed and the consumer freed
@@ -70,7 +71,8 @@ impl Producer {
         let off = (start & mask) as usize;
         // SAFETY: the CAS above gave this producer `start .. start + need`
         // exclusively, the bytes lie within the buffer (a record never wraps),
-        // and the consumer zeroed them before publishing `head` (Acquire above).
+        // and the consumer was done with them before publishing `head`
+        // (Acquire above).
         unsafe { s.storage.write_record(off, rec) };
         // Release: the record's bytes are visible to whoever sees the header.
         s.storage

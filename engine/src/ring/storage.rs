@@ -1,20 +1,24 @@
-//! Storage: the buffer. In production one allocation of `AtomicU64` words whose
-//! bytes are also written and read directly; under loom, atomics for header
-//! words and loom-tracked cells for bytes, so loom checks the data accesses too.
+//! Storage: the buffer and its header words (one per 64-byte unit). In
+//! production the buffer is one allocation of `AtomicU64` words whose bytes
+//! are written and read directly; under loom, loom-tracked cells for bytes,
+//! so loom checks the data accesses too.
 
 #[cfg(capline_loom)]
-use loom::sync::atomic::{AtomicU64, Ordering};
+use loom::sync::atomic::AtomicU64;
 #[cfg(not(capline_loom))]
 use std::sync::atomic::AtomicU64;
 
 use super::codec::{decode, fixed_fields, pieces};
-use super::{HEADER, RecordParts};
+use super::{RecordParts, UNIT};
 
 #[cfg(not(capline_loom))]
 pub(super) struct Storage {
     /// `capacity / 8` words. `AtomicU64` is an `UnsafeCell`, so writing its
     /// bytes through a pointer derived from a shared reference is allowed.
+    /// Zeroed once here, so every page is resident before the first record.
     words: Box<[AtomicU64]>,
+    /// `capacity / 64` header words, one per unit.
+    headers: Box<[AtomicU64]>,
 }
 
 #[cfg(not(capline_loom))]
@@ -33,11 +37,15 @@ impl Storage {
             words: std::iter::repeat_with(|| AtomicU64::new(0))
                 .take(capacity / 8)
                 .collect(),
+            headers: std::iter::repeat_with(|| AtomicU64::new(0))
+                .take(capacity / UNIT as usize)
+                .collect(),
         }
     }
 
+    /// The header of the unit at byte offset `off`.
     pub(super) fn header(&self, off: usize) -> &AtomicU64 {
-        &self.words[off / 8]
+        &self.headers[off / UNIT as usize]
     }
 
     pub(super) fn bytes(&self) -> *mut u8 {
@@ -48,7 +56,7 @@ impl Storage {
     /// The caller has exclusive use of `off .. off + footprint(rec)`, which lies in the buffer.
     pub(super) unsafe fn write_record(&self, off: usize, rec: &RecordParts) {
         let fixed = fixed_fields(rec);
-        let mut at = off + HEADER;
+        let mut at = off;
         for piece in std::iter::once(&fixed[..]).chain(pieces(rec)) {
             // SAFETY: in bounds and exclusively ours (the caller's contract);
             // `piece` is caller memory, so the ranges do not overlap.
@@ -69,16 +77,8 @@ impl Storage {
     ) {
         // SAFETY: in bounds, and not written by anyone while the slice lives
         // (the caller's contract); the slice does not outlive this call.
-        let body =
-            unsafe { std::slice::from_raw_parts(self.bytes().add(off + HEADER), len - HEADER) };
+        let body = unsafe { std::slice::from_raw_parts(self.bytes().add(off), len) };
         f(decode(body));
-    }
-
-    /// # Safety
-    /// The caller has exclusive use of `off .. off + len`, which lies in the buffer.
-    pub(super) unsafe fn zero(&self, off: usize, len: usize) {
-        // SAFETY: in bounds and exclusively ours (the caller's contract).
-        unsafe { std::ptr::write_bytes(self.bytes().add(off), 0, len) };
     }
 }
 
@@ -89,8 +89,8 @@ pub(super) struct Storage {
     bytes: Box<[loom::cell::UnsafeCell<u8>]>,
 }
 
-// SAFETY: the ring protocol gives each byte one writer at a time (a claiming
-// producer, or the consumer while zeroing) and orders it before every reader;
+// SAFETY: the ring protocol gives each byte one writer at a time (the
+// claiming producer) and orders it before every reader;
 // under loom, every access goes through `with`/`with_mut`, so loom checks that claim.
 #[cfg(capline_loom)]
 unsafe impl Sync for Storage {}
@@ -99,7 +99,9 @@ unsafe impl Sync for Storage {}
 impl Storage {
     pub(super) fn new(capacity: usize) -> Self {
         Storage {
-            words: (0..capacity / 8).map(|_| AtomicU64::new(0)).collect(),
+            words: (0..capacity / UNIT as usize)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             bytes: (0..capacity)
                 .map(|_| loom::cell::UnsafeCell::new(0))
                 .collect(),
@@ -107,12 +109,12 @@ impl Storage {
     }
 
     pub(super) fn header(&self, off: usize) -> &AtomicU64 {
-        &self.words[off / 8]
+        &self.words[off / UNIT as usize]
     }
 
     pub(super) unsafe fn write_record(&self, off: usize, rec: &RecordParts) {
         let fixed = fixed_fields(rec);
-        let mut at = off + HEADER;
+        let mut at = off;
         for piece in std::iter::once(&fixed[..]).chain(pieces(rec)) {
             for &b in piece {
                 // SAFETY: loom checks that no other access races with this one.
@@ -128,20 +130,10 @@ impl Storage {
         len: usize,
         f: impl FnOnce(RecordParts<'_>),
     ) {
-        let body: Vec<u8> = (off + HEADER..off + len)
+        let body: Vec<u8> = (off..off + len)
             // SAFETY: loom checks that no other access races with this one.
             .map(|i| self.bytes[i].with(|p| unsafe { *p }))
             .collect();
         f(decode(&body));
-    }
-
-    pub(super) unsafe fn zero(&self, off: usize, len: usize) {
-        for i in off..off + len {
-            // SAFETY: loom checks that no other access races with this one.
-            self.bytes[i].with_mut(|p| unsafe { *p = 0 });
-        }
-        for w in off / 8..(off + len) / 8 {
-            self.words[w].store(0, Ordering::Relaxed);
-        }
     }
 }
