@@ -53,6 +53,32 @@ struct Figures {
     refused: u64,
     /// capline: CPU time of the writer thread over the run, in nanoseconds.
     writer_cpu_ns: Option<u64>,
+    /// Minor page faults taken by the capturing thread during the run.
+    faults: u64,
+    /// Times the capturing thread was preempted during the run.
+    preempted: u64,
+}
+
+/// Minor page faults so far of the calling thread (`/proc/thread-self/stat`,
+/// field 10).
+fn my_minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    // Fields after the command (which may hold spaces) start after ") ".
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split_whitespace().nth(7))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Times the calling thread was preempted so far
+/// (`nonvoluntary_ctxt_switches` in `/proc/thread-self/status`).
+fn my_preemptions() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// CPU time so far of this process's threads named `name`, in nanoseconds
@@ -165,7 +191,15 @@ fn capline_run_with(
     timer: &Timer,
 ) -> Figures {
     let engine = Engine::start(config(dir, io, extra)).expect("start");
-    let cpu_before = thread_cpu_ns("capline-writer");
+    // The writer names itself once it runs: wait for it (at most 1 s).
+    let mut cpu_before = None;
+    for _ in 0..1000 {
+        cpu_before = thread_cpu_ns("capline-writer");
+        if cpu_before.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let cap = Capture {
         request: Payload::new(s.request_type, &s.request),
         response: Payload::new(s.response_type, &s.response),
@@ -174,6 +208,8 @@ fn capline_run_with(
     };
     let mut h = Histogram::<u64>::new(3).expect("histogram");
     let mut refused = 0u64;
+    let faults_before = my_minor_faults();
+    let preempted_before = my_preemptions();
     let start = Instant::now();
     for _ in 0..n {
         loop {
@@ -196,6 +232,8 @@ fn capline_run_with(
             }
         }
     }
+    let faults = my_minor_faults() - faults_before;
+    let preempted = my_preemptions() - preempted_before;
     engine.flush(Duration::from_secs(600)).expect("flush");
     let secs = start.elapsed().as_secs_f64();
     let writer_cpu_ns = thread_cpu_ns("capline-writer")
@@ -211,6 +249,8 @@ fn capline_run_with(
         p999: h.value_at_quantile(0.999),
         refused,
         writer_cpu_ns,
+        faults,
+        preempted,
     }
 }
 
@@ -546,9 +586,14 @@ fn main() {
             );
         }
         println!(
-            "  capline uring / memcpy: p50 {:.2}x, p99.9 {:.2}x",
+            "  capline uring / memcpy: p50 {:.2}x, p99.9 {:.2}x; the capturing thread's page faults: uring {}, pwrite {}; preemptions: uring {}, pwrite {} (p99.9 is the {}th slowest call)",
             uring.p50 as f64 / copy.p50.max(1) as f64,
-            uring.p999 as f64 / copy.p999.max(1) as f64
+            uring.p999 as f64 / copy.p999.max(1) as f64,
+            uring.faults,
+            pwrite.faults,
+            uring.preempted,
+            pwrite.preempted,
+            n / 1000
         );
     }
 }

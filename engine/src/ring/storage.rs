@@ -15,7 +15,7 @@ use super::{RecordParts, UNIT};
 pub(super) struct Storage {
     /// `capacity / 8` words. `AtomicU64` is an `UnsafeCell`, so writing its
     /// bytes through a pointer derived from a shared reference is allowed.
-    /// Zeroed once here, so every page is resident before the first record.
+    /// Every page is made resident here, before the first record.
     words: Box<[AtomicU64]>,
     /// `capacity / 64` header words, one per unit.
     headers: Box<[AtomicU64]>,
@@ -33,13 +33,21 @@ impl std::fmt::Debug for Storage {
 #[cfg(not(capline_loom))]
 impl Storage {
     pub(super) fn new(capacity: usize) -> Self {
+        let zeroed = |n: usize| -> Box<[AtomicU64]> {
+            let words: Box<[AtomicU64]> = std::iter::repeat_with(|| AtomicU64::new(0))
+                .take(n)
+                .collect();
+            // The allocator hands out zeroed pages lazily; touch one word per
+            // 4 KiB page now, so no capture() ever waits for the kernel to
+            // fault a page in (a fault costs microseconds, more in a VM).
+            for w in words.iter().step_by(4096 / 8) {
+                w.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            words
+        };
         Storage {
-            words: std::iter::repeat_with(|| AtomicU64::new(0))
-                .take(capacity / 8)
-                .collect(),
-            headers: std::iter::repeat_with(|| AtomicU64::new(0))
-                .take(capacity / UNIT as usize)
-                .collect(),
+            words: zeroed(capacity / 8),
+            headers: zeroed(capacity / UNIT as usize),
         }
     }
 
