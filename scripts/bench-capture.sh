@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/capline/target}
 rm -rf "$CARGO_TARGET_DIR/criterion/capture_"*
-cargo bench --locked -p capline-benches --bench capture -- "$@" 2>&1 | grep -E "^(error|warning)" -A5 >&2 || true
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+cargo bench --locked -p capline-benches --bench capture -- "$@" >"$LOG" 2>&1 || { tail -40 "$LOG"; exit 1; }
 python3 - "$CARGO_TARGET_DIR/criterion" "$(git rev-parse --short HEAD)" <<'PY'
 import json, os, sys
 root, commit = sys.argv[1], sys.argv[2]

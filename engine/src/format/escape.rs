@@ -1,5 +1,6 @@
 //! The JSON string escaper lines are written with: eight bytes at a time
-//! (SWAR), or 32 with AVX2 where the CPU has it, straight into reserved room.
+//! (SWAR), or 32 with AVX2 where the CPU has it (dense escapes written with
+//! table-driven shuffles), straight into reserved room.
 
 use std::mem::MaybeUninit;
 
@@ -157,26 +158,73 @@ fn put_escaped(room: &mut [MaybeUninit<u8>], w: usize, b: u8) -> usize {
     }
 }
 
+/// Bytes whose escape is two bytes: `\\` then this letter (0: none).
+static SHORT: [u8; 16] = {
+    let mut t = [0u8; 16];
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t
+};
+
+/// For each 8-bit mask of bytes to escape among eight, the `pshufb` control
+/// that spreads the eight bytes over sixteen with a zero slot before each
+/// escaped one; `SPREAD_SLASH` puts the backslash in those slots.
+static SPREAD: [[u8; 16]; 256] = spread_tables().0;
+/// See [`SPREAD`].
+static SPREAD_SLASH: [[u8; 16]; 256] = spread_tables().1;
+
+const fn spread_tables() -> ([[u8; 16]; 256], [[u8; 16]; 256]) {
+    let mut shuffle = [[0x80u8; 16]; 256];
+    let mut slash = [[0u8; 16]; 256];
+    let mut m = 0;
+    while m < 256 {
+        let mut j = 0;
+        let mut b = 0;
+        while b < 8 {
+            if m & (1 << b) != 0 {
+                slash[m][j] = b'\\';
+                j += 1;
+            }
+            shuffle[m][j] = b as u8;
+            j += 1;
+            b += 1;
+        }
+        m += 1;
+    }
+    (shuffle, slash)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    //! The same escaper, 32 bytes at a time: three compares find `"`, `\\` and
-    //! bytes below 0x20; a clean block is stored whole; otherwise the whole
-    //! block is stored, the output advanced to the first byte to escape, and
-    //! that byte written escaped (the bytes after it are rewritten next step).
+    //! The same escaper, 32 bytes at a time. Three compares find `"`, `\\`
+    //! and bytes below 0x20. A clean block is stored whole. A block whose
+    //! escapes are all two-byte ones (`\"`, `\\`, `\n`, `\t`, ...; the
+    //! common case, however dense) is written eight bytes at a time with one
+    //! table-driven shuffle each: the letters substituted in one step, then
+    //! each group of eight spread over sixteen with a backslash before every
+    //! escaped byte. Only a block with a `\u00XX` control goes byte by byte.
 
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    use super::put_escaped;
+    use super::{SHORT, SPREAD, SPREAD_SLASH, put_escaped};
 
     /// # Safety
     /// The CPU must support AVX2, and `room` must hold at least `6 * s.len()` bytes.
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,popcnt")]
     pub(super) unsafe fn escape_part(room: &mut [MaybeUninit<u8>], s: &[u8]) -> usize {
         assert!(room.len() >= s.len() * 6);
         let quote = _mm256_set1_epi8(b'"' as i8);
         let backslash = _mm256_set1_epi8(b'\\' as i8);
         let ctrl_max = _mm256_set1_epi8(0x1f);
+        let nibble_max = _mm256_set1_epi8(0x0f);
+        // SAFETY: SHORT is 16 bytes; the load reads exactly those.
+        let short = unsafe { _mm_loadu_si128(SHORT.as_ptr().cast()) };
+        let short = _mm256_broadcastsi128_si256(short);
+        let zero = _mm256_setzero_si256();
         let (mut w, mut i) = (0usize, 0usize);
         while i + 32 <= s.len() {
             // SAFETY: `i + 32 <= s.len()`, so the 32-byte load is in bounds.
@@ -188,19 +236,61 @@ mod avx2 {
                 ctrl,
             );
             let mask = _mm256_movemask_epi8(hits) as u32;
-            // SAFETY: `w <= 6 * i` (each input byte makes at most 6 output
-            // bytes) and `i + 32 <= s.len()`, so `w + 32 <= 6 * s.len() <= room.len()`.
-            unsafe { _mm256_storeu_si256(room.as_mut_ptr().add(w).cast(), v) };
+            // Bounds of every store below: at the block's start `w <= 6 * i`
+            // (no input byte makes more than 6 output bytes) and
+            // `i + 32 <= s.len()`. A 32-byte store at `w` ends by
+            // `6 * i + 32`; the four groups' 16-byte stores start at most 16
+            // apart and end by `w + 64`: both within `6 * (i + 32) <= room.len()`.
             if mask == 0 {
+                // SAFETY: see the bounds above.
+                unsafe { _mm256_storeu_si256(room.as_mut_ptr().add(w).cast(), v) };
                 w += 32;
                 i += 32;
-            } else {
+                continue;
+            }
+            // The letter of each short control (0 for the others; the
+            // lookup uses the low nibble, so only bytes below 0x10 count).
+            let letter = _mm256_shuffle_epi8(short, v);
+            let below_16 = _mm256_cmpeq_epi8(_mm256_min_epu8(v, nibble_max), v);
+            let short_ctrl = _mm256_andnot_si256(_mm256_cmpeq_epi8(letter, zero), below_16);
+            let long = _mm256_movemask_epi8(_mm256_andnot_si256(short_ctrl, ctrl)) as u32;
+            if long != 0 {
+                // A control that needs `\u00XX`: this block goes the old
+                // way, up to and including that byte.
+                // SAFETY: see the bounds above.
+                unsafe { _mm256_storeu_si256(room.as_mut_ptr().add(w).cast(), v) };
                 let clean = mask.trailing_zeros() as usize;
                 w += clean;
                 i += clean;
                 w = put_escaped(room, w, s[i]);
                 i += 1;
+                continue;
             }
+            // Letters in place of the short controls; `"` and `\\` stay.
+            let t = _mm256_blendv_epi8(v, letter, short_ctrl);
+            let halves = [_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t)];
+            for (h, half) in halves.into_iter().enumerate() {
+                for g in 0..2 {
+                    let group = if g == 0 {
+                        half
+                    } else {
+                        _mm_srli_si128::<8>(half)
+                    };
+                    let m = ((mask >> (16 * h + 8 * g)) & 0xff) as usize;
+                    // SAFETY: the tables are 16 bytes per entry and `m < 256`.
+                    let (spread, slash) = unsafe {
+                        (
+                            _mm_loadu_si128(SPREAD[m].as_ptr().cast()),
+                            _mm_loadu_si128(SPREAD_SLASH[m].as_ptr().cast()),
+                        )
+                    };
+                    let out = _mm_or_si128(_mm_shuffle_epi8(group, spread), slash);
+                    // SAFETY: see the bounds above.
+                    unsafe { _mm_storeu_si128(room.as_mut_ptr().add(w).cast(), out) };
+                    w += 8 + m.count_ones() as usize;
+                }
+            }
+            i += 32;
         }
         for &b in &s[i..] {
             w = put_escaped(room, w, b);
