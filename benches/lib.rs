@@ -283,3 +283,42 @@ pub fn cpu_model() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     format!("{name}, {cpus} CPUs")
 }
+
+/// Serves HTTP/1 on `127.0.0.1:port` with `answer` for every request, on a
+/// one-thread runtime, forever: the stand-in models of the endpoint and
+/// streaming benches.
+pub fn serve_forever<F, Fut, B>(port: u16, answer: F)
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = Result<hyper::Response<B>, std::convert::Infallible>>
+        + Send
+        + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind");
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(stream),
+                        hyper::service::service_fn(answer),
+                    )
+                    .await;
+            });
+        }
+    });
+}

@@ -116,30 +116,6 @@ async fn answer(req: Request<hyper::body::Incoming>) -> Result<Response<AnyBody>
     Ok(r)
 }
 
-fn model(port: u16) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind");
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(answer))
-                    .await;
-            });
-        }
-    });
-}
-
 /// One scenario's load.
 #[derive(Clone, Copy)]
 struct Load {
@@ -395,10 +371,11 @@ fn client(args: &[String]) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("model") => model(
+        Some("model") => capline_benches::serve_forever(
             args.get(1)
                 .and_then(|p| p.parse().ok())
                 .expect("usage: stream model PORT"),
+            answer,
         ),
         Some("client") => client(&args[1..]),
         _ => {

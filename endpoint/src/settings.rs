@@ -376,22 +376,32 @@ fn key_name(k: &str) -> String {
 /// At most this many passthrough routes, and as many bearer tokens.
 const MAX_LIST: usize = 64;
 
+/// An optional array of at most [`MAX_LIST`] items (none when absent).
+fn short_list<'v, 'a>(
+    v: Option<&'v Value<'a>>,
+    field: &str,
+    items: &str,
+) -> Result<&'v [Value<'a>], SettingsError> {
+    match v {
+        None => Ok(&[]),
+        Some(v) => v
+            .as_array()
+            .filter(|a| a.len() <= MAX_LIST)
+            .map(Vec::as_slice)
+            .ok_or_else(|| {
+                bad(
+                    field,
+                    format!("must be an array of at most {MAX_LIST} {items}"),
+                )
+            }),
+    }
+}
+
 /// `PassthroughRoutes`: distinct absolute paths of at most 256 characters
 /// (letters, digits and `/._~-:@+,`; no empty, `.` or `..` segment), none of
 /// them one of the runtime API's (`/ping`, `/invocations`, `/endpoints/...`).
 fn passthrough_routes(v: Option<&Value>) -> Result<Vec<String>, SettingsError> {
-    let Some(v) = v else {
-        return Ok(Vec::new());
-    };
-    let list = v
-        .as_array()
-        .filter(|a| a.len() <= MAX_LIST)
-        .ok_or_else(|| {
-            bad(
-                "PassthroughRoutes",
-                format!("must be an array of at most {MAX_LIST} paths"),
-            )
-        })?;
+    let list = short_list(v, "PassthroughRoutes", "paths")?;
     let mut out: Vec<String> = Vec::new();
     for (i, p) in list.iter().enumerate() {
         let field = format!("PassthroughRoutes[{i}]");
@@ -424,18 +434,7 @@ fn passthrough_routes(v: Option<&Value>) -> Result<Vec<String>, SettingsError> {
 /// `BearerTokens`: at most 64 distinct tokens of 16 to 1024 visible ASCII
 /// characters.
 fn bearer_tokens(v: Option<&Value>) -> Result<Vec<String>, SettingsError> {
-    let Some(v) = v else {
-        return Ok(Vec::new());
-    };
-    let list = v
-        .as_array()
-        .filter(|a| a.len() <= MAX_LIST)
-        .ok_or_else(|| {
-            bad(
-                "BearerTokens",
-                format!("must be an array of at most {MAX_LIST} tokens"),
-            )
-        })?;
+    let list = short_list(v, "BearerTokens", "tokens")?;
     let mut out: Vec<String> = Vec::new();
     for (i, t) in list.iter().enumerate() {
         let t = t
