@@ -466,27 +466,19 @@ async fn invoke(
         Err(refused) => return refused,
     };
     let variant = &state.variants[i];
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let content_type = header(CONTENT_TYPE.as_str()).unwrap_or("application/octet-stream");
-    let inference_id = header(INFERENCE_ID);
-    // The request to the model: the body and the headers the container
-    // contract passes on.
-    let mut up = Request::post(hyper::Uri::from_static("/invocations"))
-        .header(HOST, variant.authority.clone())
-        .header(CONTENT_TYPE, content_type);
-    for name in [ACCEPT.as_str(), CUSTOM_ATTRIBUTES, INFERENCE_ID] {
-        if let Some(v) = parts.headers.get(name) {
-            up = up.header(name, v.clone());
-        }
-    }
-    let Ok(up) = up.body(Full::new(body.clone())) else {
+    let in_type = content_type(&parts.headers);
+    let inference_id = parts
+        .headers
+        .get(INFERENCE_ID)
+        .and_then(|v| v.to_str().ok());
+    let Ok(up) = to_container(variant, &parts.headers, ACCEPT.as_str(), &body) else {
         return invalid(state, "invalid request headers");
     };
     // Checked, signed and valid: copies go to the shadows, off this path.
-    crate::shadow::mirror(state, &parts.headers, content_type, &body);
+    crate::shadow::mirror(state, &parts.headers, in_type, &body);
     let started = Instant::now();
     let input = Input {
-        content_type,
+        content_type: in_type,
         body: &body,
         inference_id,
     };
@@ -495,6 +487,38 @@ async fn invoke(
         .metrics
         .record(response.status().as_u16(), started.elapsed());
     response
+}
+
+/// A message's Content-Type, `application/octet-stream` when it has none
+/// (or one that is not text).
+fn content_type(headers: &hyper::HeaderMap) -> &str {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+}
+
+/// The container contract's `POST /invocations` to `variant`'s model: the
+/// body, its Content-Type, and the headers the contract passes on (Accept
+/// taken from the client's `accept` header, custom attributes, inference id).
+fn to_container(
+    variant: &crate::state::Variant,
+    headers: &hyper::HeaderMap,
+    accept: &str,
+    body: &Bytes,
+) -> hyper::http::Result<Request<Full<Bytes>>> {
+    let mut up = Request::post(hyper::Uri::from_static("/invocations"))
+        .header(HOST, variant.authority.clone())
+        .header(CONTENT_TYPE, content_type(headers));
+    if let Some(v) = headers.get(accept) {
+        up = up.header(ACCEPT, v.clone());
+    }
+    for name in [CUSTOM_ATTRIBUTES, INFERENCE_ID] {
+        if let Some(v) = headers.get(name) {
+            up = up.header(name, v.clone());
+        }
+    }
+    up.body(Full::new(body.clone()))
 }
 
 /// What is captured of the request.
@@ -526,12 +550,7 @@ async fn forward(
         Ok(Ok(r)) => r,
     };
     let status = answer.status;
-    let out_type = answer
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/octet-stream")
-        .to_string();
+    let out_type = content_type(&answer.headers).to_string();
     let out_custom = answer.headers.get(CUSTOM_ATTRIBUTES).cloned();
     if !status.is_success() {
         // Failures are not captured as successes: not captured at all.
@@ -579,20 +598,8 @@ async fn invoke_stream(
     };
     let variant = &state.variants[i];
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let content_type = header(CONTENT_TYPE.as_str()).unwrap_or("application/octet-stream");
-    let mut up = Request::post(hyper::Uri::from_static("/invocations"))
-        .header(HOST, variant.authority.clone())
-        .header(CONTENT_TYPE, content_type);
     // The streaming API carries Accept as X-Amzn-SageMaker-Accept.
-    if let Some(v) = parts.headers.get("x-amzn-sagemaker-accept") {
-        up = up.header(ACCEPT, v.clone());
-    }
-    for name in [CUSTOM_ATTRIBUTES, INFERENCE_ID] {
-        if let Some(v) = parts.headers.get(name) {
-            up = up.header(name, v.clone());
-        }
-    }
-    let Ok(up) = up.body(Full::new(body.clone())) else {
+    let Ok(up) = to_container(variant, &parts.headers, "x-amzn-sagemaker-accept", &body) else {
         return invalid(state, "invalid request headers").map(boxed);
     };
     let (answer, sender) = match open(state, i, pinned, up).await {
@@ -617,14 +624,9 @@ async fn invoke_stream(
         )
         .map(boxed);
     }
-    let out_type = head
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/octet-stream")
-        .to_string();
+    let out_type = content_type(&head.headers).to_string();
     let record = Record {
-        content_type: content_type.to_string(),
+        content_type: content_type(&parts.headers).to_string(),
         body,
         inference_id: header(INFERENCE_ID).map(str::to_string),
         out_type: out_type.clone(),
@@ -750,19 +752,15 @@ async fn passthrough(
         }
     };
     let (head, incoming) = answer.into_parts();
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let record = head.status.is_success().then(|| Record {
-        content_type: header(CONTENT_TYPE.as_str())
-            .unwrap_or("application/octet-stream")
-            .to_string(),
+        content_type: content_type(&parts.headers).to_string(),
         body,
-        inference_id: header(INFERENCE_ID).map(str::to_string),
-        out_type: head
+        inference_id: parts
             .headers
-            .get(CONTENT_TYPE)
+            .get(INFERENCE_ID)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/octet-stream")
-            .to_string(),
+            .map(str::to_string),
+        out_type: content_type(&head.headers).to_string(),
     });
     let frames = crate::stream::relay(
         Arc::clone(state),
