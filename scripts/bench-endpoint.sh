@@ -7,7 +7,7 @@
 # - latency at a fixed request rate below saturation (oha -q, latency
 #   corrected, 16 connections): p50/p99/p99.9 and what each proxy adds.
 # Every figure is the median of REPS interleaved runs.
-# Usage: scripts/bench-endpoint.sh [SECONDS] [REPS] [RATE]
+# Usage: [SIZES="1024 65536"] scripts/bench-endpoint.sh [SECONDS] [REPS] [RATE]
 #   (installs wrk and nginx with apt, oha with cargo, when missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,7 +94,7 @@ echo "fast model: hyper, one worker, answers 0.5; nginx 1.22 (one worker, keep-a
 echo "throughput: wrk -t1 -c16 -d${SECS}s; latency: oha -q $RATE -c16 -z${SECS}s --latency-correction -w; medians of $REPS runs"
 printf '%-6s %-5s | %-27s | %-22s | %-33s | %-33s | %s\n' body samp \
   "rps: direct nginx capline" "capline/direct /nginx" "p50/p99/p99.9 us: direct" "nginx (added vs direct)" "capline (added vs direct)"
-for bytes in 1024 65536; do
+for bytes in ${SIZES:-1024 65536}; do
   body="$WORK/body-$bytes"
   row="0.25,17,3.5,1,0,0,1,42.0,"
   python3 -c "import sys; r = sys.argv[1]; n = int(sys.argv[2]); sys.stdout.write((r * (n // len(r) + 1))[:n])" "$row" "$bytes" >"$body"

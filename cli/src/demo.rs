@@ -198,7 +198,11 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         (None, None) => PathBuf::from("capline-demo-spool"),
     };
     let spool = std::path::absolute(&spool)?;
-    let rt = capline_endpoint::runtime()?;
+    // The demo's stand-in model and its client; the endpoint has threads of its own.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let model_listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let model_addr = model_listener.local_addr()?;
     rt.spawn(capline_endpoint::http::serve(
@@ -258,7 +262,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         files_under(d, &mut before);
     }
 
-    let endpoint = capline_endpoint::start(&rt, settings)?;
+    let endpoint = capline_endpoint::start(settings)?;
     println!("EndpointName = {}", config.endpoint_name);
     println!("DestinationS3Uri = {destination}");
     println!(
@@ -322,9 +326,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         args.rows - failed
     );
     drop(client);
+    rt.shutdown_timeout(Duration::from_secs(1));
 
     let (_, stats) = endpoint
-        .stop(rt)?
+        .stop()?
         .into_iter()
         .next()
         .ok_or("the demo endpoint has no variant")?;

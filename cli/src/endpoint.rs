@@ -33,8 +33,7 @@ async fn stop_signal() {
 pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let settings =
         Settings::from_path(&args.config).map_err(|e| format!("{}: {e}", args.config.display()))?;
-    let rt = capline_endpoint::runtime()?;
-    let running = capline_endpoint::start(&rt, settings)?;
+    let running = capline_endpoint::start(settings)?;
     // Printing must not fail the server (stdout may be a closed pipe).
     use std::io::Write;
     let mut out = std::io::stdout();
@@ -62,8 +61,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         running.admin_addr
     );
     let _ = out.flush();
-    rt.block_on(stop_signal());
-    for (name, stats) in running.stop(rt)? {
+    // The signals are waited for here; the endpoint serves on threads of its own.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(stop_signal());
+    for (name, stats) in running.stop()? {
         let _ = writeln!(
             out,
             "variant {name}: kept {}, written {}, delivered {} segment(s), pending {}",

@@ -106,11 +106,25 @@ where
     let declared = body.size_hint().exact().map(|n| n as usize);
     let read = async {
         let mut body = body;
-        let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+        // A body that comes in one frame (the usual case: it fits the
+        // connection's read buffer) is passed on as it is, without a copy.
+        let mut first: Option<Bytes> = None;
+        let mut buf: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
             let Ok(data) = frame?.into_data() else {
                 continue; // trailers
             };
+            if data.len() > limit {
+                return Err(BodyError::TooLarge(limit));
+            }
+            if buf.is_empty() && first.is_none() {
+                first = Some(data);
+                continue;
+            }
+            if let Some(f) = first.take() {
+                buf.reserve_exact(declared.unwrap_or(0).min(limit).max(f.len()));
+                buf.extend_from_slice(&f);
+            }
             let need = buf.len() + data.len();
             if need > limit {
                 return Err(BodyError::TooLarge(limit));
@@ -122,7 +136,7 @@ where
             }
             buf.extend_from_slice(&data);
         }
-        Ok(Bytes::from(buf))
+        Ok(first.unwrap_or_else(|| Bytes::from(buf)))
     };
     tokio::time::timeout(timeout, read)
         .await
@@ -266,6 +280,26 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Guarded<B> {
     }
 }
 
+/// A listener on `addr` with a backlog of 1024, registered with the
+/// current runtime. With `reuse_port`, `SO_REUSEPORT` is set so that
+/// several threads can each listen on the same address (Linux lets only
+/// the same user share it).
+pub fn listen(
+    addr: std::net::SocketAddr,
+    reuse_port: bool,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// Failed accepts: a pause that doubles up to a second, and one log line
 /// per 10 s at most.
 #[derive(Debug)]
@@ -323,6 +357,26 @@ pub async fn serve<C, S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    serve_shared(listener, limits, slots, connection, stop).await;
+}
+
+/// [`serve`], with the connection slots shared with other accept loops
+/// (one per thread on `SO_REUSEPORT` listeners of one address):
+/// `limits.max_connections` is then `slots`' size, for all of them.
+pub async fn serve_shared<C, S, B>(
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    slots: Arc<tokio::sync::Semaphore>,
+    connection: C,
+    stop: impl Future<Output = ()>,
+) where
+    C: Fn() -> S,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut errors = AcceptErrors::new();

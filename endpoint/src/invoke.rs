@@ -143,11 +143,20 @@ pub(crate) async fn handle(
     pinned: Arc<Pinned>,
     req: Request<Incoming>,
 ) -> Result<Response<AnyBody>, hyper::Error> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let inference_id = req.headers().get(INFERENCE_ID).cloned();
-    let path = req.uri().path().to_string();
-    let response: Response<AnyBody> = match route(&state, req.method(), &path) {
+    // The access log: one event per request, off unless CAPLINE_LOG enables
+    // the `capline::access` target (the bodies are never logged). What it
+    // needs of the request is kept only when it is on.
+    let log = tracing::enabled!(target: "capline::access", tracing::Level::INFO).then(|| {
+        (
+            Instant::now(),
+            req.method().clone(),
+            req.uri().path().to_string(),
+            req.headers().get(INFERENCE_ID).cloned(),
+        )
+    });
+    // A second handle on the path's bytes (no copy): the request goes on.
+    let uri = req.uri().clone();
+    let response: Response<AnyBody> = match route(&state, req.method(), uri.path()) {
         Route::Ping => ping(&state).await.map(boxed),
         Route::Sidecar => invoke(&state, &pinned, req, Entry::Sidecar)
             .await
@@ -164,30 +173,30 @@ pub(crate) async fn handle(
         )
         .map(boxed),
     };
-    // The access log: one event per request (off unless CAPLINE_LOG enables
-    // the `capline::access` target; the bodies are never logged).
-    tracing::info!(
-        target: "capline::access",
-        method = %method,
-        path = %path,
-        status = response.status().as_u16(),
-        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        variant = response
-            .headers()
-            .get(INVOKED_VARIANT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(""),
-        error = response
-            .headers()
-            .get(ERROR_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(""),
-        inference_id = inference_id
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(""),
-        "request"
-    );
+    if let Some((started, method, path, inference_id)) = log {
+        tracing::info!(
+            target: "capline::access",
+            method = %method,
+            path = %path,
+            status = response.status().as_u16(),
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            variant = response
+                .headers()
+                .get(INVOKED_VARIANT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+            error = response
+                .headers()
+                .get(ERROR_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+            inference_id = inference_id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+            "request"
+        );
+    }
     Ok(response)
 }
 
@@ -550,7 +559,16 @@ async fn forward(
         Ok(Ok(r)) => r,
     };
     let status = answer.status;
-    let out_type = content_type(&answer.headers).to_string();
+    // Shared with the answer's head, not copied.
+    let out_type_header = answer
+        .headers
+        .get(CONTENT_TYPE)
+        .filter(|v| v.to_str().is_ok())
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let out_type = out_type_header
+        .to_str()
+        .unwrap_or("application/octet-stream");
     let out_custom = answer.headers.get(CUSTOM_ATTRIBUTES).cloned();
     if !status.is_success() {
         // Failures are not captured as successes: not captured at all.
@@ -564,17 +582,16 @@ async fn forward(
     // Never blocks: sampled, copied into the ring, or dropped and counted.
     variant.engine.capture(&Capture {
         request: Payload::new(input.content_type, input.body),
-        response: Payload::new(&out_type, &out),
+        response: Payload::new(out_type, &out),
         inference_id: input.inference_id,
         time: None,
     });
 
     let mut r = Response::new(Full::new(out));
-    if let Ok(v) = HeaderValue::from_str(&out_type) {
-        r.headers_mut().insert(CONTENT_TYPE, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&variant.name) {
-        r.headers_mut().insert(INVOKED_VARIANT, v);
+    r.headers_mut()
+        .insert(CONTENT_TYPE, out_type_header.clone());
+    if let Some(v) = &variant.name_header {
+        r.headers_mut().insert(INVOKED_VARIANT, v.clone());
     }
     if let Some(c) = out_custom {
         r.headers_mut().insert(CUSTOM_ATTRIBUTES, c);
@@ -776,8 +793,8 @@ async fn passthrough(
             r.headers_mut().append(name, value.clone());
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&variant.name) {
-        r.headers_mut().insert(INVOKED_VARIANT, v);
+    if let Some(v) = &variant.name_header {
+        r.headers_mut().insert(INVOKED_VARIANT, v.clone());
     }
     r
 }

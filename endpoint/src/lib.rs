@@ -19,11 +19,10 @@
 //!
 //! ```no_run
 //! let settings = capline_endpoint::Settings::from_path("endpoint.json".as_ref())?;
-//! let rt = capline_endpoint::runtime()?;
-//! let running = capline_endpoint::start(&rt, settings)?;
+//! let running = capline_endpoint::start(settings)?;
 //! println!("listening on http://{}", running.addr);
 //! // ... until it is time to stop:
-//! for (variant, stats) in running.stop(rt)? {
+//! for (variant, stats) in running.stop()? {
 //!     println!("{variant}: {} written", stats.records_written);
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -71,6 +70,9 @@ pub enum StartError {
     /// A shadow variant's model address is not a URL.
     #[error("{0}")]
     Shadow(String),
+    /// The serving threads could not be started.
+    #[error("starting the HTTP threads: {0}")]
+    Threads(#[source] std::io::Error),
     /// A listener could not be bound.
     #[error("listen on {addr}: {source}")]
     Bind {
@@ -100,12 +102,14 @@ pub struct Running {
     /// The admin API listener.
     pub admin_addr: SocketAddr,
     state: Arc<State>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// Starts each variant's engine, binds both listeners and serves on `rt`.
-pub fn start(rt: &tokio::runtime::Runtime, settings: Settings) -> Result<Running, StartError> {
+/// Starts each variant's engine, binds both listeners and serves them on
+/// `HttpThreads` threads of their own, each an event loop with its own
+/// `SO_REUSEPORT` listener on `Listen` (the admin API on the first).
+pub fn start(settings: Settings) -> Result<Running, StartError> {
     let mut variants = Vec::new();
     for v in settings.variants {
         let max_record = v.config.engine.max_record_bytes;
@@ -131,6 +135,14 @@ pub fn start(rt: &tokio::runtime::Runtime, settings: Settings) -> Result<Running
         .map_err(StartError::Shadow)?;
         shadows.push(Arc::new(shadow));
     }
+    let runtimes = (0..settings.http_threads)
+        .map(|_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartError::Threads)?;
     let state = Arc::new(State {
         endpoint_name: settings.endpoint_name,
         max_payload: settings.max_payload,
@@ -143,7 +155,7 @@ pub fn start(rt: &tokio::runtime::Runtime, settings: Settings) -> Result<Running
         variants,
         shadows,
         shadow_client: {
-            let _guard = rt.enter();
+            let _guard = runtimes[0].enter();
             shadow::client()
         },
         streams: state::StreamCounts::default(),
@@ -161,39 +173,81 @@ pub fn start(rt: &tokio::runtime::Runtime, settings: Settings) -> Result<Running
         idle_timeout: settings.idle_timeout,
         max_connections: settings.max_connections,
     };
-    let bind = |addr: SocketAddr| {
-        rt.block_on(tokio::net::TcpListener::bind(addr))
-            .and_then(|l| Ok((l.local_addr()?, l)))
-            .map_err(|source| StartError::Bind { addr, source })
+    // One listener per thread, each registered with its thread's runtime:
+    // the first on `Listen` as given, the others on the port it got.
+    let shared = runtimes.len() > 1;
+    let mut listeners = Vec::new();
+    let mut addr = settings.listen;
+    for rt in &runtimes {
+        let _guard = rt.enter();
+        let listener =
+            http::listen(addr, shared).map_err(|source| StartError::Bind { addr, source })?;
+        addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        listeners.push(listener);
+    }
+    let admin_listen = settings.admin_listen;
+    let admin = {
+        let _guard = runtimes[0].enter();
+        http::listen(admin_listen, false).map_err(|source| StartError::Bind {
+            addr: admin_listen,
+            source,
+        })?
     };
-    let (addr, listener) = bind(settings.listen)?;
-    let (admin_addr, admin) = bind(settings.admin_listen)?;
-    rt.spawn(admin::serve(
-        state.clone(),
-        settings.admin_token.map(Arc::from),
-        admin,
-        limits,
-    ));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let connection = {
+    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
+        addr: admin_listen,
+        source,
+    })?;
+    let mut admin = Some((admin, settings.admin_token.map(Arc::<str>::from)));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut threads = Vec::new();
+    for (i, (rt, listener)) in runtimes.into_iter().zip(listeners).enumerate() {
         let state = state.clone();
-        move || {
-            let state = state.clone();
-            let pinned = Arc::new(Pinned::new(state.variants.len()));
-            hyper::service::service_fn(move |req| {
-                invoke::handle(state.clone(), pinned.clone(), req)
-            })
+        let admin = admin.take();
+        let slots = slots.clone();
+        let mut stopped = stopped.clone();
+        let serve = move || {
+            if let Some((listener, token)) = admin {
+                rt.spawn(admin::serve(state.clone(), token, listener, limits));
+            }
+            let connection = move || {
+                let state = state.clone();
+                let pinned = Arc::new(Pinned::new(state.variants.len()));
+                hyper::service::service_fn(move |req| {
+                    invoke::handle(state.clone(), pinned.clone(), req)
+                })
+            };
+            let stop = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            rt.block_on(http::serve_shared(
+                listener, limits, slots, connection, stop,
+            ));
+            // Whatever is left (mirrored requests in flight, the admin API) ends here.
+            rt.shutdown_timeout(Duration::from_secs(1));
+        };
+        match std::thread::Builder::new()
+            .name(format!("capline-http-{i}"))
+            .spawn(serve)
+        {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                let _ = stop.send(true);
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(StartError::Threads(e));
+            }
         }
-    };
-    let server = rt.spawn(http::serve(listener, limits, connection, async move {
-        let _ = stopped.await;
-    }));
+    }
     Ok(Running {
         addr,
         admin_addr,
         state,
         stop,
-        server,
+        threads,
     })
 }
 
@@ -234,33 +288,27 @@ impl Running {
         self.state.passthrough.iter().map(String::as_str)
     }
 
-    /// Stops accepting, lets in-flight requests finish, stops `rt` (and so the
-    /// admin API and any mirrored request still in flight), then shuts each
-    /// variant's engine down, shadows last, delivering what it can within
-    /// 30 s. Returns each variant's final stats.
-    pub fn stop(self, rt: tokio::runtime::Runtime) -> Result<Vec<(String, Stats)>, StopError> {
-        let _ = self.stop.send(());
-        let _ = rt.block_on(self.server);
-        rt.shutdown_timeout(Duration::from_secs(1));
+    /// Stops accepting, lets in-flight requests finish (up to
+    /// [`http::GRACE`]), stops the serving threads (and so the admin API and
+    /// any mirrored request still in flight), then shuts each variant's
+    /// engine down, shadows last, delivering what it can within 30 s.
+    /// Returns each variant's final stats.
+    pub fn stop(self) -> Result<Vec<(String, Stats)>, StopError> {
+        let _ = self.stop.send(true);
+        for t in self.threads {
+            // A serving thread that panicked has dropped its share of the state too.
+            let _ = t.join();
+        }
         let state = Arc::try_unwrap(self.state).map_err(|_| StopError::Busy)?;
         let mut out = Vec::new();
         for v in state.variants {
             out.push((v.name, v.engine.shutdown(Duration::from_secs(30))?));
         }
         for s in state.shadows {
-            // The runtime is down: no task holds a shadow any more.
+            // The serving threads are gone: no task holds a shadow any more.
             let s = Arc::try_unwrap(s).map_err(|_| StopError::Busy)?;
             out.push((s.name, s.engine.shutdown(Duration::from_secs(30))?));
         }
         Ok(out)
     }
-}
-
-/// A runtime for the endpoint: two worker threads.
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("capline-http")
-        .enable_all()
-        .build()
 }

@@ -45,7 +45,7 @@ fn bad(field: &str, rule: impl Into<String>) -> SettingsError {
 }
 
 /// The document's root keys.
-const KNOWN: [&str; 23] = [
+const KNOWN: [&str; 24] = [
     "EndpointName",
     "AccessKeys",
     "Region",
@@ -60,6 +60,7 @@ const KNOWN: [&str; 23] = [
     "HeaderTimeoutSeconds",
     "IdleTimeoutSeconds",
     "MaxConnections",
+    "HttpThreads",
     "PingCacheMillis",
     "ProductionVariants",
     "ShadowProductionVariants",
@@ -144,6 +145,10 @@ pub struct Settings {
     /// `MaxConnections` (default 1024): open client connections at once, on
     /// each listener; more wait to be accepted.
     pub max_connections: usize,
+    /// `HttpThreads` (default 1): threads serving the runtime API, each
+    /// with its own event loop and its own `SO_REUSEPORT` listener on
+    /// `Listen` (the kernel spreads new connections over them).
+    pub http_threads: usize,
     /// `PingCacheMillis` (default 1000): how long a `/ping` answer is reused.
     pub ping_cache: Duration,
     /// `ProductionVariants`, in order.
@@ -340,6 +345,7 @@ impl Settings {
             header_timeout: seconds("HeaderTimeoutSeconds", 300, 10)?,
             idle_timeout: seconds("IdleTimeoutSeconds", 3600, 60)?,
             max_connections: int("MaxConnections", 1, 65_536, 1024)? as usize,
+            http_threads: int("HttpThreads", 1, 256, 1)? as usize,
             ping_cache: Duration::from_millis(int("PingCacheMillis", 0, 60_000, 1000)?),
             variants,
             shadows,

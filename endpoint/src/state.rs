@@ -58,6 +58,9 @@ impl VariantMetrics {
 #[derive(Debug)]
 pub(crate) struct Variant {
     pub(crate) name: String,
+    /// The name as a header value (`X-Amzn-Invoked-Production-Variant`);
+    /// names are checked to be letters, digits and hyphens, so it is there.
+    pub(crate) name_header: Option<HeaderValue>,
     /// The routing weight, as `f64` bits (changed at run time by the admin API).
     weight: AtomicU64,
     /// The model's `HOST:PORT` (what connections go to, and the `Host` header).
@@ -78,6 +81,7 @@ impl Variant {
         max_record: u64,
     ) -> Self {
         Variant {
+            name_header: HeaderValue::from_str(&name).ok(),
             name,
             weight: AtomicU64::new(weight.to_bits()),
             authority,

@@ -96,6 +96,9 @@ config = {
     "AccessKeys": [{"AccessKeyId": "AKIDEXAMPLE", "SecretAccessKey": "secret"}],
     "MaxPayloadBytes": 1048576,
     "UpstreamTimeoutSeconds": 1,
+    # Two event loops, each on its own SO_REUSEPORT listener: everything
+    # below runs with connections spread over both.
+    "HttpThreads": 2,
     "ProductionVariants": [
         {"VariantName": "A", "InitialVariantWeight": 3, "ModelUrl": f"http://127.0.0.1:{a.server_port}"},
         {"VariantName": "B", "InitialVariantWeight": 1, "ModelUrl": f"http://127.0.0.1:{b.server_port}"},
@@ -137,6 +140,9 @@ while True:
         assert time.time() < deadline, "capline endpoint did not start"
         assert proc.poll() is None, "capline endpoint exited"
         time.sleep(0.05)
+threads = sorted(open(f"/proc/{proc.pid}/task/{t}/comm").read().strip() for t in os.listdir(f"/proc/{proc.pid}/task"))
+assert [t for t in threads if t.startswith("capline-http")] == ["capline-http-0", "capline-http-1"], threads
+print("HttpThreads 2: two serving threads, capline-http-0 and capline-http-1")
 
 rt = boto3.client(
     "sagemaker-runtime",
