@@ -3,13 +3,16 @@
 # given capline binary in turn proxies wrk's load (16 connections, 1 KiB CSV,
 # sampling 0 %) to the fast model; prints requests/s and the CPU time per
 # request (user + system, from /proc) of capline and of the model.
-# Usage: scripts/bench-endpoint-cpu.sh SECONDS ROUNDS CAPLINE_BIN...
+# The word `nginx` in place of a binary measures nginx (one worker,
+# keep-alive upstream, no capture) as a plain proxy to the same model.
+# Usage: scripts/bench-endpoint-cpu.sh SECONDS ROUNDS CAPLINE_BIN|nginx...
 #   e.g. two builds of two commits: A/B, rounds interleaved.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/capline/target}
 SECS=$1; ROUNDS=$2; shift 2
 command -v wrk >/dev/null 2>&1 || apt-get install -y -q wrk
+command -v nginx >/dev/null 2>&1 || apt-get install -y -q nginx-light
 cargo build --release --locked -p capline-benches --bin fast-model
 WORK=$(mktemp -d -p "${BENCH_DIR:-/var/tmp}")
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -29,17 +32,36 @@ for round in $(seq 1 "$ROUNDS"); do
    "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]},
  "Engine": {"SpoolDir": "$WORK/spool"}}
 JSON
-    "$bin" endpoint --config "$WORK/endpoint.json" >/dev/null & ep=$!
-    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/ping" >/dev/null 2>&1 && break; sleep 0.1; done
-    m0=$(ticks "$MODEL_PID"); e0=$(ticks "$ep")
+    if [ "$bin" = nginx ]; then
+      mkdir -p "$WORK/nginx"
+      cat >"$WORK/nginx/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $WORK/nginx/nginx.pid; error_log $WORK/nginx/error.log warn;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $WORK/nginx/body; proxy_temp_path $WORK/nginx/proxy;
+  upstream model { server 127.0.0.1:$MODEL; keepalive 64; }
+  server { listen 127.0.0.1:$port; client_max_body_size 6m; client_body_buffer_size 128k;
+    location = /endpoints/bench/invocations { proxy_pass http://model/invocations;
+      proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+      nginx -c "$WORK/nginx/nginx.conf" & ep=$!
+      for _ in $(seq 1 100); do worker=$(pgrep -P "$ep" || true); [ -n "$worker" ] && break; sleep 0.1; done
+      sleep 0.2
+      measured=$worker # the worker does the proxying; the master only waits
+    else
+      "$bin" endpoint --config "$WORK/endpoint.json" >/dev/null & ep=$!
+      for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/ping" >/dev/null 2>&1 && break; sleep 0.1; done
+      measured=$ep
+    fi
+    m0=$(ticks "$MODEL_PID"); e0=$(ticks "$measured")
     line=$(BODY_BYTES=1024 TARGET_PATH=/endpoints/bench/invocations wrk -t1 -c16 -d"${SECS}s" \
       -s benches/endpoint_post.lua "http://127.0.0.1:$port" | grep '^RESULT')
-    m1=$(ticks "$MODEL_PID"); e1=$(ticks "$ep")
+    m1=$(ticks "$MODEL_PID"); e1=$(ticks "$measured")
     kill "$ep"; wait "$ep" 2>/dev/null || true
     [[ $line == *"errors=0 non2xx=0"* ]] || { echo "$bin: $line"; exit 1; }
     rps=$(sed 's/^RESULT rps=\([0-9]*\).*/\1/' <<<"$line")
     n=$((rps * SECS))
-    printf 'round %s  %-40s rps %6s  CPU per request: capline %s us, model %s us\n' "$round" "$bin" "$rps" \
-      "$(( (e1 - e0) * 1000000 / HZ / n ))" "$(( (m1 - m0) * 1000000 / HZ / n ))"
+    printf 'round %s  %-40s rps %6s  CPU per request: proxy %s us, model %s us\n' "$round" "$bin" "$rps" \
+      "$(awk -v t=$((e1 - e0)) -v hz="$HZ" -v n="$n" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')" \
+      "$(awk -v t=$((m1 - m0)) -v hz="$HZ" -v n="$n" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
   done
 done
