@@ -143,7 +143,8 @@ pub struct Settings {
     /// may wait for its next request.
     pub idle_timeout: Duration,
     /// `MaxConnections` (default 1024): open client connections at once, on
-    /// each listener; more wait to be accepted.
+    /// each listener (the runtime API's `HttpThreads` share one count); more
+    /// wait to be accepted.
     pub max_connections: usize,
     /// `HttpThreads` (default 1): threads serving the runtime API, each
     /// with its own event loop and its own `SO_REUSEPORT` listener on
@@ -616,6 +617,17 @@ mod tests {
         assert_eq!(v.config.variant_name, "A");
         assert_eq!(v.config.endpoint_name, "churn");
         assert_eq!(v.config.engine.spool_dir.to_str(), Some("/tmp/spool/A"));
+    }
+
+    #[test]
+    fn http_threads_default_to_one_and_are_bounded() {
+        assert_eq!(Settings::parse(&config("")).unwrap().http_threads, 1);
+        let s = Settings::parse(&config(r#""HttpThreads": 4"#)).expect("valid");
+        assert_eq!(s.http_threads, 4);
+        for bad in ["0", "257", "1.5", "\"2\""] {
+            let e = error(&config(&format!(r#""HttpThreads": {bad}"#)));
+            assert!(e.contains("HttpThreads"), "{bad}: {e}");
+        }
     }
 
     #[test]
