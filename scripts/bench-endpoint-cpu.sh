@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CPU time per request of `capline endpoint` builds, in the same run: each
 # given capline binary in turn proxies wrk's load (16 connections, 1 KiB CSV,
-# sampling 0 %) to the fast model; prints requests/s and the CPU time per
+# sampling $SAMPLING %, default 0) to the fast model; prints requests/s and the CPU time per
 # request (user + system, from /proc) of capline and of the model.
 # The word `nginx` in place of a binary measures nginx (one worker,
 # keep-alive upstream, no capture) as a plain proxy to the same model.
@@ -28,7 +28,7 @@ for round in $(seq 1 "$ROUNDS"); do
     cat >"$WORK/endpoint.json" <<JSON
 {"EndpointName": "bench", "Listen": "127.0.0.1:$port", "AdminListen": "127.0.0.1:$admin",
  "ProductionVariants": [{"VariantName": "AllTraffic", "ModelUrl": "http://127.0.0.1:$MODEL"}],
- "DataCaptureConfig": {"InitialSamplingPercentage": 0, "DestinationS3Uri": "file://$WORK/capture",
+ "DataCaptureConfig": {"InitialSamplingPercentage": ${SAMPLING:-0}, "DestinationS3Uri": "file://$WORK/capture",
    "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]},
  "Engine": {"SpoolDir": "$WORK/spool"}}
 JSON

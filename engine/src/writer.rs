@@ -5,13 +5,13 @@
 //!
 //! Producers never wake the writer (that would be a syscall on the capture
 //! path). It polls: while records arrive it loops without sleeping; when the
-//! ring is empty it sleeps on its control channel for 1 ms, doubling to 10 ms
-//! while idle. A `flush()` request or shutdown wakes it at once.
+//! ring is empty it parks for 1 ms, doubling to 10 ms while idle. A
+//! `flush()` request or shutdown unparks it at once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use rand::{SeedableRng, rngs::SmallRng};
 
 use crate::clock::{Clock, TimeBase};
@@ -144,10 +144,22 @@ impl Writer {
                     .map_or(next_sync, |d| d.min(next_sync));
                 let wait = idle.min(timer.saturating_duration_since(Instant::now()));
                 idle = (idle * 2).min(IDLE_MAX);
-                match control.recv_timeout(wait) {
+                // A request or shutdown unparks this thread after sending or
+                // closing. Parking is one futex wait; the channel's own
+                // blocking receive spins with `sched_yield` first, which on a
+                // busy machine hands the core to a server thread and back
+                // about a thousand times a second.
+                let request = match control.try_recv() {
+                    Err(TryRecvError::Empty) => {
+                        std::thread::park_timeout(wait);
+                        control.try_recv()
+                    }
+                    other => other,
+                };
+                match request {
                     Ok(r) => Some(r),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => {
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => {
                         control = crossbeam_channel::never();
                         None
                     }

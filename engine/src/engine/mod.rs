@@ -184,6 +184,7 @@ impl Engine {
         control
             .send(Control::Flush(tx))
             .map_err(|_| Error::ThreadGone("writer"))?;
+        self.wake_writer();
         match rx.recv_timeout(timeout) {
             Ok(()) => Ok(()),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout(timeout)),
@@ -236,16 +237,24 @@ impl Engine {
         Ok(self.stats())
     }
 
+    /// Ends the writer's sleep, if it sleeps (it parks between polls).
+    fn wake_writer(&self) {
+        if let Some(w) = &self.writer {
+            w.thread().unpark();
+        }
+    }
+
     fn stop(&mut self, deadline: Duration) -> Result<()> {
         let until = Instant::now() + deadline;
         if let Some((stop, handle)) = self.monitor.take() {
             let _ = stop.send(());
             let _ = handle.join();
         }
-        // Closing the ring lets the writer drain it, seal, and exit; dropping
-        // the control sender wakes it if it is asleep.
+        // Closing the ring lets the writer drain it, seal, and exit; waking
+        // it ends its sleep.
         self.ring.close();
         self.control = None;
+        self.wake_writer();
         let writer_ok = self.writer.take().is_none_or(|h| h.join().is_ok());
         let _ = self.upload_stop.send(until);
         let uploader_ok = self.uploader.take().is_none_or(|h| h.join().is_ok());
