@@ -178,6 +178,16 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
     let shared = runtimes.len() > 1;
     let mut listeners = Vec::new();
     let mut addr = settings.listen;
+    // SO_REUSEPORT lets any socket of the same user that sets it share the
+    // port. A plain bind first (closed at once) fails when anything listens
+    // there already, so a second endpoint started on a port in use gets an
+    // error instead of half of the first one's connections.
+    if shared && addr.port() != 0 {
+        drop(
+            std::net::TcpListener::bind(addr)
+                .map_err(|source| StartError::Bind { addr, source })?,
+        );
+    }
     for rt in &runtimes {
         let _guard = rt.enter();
         let listener =

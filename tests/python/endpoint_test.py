@@ -143,6 +143,16 @@ while True:
 threads = sorted(open(f"/proc/{proc.pid}/task/{t}/comm").read().strip() for t in os.listdir(f"/proc/{proc.pid}/task"))
 assert [t for t in threads if t.startswith("capline-http")] == ["capline-http-0", "capline-http-1"], threads
 print("HttpThreads 2: two serving threads, capline-http-0 and capline-http-1")
+# A second endpoint on the same port is refused (SO_REUSEPORT would
+# otherwise let it take half of this one's connections).
+twin = dict(config, AdminListen=f"127.0.0.1:{free_port()}",
+            Engine=dict(config["Engine"], SpoolDir=os.path.join(work, "twin-spool")))
+twin_path = os.path.join(work, "twin.json")
+with open(twin_path, "w") as f:
+    json.dump(twin, f)
+twin_run = subprocess.run([capline_bin, "endpoint", "--config", twin_path], capture_output=True, text=True, timeout=30)
+assert twin_run.returncode != 0 and f"listen on 127.0.0.1:{port}" in twin_run.stderr, (twin_run.returncode, twin_run.stderr)
+print("a second endpoint on the same port (HttpThreads 2 both): refused,", twin_run.stderr.strip().splitlines()[-1])
 
 rt = boto3.client(
     "sagemaker-runtime",
