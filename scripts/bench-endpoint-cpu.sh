@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CPU time per request of `capline endpoint` builds, in the same run: each
 # given capline binary in turn proxies wrk's load (16 connections, 1 KiB CSV,
-# sampling $SAMPLING %, default 0) to the fast model; prints requests/s and the CPU time per
+# sampling $SAMPLING %, default 0; $HTTP_THREADS serving threads when set, for builds that have the setting)
+# to the fast model; prints requests/s and the CPU time per
 # request (user + system, from /proc) of capline and of the model.
 # The word `nginx` in place of a binary measures nginx (one worker,
 # keep-alive upstream, no capture) as a plain proxy to the same model.
@@ -21,12 +22,14 @@ MODEL=$(free_port)
 trap 'kill $MODEL_PID 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
+THREADS_JSON=""
+[ -n "${HTTP_THREADS:-}" ] && THREADS_JSON="\"HttpThreads\": $HTTP_THREADS,"
 for round in $(seq 1 "$ROUNDS"); do
   for bin in "$@"; do
     port=$(free_port); admin=$(free_port)
     rm -rf "$WORK/spool"
     cat >"$WORK/endpoint.json" <<JSON
-{"EndpointName": "bench", "Listen": "127.0.0.1:$port", "AdminListen": "127.0.0.1:$admin",
+{"EndpointName": "bench", "Listen": "127.0.0.1:$port", "AdminListen": "127.0.0.1:$admin", $THREADS_JSON
  "ProductionVariants": [{"VariantName": "AllTraffic", "ModelUrl": "http://127.0.0.1:$MODEL"}],
  "DataCaptureConfig": {"InitialSamplingPercentage": ${SAMPLING:-0}, "DestinationS3Uri": "file://$WORK/capture",
    "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]},
