@@ -205,9 +205,11 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .build()?;
     let model_listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let model_addr = model_listener.local_addr()?;
+    let limits = capline_endpoint::http::Limits::default();
     rt.spawn(capline_endpoint::http::serve(
         model_listener,
-        capline_endpoint::http::Limits::default(),
+        limits,
+        limits.slots(),
         || hyper::service::service_fn(model),
         std::future::pending(),
     ));

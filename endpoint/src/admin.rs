@@ -545,5 +545,6 @@ pub(crate) async fn serve(
         let (state, token) = (state.clone(), token.clone());
         hyper::service::service_fn(move |req| handle(state.clone(), token.clone(), req))
     };
-    crate::http::serve(listener, limits, connection, std::future::pending()).await;
+    let slots = limits.slots();
+    crate::http::serve(listener, limits, slots, connection, std::future::pending()).await;
 }

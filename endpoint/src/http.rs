@@ -46,6 +46,14 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+impl Limits {
+    /// The connection slots of one listener: [`Limits::max_connections`] of
+    /// them, for [`serve`].
+    pub fn slots(&self) -> Arc<tokio::sync::Semaphore> {
+        Arc::new(tokio::sync::Semaphore::new(self.max_connections))
+    }
+}
+
 impl Default for Limits {
     /// 10 s for headers, 60 s idle, 1024 connections.
     fn default() -> Self {
@@ -114,13 +122,14 @@ where
             let Ok(data) = frame?.into_data() else {
                 continue; // trailers
             };
-            if data.len() > limit {
-                return Err(BodyError::TooLarge(limit));
-            }
-            if buf.is_empty() && first.is_none() {
+            if first.is_none() && buf.is_empty() {
+                if data.len() > limit {
+                    return Err(BodyError::TooLarge(limit));
+                }
                 first = Some(data);
                 continue;
             }
+            // A second frame: from here on the body is gathered in `buf`.
             if let Some(f) = first.take() {
                 buf.reserve_exact(declared.unwrap_or(0).min(limit).max(f.len()));
                 buf.extend_from_slice(&f);
@@ -338,69 +347,15 @@ impl AcceptErrors {
     }
 }
 
-/// What [`serve`] needs of the service it makes for each connection.
-pub trait ConnectionService<B>:
-    hyper::service::Service<
-        Request<Incoming>,
-        Response = Response<B>,
-        Future: Send + 'static,
-        Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    > + Send
-    + 'static
-{
-}
-
-impl<S, B> ConnectionService<B> for S where
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = Response<B>,
-            Future: Send + 'static,
-            Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        > + Send
-        + 'static
-{
-}
-
-/// What [`serve`] needs of a response body.
-pub trait ResponseBody:
-    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
-    + Send
-    + Unpin
-    + 'static
-{
-}
-
-impl<B> ResponseBody for B where
-    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
-        + Send
-        + Unpin
-        + 'static
-{
-}
-
 /// Serves HTTP/1.1 on the connections `listener` accepts, within `limits`,
 /// one task per connection, with the service `connection()` makes for it
-/// (so a service can keep per-connection state). When `stop` resolves it
-/// stops accepting, lets in-flight requests finish (up to [`GRACE`]) and
-/// closes idle keep-alive connections.
+/// (so a service can keep per-connection state). A connection is served
+/// only while it holds one of `slots` ([`Limits::slots`]); accept loops
+/// given the same slots (one per thread on `SO_REUSEPORT` listeners of one
+/// address) share that bound. When `stop` resolves it stops accepting, lets
+/// in-flight requests finish (up to [`GRACE`]) and closes idle keep-alive
+/// connections.
 pub async fn serve<C, S, B>(
-    listener: tokio::net::TcpListener,
-    limits: Limits,
-    connection: C,
-    stop: impl Future<Output = ()>,
-) where
-    C: Fn() -> S,
-    S: ConnectionService<B>,
-    B: ResponseBody,
-{
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    serve_shared(listener, limits, slots, connection, stop).await;
-}
-
-/// [`serve`], with the connection slots shared with other accept loops
-/// (one per thread on `SO_REUSEPORT` listeners of one address):
-/// `limits.max_connections` is then `slots`' size, for all of them.
-pub async fn serve_shared<C, S, B>(
     listener: tokio::net::TcpListener,
     limits: Limits,
     slots: Arc<tokio::sync::Semaphore>,
@@ -408,8 +363,11 @@ pub async fn serve_shared<C, S, B>(
     stop: impl Future<Output = ()>,
 ) where
     C: Fn() -> S,
-    S: ConnectionService<B>,
-    B: ResponseBody,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -463,8 +421,11 @@ async fn serve_one<S, B>(
     limits: Limits,
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) where
-    S: ConnectionService<B>,
-    B: ResponseBody,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let activity = Arc::new(Activity::default());
     activity.touch();

@@ -150,7 +150,6 @@ pub(crate) async fn handle(
         (
             Instant::now(),
             req.method().clone(),
-            req.uri().path().to_string(),
             req.headers().get(INFERENCE_ID).cloned(),
         )
     });
@@ -173,11 +172,11 @@ pub(crate) async fn handle(
         )
         .map(boxed),
     };
-    if let Some((started, method, path, inference_id)) = log {
+    if let Some((started, method, inference_id)) = log {
         tracing::info!(
             target: "capline::access",
             method = %method,
-            path = %path,
+            path = %uri.path(),
             status = response.status().as_u16(),
             micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             variant = response
@@ -498,13 +497,26 @@ async fn invoke(
     response
 }
 
-/// A message's Content-Type, `application/octet-stream` when it has none
-/// (or one that is not text).
+/// The Content-Type of a message without one (or with one that is not text).
+const OCTET_STREAM: &str = "application/octet-stream";
+
+/// A message's Content-Type, [`OCTET_STREAM`] when it has none (or one that
+/// is not text).
 fn content_type(headers: &hyper::HeaderMap) -> &str {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/octet-stream")
+        .unwrap_or(OCTET_STREAM)
+}
+
+/// [`content_type`] as a header value: the message's own (shared, not
+/// copied), or [`OCTET_STREAM`].
+fn content_type_value(headers: &hyper::HeaderMap) -> HeaderValue {
+    headers
+        .get(CONTENT_TYPE)
+        .filter(|v| v.to_str().is_ok())
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(OCTET_STREAM))
 }
 
 /// The container contract's `POST /invocations` to `variant`'s model: the
@@ -559,16 +571,7 @@ async fn forward(
         Ok(Ok(r)) => r,
     };
     let status = answer.status;
-    // Shared with the answer's head, not copied.
-    let out_type_header = answer
-        .headers
-        .get(CONTENT_TYPE)
-        .filter(|v| v.to_str().is_ok())
-        .cloned()
-        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    let out_type = out_type_header
-        .to_str()
-        .unwrap_or("application/octet-stream");
+    let out_type = content_type(&answer.headers);
     let out_custom = answer.headers.get(CUSTOM_ATTRIBUTES).cloned();
     if !status.is_success() {
         // Failures are not captured as successes: not captured at all.
@@ -589,7 +592,7 @@ async fn forward(
 
     let mut r = Response::new(Full::new(out));
     r.headers_mut()
-        .insert(CONTENT_TYPE, out_type_header.clone());
+        .insert(CONTENT_TYPE, content_type_value(&answer.headers));
     if let Some(v) = &variant.name_header {
         r.headers_mut().insert(INVOKED_VARIANT, v.clone());
     }

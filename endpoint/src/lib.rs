@@ -176,7 +176,6 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
     // One listener per thread, each registered with its thread's runtime:
     // the first on `Listen` as given, the others on the port it got.
     let shared = runtimes.len() > 1;
-    let mut listeners = Vec::new();
     let mut addr = settings.listen;
     // SO_REUSEPORT lets any socket of the same user that sets it share the
     // port. A plain bind first (closed at once) fails when anything listens
@@ -188,40 +187,28 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
                 .map_err(|source| StartError::Bind { addr, source })?,
         );
     }
+    let mut listeners = Vec::new();
     for rt in &runtimes {
-        let _guard = rt.enter();
-        let listener =
-            http::listen(addr, shared).map_err(|source| StartError::Bind { addr, source })?;
-        addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let (bound, listener) = bind(rt, addr, shared)?;
+        addr = bound;
         listeners.push(listener);
     }
-    let admin_listen = settings.admin_listen;
-    let admin = {
-        let _guard = runtimes[0].enter();
-        http::listen(admin_listen, false).map_err(|source| StartError::Bind {
-            addr: admin_listen,
-            source,
-        })?
-    };
-    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
-        addr: admin_listen,
-        source,
-    })?;
-    let mut admin = Some((admin, settings.admin_token.map(Arc::<str>::from)));
+    // The admin API's task waits in the first runtime until its thread runs it.
+    let (admin_addr, admin) = bind(&runtimes[0], settings.admin_listen, false)?;
+    runtimes[0].spawn(admin::serve(
+        state.clone(),
+        settings.admin_token.map(Arc::from),
+        admin,
+        limits,
+    ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let slots = limits.slots();
     let mut threads = Vec::new();
     for (i, (rt, listener)) in runtimes.into_iter().zip(listeners).enumerate() {
         let state = state.clone();
-        let admin = admin.take();
         let slots = slots.clone();
         let mut stopped = stopped.clone();
         let serve = move || {
-            if let Some((listener, token)) = admin {
-                rt.spawn(admin::serve(state.clone(), token, listener, limits));
-            }
             let connection = move || {
                 let state = state.clone();
                 let pinned = Arc::new(Pinned::new(state.variants.len()));
@@ -232,9 +219,7 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
             let stop = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            rt.block_on(http::serve_shared(
-                listener, limits, slots, connection, stop,
-            ));
+            rt.block_on(http::serve(listener, limits, slots, connection, stop));
             // Whatever is left (mirrored requests in flight, the admin API) ends here.
             rt.shutdown_timeout(Duration::from_secs(1));
         };
@@ -259,6 +244,18 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
         stop,
         threads,
     })
+}
+
+/// A listener on `addr` registered with `rt`, and the address it got.
+fn bind(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    reuse_port: bool,
+) -> Result<(SocketAddr, tokio::net::TcpListener), StartError> {
+    let _guard = rt.enter();
+    http::listen(addr, reuse_port)
+        .and_then(|l| Ok((l.local_addr()?, l)))
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
 impl Running {

@@ -596,7 +596,7 @@ mod tests {
             .filter(|&o| o)
             .count();
         assert_eq!(counters.snapshot().sampled_out, threads as u64 * 1000);
+        // More threads than slots: at least `threads - OWNED` shared a stripe.
         assert!(owned <= super::OWNED, "{owned}");
-        assert!(owned < threads, "some threads shared a stripe");
     }
 }

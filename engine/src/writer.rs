@@ -127,16 +127,7 @@ impl Writer {
             if closed {
                 break;
             }
-            let request = if taken > 0 {
-                match control.try_recv() {
-                    Ok(r) => Some(r),
-                    Err(TryRecvError::Empty) => None,
-                    Err(TryRecvError::Disconnected) => {
-                        control = crossbeam_channel::never();
-                        None
-                    }
-                }
-            } else {
+            if taken == 0 {
                 let timer = self
                     .sink
                     .segments
@@ -148,21 +139,17 @@ impl Writer {
                 // closing. Parking is one futex wait; the channel's own
                 // blocking receive spins with `sched_yield` first, which on a
                 // busy machine hands the core to a server thread and back
-                // about a thousand times a second.
-                let request = match control.try_recv() {
-                    Err(TryRecvError::Empty) => {
-                        std::thread::park_timeout(wait);
-                        control.try_recv()
-                    }
-                    other => other,
-                };
-                match request {
-                    Ok(r) => Some(r),
-                    Err(TryRecvError::Empty) => None,
-                    Err(TryRecvError::Disconnected) => {
-                        control = crossbeam_channel::never();
-                        None
-                    }
+                // at every sleep (up to once a millisecond).
+                if control.is_empty() {
+                    std::thread::park_timeout(wait);
+                }
+            }
+            let request = match control.try_recv() {
+                Ok(r) => Some(r),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => {
+                    control = crossbeam_channel::never();
+                    None
                 }
             };
             if let Some(Control::Flush(reply)) = request {
