@@ -532,3 +532,56 @@ fn an_unreachable_store_keeps_segments_until_it_returns() {
         .sum();
     assert_eq!(lines, 100, "every record arrived once");
 }
+
+#[test]
+fn a_backlog_goes_up_each_object_with_its_own_summary() {
+    let Some(url) = endpoint() else { return };
+    let rt = rt();
+    let c = client(&rt, &url);
+    let b = bucket(&rt, &c, "capline-backlog");
+    let spool = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(spool.path().join("sealed")).unwrap();
+    // Single-part and multipart segments in turn, each of its own size, so a
+    // summary prepared for one segment and used for another would show.
+    let sizes = [11_000_000, 90_000, 6_000_000, 300_000, 12_000_000];
+    let mut expected = std::collections::BTreeMap::new();
+    for (i, size) in sizes.into_iter().enumerate() {
+        let content = segment_bytes(size);
+        let uuid = format!("5a1c9e0e-2f4b-4d8e-9a57-3c7e1b2d4f6{i}");
+        std::fs::write(
+            spool.path().join("sealed").join(format!(
+                "churn+AllTraffic+2024+01+19+19+27-5{i}-062-{uuid}.jsonl"
+            )),
+            &content,
+        )
+        .unwrap();
+        expected.insert(
+            format!("p/churn/AllTraffic/2024/01/19/19/27-5{i}-062-{uuid}.jsonl"),
+            content,
+        );
+    }
+    let engine = Engine::start(config(&url, &format!("s3://{b}/p"), spool.path(), "")).unwrap();
+    let stats = engine.shutdown(Duration::from_secs(120)).unwrap();
+    assert_eq!(stats.segments_delivered, sizes.len() as u64, "{stats:?}");
+    assert_eq!(stats.delivery_failures, 0, "{stats:?}");
+    let mut keys = object_keys(&rt, &c, &b);
+    keys.sort();
+    assert_eq!(keys, expected.keys().cloned().collect::<Vec<_>>());
+    for (key, content) in &expected {
+        let got = object(&rt, &c, &b, key);
+        assert!(
+            &got == content,
+            "{key}: {} bytes, expected {} bytes",
+            got.len(),
+            content.len()
+        );
+        let head = rt
+            .block_on(c.head_object().bucket(&b).key(key).send())
+            .unwrap();
+        let meta = head.metadata().unwrap();
+        assert_eq!(meta["capline-sha256"], sha256_hex(content), "{key}");
+        let lines = content.iter().filter(|&&x| x == b'\n').count();
+        assert_eq!(meta["capline-records"], lines.to_string(), "{key}");
+    }
+    assert_no_open_uploads(&rt, &c, &b);
+}

@@ -46,7 +46,7 @@ impl LocalDir {
 impl Destination for LocalDir {
     /// Idempotent: delivering the same segment again replaces the file with
     /// identical bytes.
-    fn deliver(&self, seg: &Sealed) -> Result<(), DeliverError> {
+    fn deliver(&self, seg: &Sealed, _next: Option<&Sealed>) -> Result<(), DeliverError> {
         let target = self.dir.join(seg.key.as_str());
         let parent = target.parent().unwrap_or(&self.dir);
         if !seg.path.exists() && target.exists() {

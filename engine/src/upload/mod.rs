@@ -35,10 +35,10 @@ pub(crate) trait Destination: Send + std::fmt::Debug {
     /// leaves one object with the same bytes. The destination may take the
     /// spool file itself (a rename); otherwise the uploader removes it after
     /// this returns `Ok`. Adds what it sends to `bytes_uploaded`.
-    fn deliver(&self, seg: &Sealed) -> Result<(), DeliverError>;
-
-    /// A hint: `seg` is next; the destination may start preparing it.
-    fn prefetch(&self, _seg: &Sealed) {}
+    ///
+    /// `next` is the segment that will be delivered after this one, if any:
+    /// the destination may start preparing it while `seg` goes out.
+    fn deliver(&self, seg: &Sealed, next: Option<&Sealed>) -> Result<(), DeliverError>;
 
     /// Settles what an earlier run left at the destination for the segments
     /// still pending (retried before each delivery until it succeeds).
@@ -211,16 +211,13 @@ impl Uploader {
                     }
                 }
             }
-            if let Some(next) = self.pending.get(1) {
-                self.dest.prefetch(next);
-            }
             let size = seg.size();
             inc(&self.counters.delivery_attempts);
             attempts += 1;
             let started = Instant::now();
             let delivered = self
                 .dest
-                .deliver(&seg)
+                .deliver(&seg, self.pending.get(1))
                 .and_then(|()| Ok(self.spool.remove(&seg)?));
             match delivered {
                 Ok(()) => {

@@ -290,30 +290,30 @@ impl Destination for S3Dest {
         })
     }
 
-    /// Starts preparing `seg` (the next to deliver) in the background.
-    fn prefetch(&self, seg: &Sealed) {
-        let mut slot = self.prefetched.borrow_mut();
-        if slot.as_ref().is_some_and(|(p, _)| *p == seg.path) {
-            return;
-        }
-        let path = seg.path.clone();
-        *slot = Some((
-            seg.path.clone(),
-            self.rt.spawn_blocking(move || prepare(&path)),
-        ));
-    }
-
-    /// Uploads one sealed segment to its key (or confirms it is already there).
-    fn deliver(&self, seg: &Sealed) -> Result<(), DeliverError> {
+    /// Uploads one sealed segment to its key (or confirms it is already
+    /// there), first starting to prepare `next` in the background.
+    fn deliver(&self, seg: &Sealed, next: Option<&Sealed>) -> Result<(), DeliverError> {
         let ready = {
             let mut slot = self.prefetched.borrow_mut();
-            match slot.take() {
+            let ready = match slot.take() {
                 Some((p, h)) if p == seg.path => Some(h),
                 other => {
                     *slot = other;
                     None
                 }
+            };
+            // Whatever the slot held that is not `next` is dropped (a
+            // retried segment's successor is prepared again when it is next).
+            if let Some(next) = next
+                && slot.as_ref().is_none_or(|(p, _)| *p != next.path)
+            {
+                let path = next.path.clone();
+                *slot = Some((
+                    next.path.clone(),
+                    self.rt.spawn_blocking(move || prepare(&path)),
+                ));
             }
+            ready
         };
         let (content, summary) = match ready {
             Some(h) => self.rt.block_on(h)??,
