@@ -4,12 +4,15 @@
 //!
 //! `cargo run --release -p capline-benches --bin throughput [-- --dir DIR --scale F]`
 //! (`-- --redaction`: the writer with `Engine.Redaction` on against off;
-//! `-- --only SHAPE`: one shape, `csv_1k`, `json_16k` or `binary_64k`)
+//! `-- --only SHAPE`: one shape, `csv_1k`, `json_16k` or `binary_64k`;
+//! `-- --capture-cpu N`: the capturing thread runs on CPU N alone during
+//! capline's runs, after the engine's threads have started elsewhere)
 //!
 //! For each record shape it measures:
 //! - **disk limit**: the same number of bytes as capline's JSON lines, written
 //!   through capline's own I/O path (1 MiB O_DIRECT batches through io_uring,
-//!   4 in flight, then fdatasync), with no serialization;
+//!   4 in flight, then fdatasync), with no serialization, right before and
+//!   right after capline's io_uring run; "of limit" is against their mean;
 //! - **baseline**: a crossbeam channel (65 536) of owned `Vec`s to a writer
 //!   thread running serde_json into a `BufWriter<File>`, fsync at the end;
 //! - **capline** with `Io: uring` and with `Io: pwrite`: one producer thread
@@ -57,6 +60,25 @@ struct Figures {
     faults: u64,
     /// Times the capturing thread was preempted during the run.
     preempted: u64,
+    /// With `--capture-cpu`: hardware interrupts on that CPU during the run.
+    irqs: Option<u64>,
+}
+
+/// Hardware interrupts so far on `cpu` (the sum of its column in
+/// `/proc/interrupts`, numbered lines only).
+fn interrupts_on(cpu: usize) -> u64 {
+    let text = std::fs::read_to_string("/proc/interrupts").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter(|l| {
+            l.trim_start()
+                .split(':')
+                .next()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|l| l.split_once(':'))
+        .filter_map(|(_, counts)| counts.split_whitespace().nth(cpu)?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Minor page faults so far of the calling thread (`/proc/thread-self/stat`,
@@ -178,8 +200,40 @@ fn config(dir: &Path, io: &str, extra: &str) -> Config {
     .expect("config")
 }
 
-fn capline_run(dir: &Path, io: &str, s: &Shape, n: u64, timer: &Timer) -> Figures {
-    capline_run_with(dir, io, "", s, n, timer)
+fn capline_run(
+    dir: &Path,
+    io: &str,
+    s: &Shape,
+    n: u64,
+    timer: &Timer,
+    capture_cpu: Option<usize>,
+) -> Figures {
+    capline_run_with(dir, io, "", s, n, timer, capture_cpu)
+}
+
+/// Runs the calling thread on `cpu` alone until the guard is dropped (threads
+/// started before keep their own CPUs).
+struct Pinned(Option<rustix::thread::CpuSet>);
+
+impl Pinned {
+    fn to(cpu: Option<usize>) -> Pinned {
+        let Some(cpu) = cpu else {
+            return Pinned(None);
+        };
+        let before = rustix::thread::sched_getaffinity(None).expect("sched_getaffinity");
+        let mut only = rustix::thread::CpuSet::new();
+        only.set(cpu);
+        rustix::thread::sched_setaffinity(None, &only).expect("sched_setaffinity");
+        Pinned(Some(before))
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Some(before) = &self.0 {
+            let _ = rustix::thread::sched_setaffinity(None, before);
+        }
+    }
 }
 
 fn capline_run_with(
@@ -189,6 +243,7 @@ fn capline_run_with(
     s: &Shape,
     n: u64,
     timer: &Timer,
+    capture_cpu: Option<usize>,
 ) -> Figures {
     let engine = Engine::start(config(dir, io, extra)).expect("start");
     // The writer names itself once it runs: wait for it (at most 1 s).
@@ -208,6 +263,9 @@ fn capline_run_with(
     };
     let mut h = Histogram::<u64>::new(3).expect("histogram");
     let mut refused = 0u64;
+    // After Engine::start, so the writer did not inherit the pin.
+    let pinned = Pinned::to(capture_cpu);
+    let irqs_before = capture_cpu.map(interrupts_on);
     let faults_before = my_minor_faults();
     let preempted_before = my_preemptions();
     let start = Instant::now();
@@ -234,6 +292,10 @@ fn capline_run_with(
     }
     let faults = my_minor_faults() - faults_before;
     let preempted = my_preemptions() - preempted_before;
+    let irqs = capture_cpu
+        .zip(irqs_before)
+        .map(|(cpu, before)| interrupts_on(cpu) - before);
+    drop(pinned);
     engine.flush(Duration::from_secs(600)).expect("flush");
     let secs = start.elapsed().as_secs_f64();
     let writer_cpu_ns = thread_cpu_ns("capline-writer")
@@ -251,6 +313,7 @@ fn capline_run_with(
         writer_cpu_ns,
         faults,
         preempted,
+        irqs,
     }
 }
 
@@ -465,7 +528,9 @@ fn redaction_bench(base_dir: &Path, scale: f64, timer: &Timer) {
                     .prefix("capline-redaction-")
                     .tempdir_in(base_dir)
                     .expect("tempdir");
-                out.push(capline_run_with(d.path(), "uring", extra, &s, n, timer).records_per_s);
+                out.push(
+                    capline_run_with(d.path(), "uring", extra, &s, n, timer, None).records_per_s,
+                );
             }
         }
         let median = |v: &mut Vec<f64>| {
@@ -487,9 +552,17 @@ fn main() {
     let mut scale = 1.0f64;
     let mut redaction = false;
     let mut only: Option<String> = None;
+    let mut capture_cpu: Option<usize> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--only" => only = args.next(),
+            "--capture-cpu" => {
+                capture_cpu = Some(
+                    args.next()
+                        .and_then(|c| c.parse().ok())
+                        .expect("--capture-cpu N"),
+                )
+            }
             "--dir" => dir = args.next().map(PathBuf::from),
             "--scale" => scale = args.next().and_then(|s| s.parse().ok()).unwrap_or(1.0),
             "--redaction" => redaction = true,
@@ -504,6 +577,9 @@ fn main() {
     }
     println!("cpu: {}", capline_benches::cpu_model());
     println!("timer overhead subtracted: {} ns", timer.overhead);
+    if let Some(cpu) = capture_cpu {
+        println!("capturing thread pinned to CPU {cpu} during capline's runs");
+    }
     for (s, n) in shapes() {
         if only.as_ref().is_some_and(|o| o != s.name) {
             continue;
@@ -515,15 +591,33 @@ fn main() {
                 .tempdir_in(&base_dir)
                 .expect("tempdir")
         };
-        let d = run("uring");
-        let uring = capline_run(d.path(), "uring", &s, n, &timer);
+        // The disk's limit moves by ±20 % from one run to the next on a
+        // virtual disk, so it is measured right before and right after the
+        // io_uring run (the same number of bytes, from a first short run's
+        // line size) and the run is compared with the mean of the two.
+        let probe = (n / 100).max(1000);
+        let d = run("probe");
+        let line = {
+            let f = capline_run(d.path(), "uring", &s, probe, &timer, None);
+            f.mb_per_s * 1e6 / f.records_per_s
+        };
         drop(d);
-        let d = run("pwrite");
-        let pwrite = capline_run(d.path(), "pwrite", &s, n, &timer);
-        drop(d);
-        let bytes = (uring.mb_per_s * 1e6 * n as f64 / uring.records_per_s) as u64;
+        let bytes = (line * n as f64) as u64;
         let d = run("limit");
-        let limit = disk_limit(d.path(), bytes);
+        let before = disk_limit(d.path(), bytes);
+        drop(d);
+        let d = run("uring");
+        let uring = capline_run(d.path(), "uring", &s, n, &timer, capture_cpu);
+        drop(d);
+        let d = run("limit");
+        let after = disk_limit(d.path(), bytes);
+        drop(d);
+        let limit = Figures {
+            mb_per_s: (before.mb_per_s + after.mb_per_s) / 2.0,
+            ..Figures::default()
+        };
+        let d = run("pwrite");
+        let pwrite = capline_run(d.path(), "pwrite", &s, n, &timer, capture_cpu);
         drop(d);
         let d = run("baseline");
         let base = baseline(d.path(), &s, n, &timer);
@@ -549,7 +643,10 @@ fn main() {
             "writer/rec",
             "writer/MB"
         );
-        println!("  {:<16} {:>12} {:>9.0}", "disk limit", "-", limit.mb_per_s);
+        println!(
+            "  {:<16} {:>12} {:>9.0}   (mean of {:.0} before and {:.0} after the uring run)",
+            "disk limit", "-", limit.mb_per_s, before.mb_per_s, after.mb_per_s
+        );
         println!(
             "  {:<16} {:>12.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
             "memcpy (floor)", copy.records_per_s, "-", "-", "-", copy.p50, copy.p99, copy.p999
@@ -595,5 +692,8 @@ fn main() {
             pwrite.preempted,
             n / 1000
         );
+        if let (Some(cpu), Some(u), Some(p)) = (capture_cpu, uring.irqs, pwrite.irqs) {
+            println!("  hardware interrupts on CPU {cpu} during the run: uring {u}, pwrite {p}");
+        }
     }
 }

@@ -181,3 +181,37 @@ proptest! {
         prop_assert!(lines.max_line_len(&ev) >= line.len());
     }
 }
+
+#[test]
+fn the_utf8_check_agrees_with_std_at_every_offset() {
+    // Valid and invalid sequences (overlong, surrogate, above U+10FFFF,
+    // truncated, stray continuation), each after 0 to 130 ASCII bytes so
+    // they cross the SIMD check's block boundaries.
+    let tricky: &[&[u8]] = &[
+        "é".as_bytes(),
+        "€".as_bytes(),
+        "😀".as_bytes(),
+        b"\xc0\xaf",
+        b"\xe0\x80\xaf",
+        b"\xed\xa0\x80",
+        b"\xf4\x90\x80\x80",
+        b"\xe2\x82",
+        b"\xf0\x9f\x98",
+        b"\x80",
+        b"\xff",
+    ];
+    for pad in 0..130 {
+        for seq in tricky {
+            for tail in [&b""[..], b"a,b\n", "ü".as_bytes()] {
+                let mut data = vec![b'x'; pad];
+                data.extend_from_slice(seq);
+                data.extend_from_slice(tail);
+                assert_eq!(
+                    capline::format::is_utf8(&data),
+                    std::str::from_utf8(&data).is_ok(),
+                    "{data:?}"
+                );
+            }
+        }
+    }
+}

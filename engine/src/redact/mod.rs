@@ -201,7 +201,7 @@ impl Redactor {
         }
         let want_text = self.live.iter().any(|&l| l);
         self.regions.clear();
-        let utf8 = std::str::from_utf8(p.data).is_ok();
+        let utf8 = crate::format::is_utf8(p.data);
         let parsed = utf8
             && match kind {
                 Kind::Json if !self.rules.json_paths.is_empty() || want_text => json::scan(
