@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use capline::{Capture, Payload};
@@ -36,11 +36,15 @@ use crate::stream::{AnyBody, Framing, Record, boxed};
 use crate::upstream::{BoxError, Pinned, connect, exchange, send};
 use hyper::client::conn::http1::SendRequest;
 
-const INFERENCE_ID: &str = "x-amzn-sagemaker-inference-id";
-const TARGET_VARIANT: &str = "x-amzn-sagemaker-target-variant";
-const CUSTOM_ATTRIBUTES: &str = "x-amzn-sagemaker-custom-attributes";
-const INVOKED_VARIANT: &str = "x-amzn-invoked-production-variant";
-const ERROR_TYPE: &str = "x-amzn-errortype";
+// Header names made once, at compile time: a `&str` name is parsed and
+// lower-cased again at every lookup.
+const INFERENCE_ID: HeaderName = HeaderName::from_static("x-amzn-sagemaker-inference-id");
+const TARGET_VARIANT: HeaderName = HeaderName::from_static("x-amzn-sagemaker-target-variant");
+const CUSTOM_ATTRIBUTES: HeaderName =
+    HeaderName::from_static("x-amzn-sagemaker-custom-attributes");
+const INVOKED_VARIANT: HeaderName = HeaderName::from_static("x-amzn-invoked-production-variant");
+const ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
+const STREAM_ACCEPT: HeaderName = HeaderName::from_static("x-amzn-sagemaker-accept");
 
 type Body = Full<Bytes>;
 
@@ -150,7 +154,7 @@ pub(crate) async fn handle(
         (
             Instant::now(),
             req.method().clone(),
-            req.headers().get(INFERENCE_ID).cloned(),
+            req.headers().get(&INFERENCE_ID).cloned(),
         )
     });
     // A second handle on the path's bytes (no copy): the request goes on.
@@ -181,12 +185,12 @@ pub(crate) async fn handle(
             micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             variant = response
                 .headers()
-                .get(INVOKED_VARIANT)
+                .get(&INVOKED_VARIANT)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or(""),
             error = response
                 .headers()
-                .get(ERROR_TYPE)
+                .get(&ERROR_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or(""),
             inference_id = inference_id
@@ -253,7 +257,7 @@ fn check_headers(headers: &hyper::HeaderMap) -> Result<(), String> {
             "1 validation error detected: Value at '{field}' failed to satisfy constraint: {rule}"
         )
     };
-    let ascii = |name: &str, field: &str| -> Result<(), String> {
+    let ascii = |name: &HeaderName, field: &str| -> Result<(), String> {
         match headers.get(name) {
             Some(v) if v.len() > 1024 => Err(constraint(
                 field,
@@ -266,10 +270,10 @@ fn check_headers(headers: &hyper::HeaderMap) -> Result<(), String> {
             _ => Ok(()),
         }
     };
-    ascii(CONTENT_TYPE.as_str(), "contentType")?;
-    ascii(ACCEPT.as_str(), "accept")?;
-    ascii(CUSTOM_ATTRIBUTES, "customAttributes")?;
-    if let Some(v) = headers.get(INFERENCE_ID) {
+    ascii(&CONTENT_TYPE, "contentType")?;
+    ascii(&ACCEPT, "accept")?;
+    ascii(&CUSTOM_ATTRIBUTES, "customAttributes")?;
+    if let Some(v) = headers.get(&INFERENCE_ID) {
         let ok = v.to_str().is_ok_and(capline::format::is_valid_inference_id);
         if !ok {
             return Err(constraint(
@@ -278,7 +282,7 @@ fn check_headers(headers: &hyper::HeaderMap) -> Result<(), String> {
             ));
         }
     }
-    if let Some(v) = headers.get(TARGET_VARIANT) {
+    if let Some(v) = headers.get(&TARGET_VARIANT) {
         let ok = v.to_str().is_ok_and(capline::config::is_valid_name);
         if !ok {
             return Err(constraint(
@@ -384,7 +388,7 @@ async fn admit(
     }
     let target = parts
         .headers
-        .get(TARGET_VARIANT)
+        .get(&TARGET_VARIANT)
         .and_then(|v| v.to_str().ok());
     let picked = match entry {
         Entry::Sidecar => Ok(0),
@@ -477,9 +481,9 @@ async fn invoke(
     let in_type = content_type(&parts.headers);
     let inference_id = parts
         .headers
-        .get(INFERENCE_ID)
+        .get(&INFERENCE_ID)
         .and_then(|v| v.to_str().ok());
-    let Ok(up) = to_container(variant, &parts.headers, ACCEPT.as_str(), &body) else {
+    let Ok(up) = to_container(variant, &parts.headers, &ACCEPT, &body) else {
         return invalid(state, "invalid request headers");
     };
     // Checked, signed and valid: copies go to the shadows, off this path.
@@ -525,7 +529,7 @@ fn content_type_value(headers: &hyper::HeaderMap) -> HeaderValue {
 fn to_container(
     variant: &crate::state::Variant,
     headers: &hyper::HeaderMap,
-    accept: &str,
+    accept: &HeaderName,
     body: &Bytes,
 ) -> hyper::http::Result<Request<Full<Bytes>>> {
     let mut up = Request::post(hyper::Uri::from_static("/invocations"))
@@ -534,7 +538,7 @@ fn to_container(
     if let Some(v) = headers.get(accept) {
         up = up.header(ACCEPT, v.clone());
     }
-    for name in [CUSTOM_ATTRIBUTES, INFERENCE_ID] {
+    for name in [&CUSTOM_ATTRIBUTES, &INFERENCE_ID] {
         if let Some(v) = headers.get(name) {
             up = up.header(name, v.clone());
         }
@@ -572,7 +576,7 @@ async fn forward(
     };
     let status = answer.status;
     let out_type = content_type(&answer.headers);
-    let out_custom = answer.headers.get(CUSTOM_ATTRIBUTES).cloned();
+    let out_custom = answer.headers.get(&CUSTOM_ATTRIBUTES).cloned();
     if !status.is_success() {
         // Failures are not captured as successes: not captured at all.
         return model_error(
@@ -617,9 +621,9 @@ async fn invoke_stream(
         Err(refused) => return refused.map(boxed),
     };
     let variant = &state.variants[i];
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let header = |name: &HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
     // The streaming API carries Accept as X-Amzn-SageMaker-Accept.
-    let Ok(up) = to_container(variant, &parts.headers, "x-amzn-sagemaker-accept", &body) else {
+    let Ok(up) = to_container(variant, &parts.headers, &STREAM_ACCEPT, &body) else {
         return invalid(state, "invalid request headers").map(boxed);
     };
     let (answer, sender) = match open(state, i, pinned, up).await {
@@ -648,7 +652,7 @@ async fn invoke_stream(
     let record = Record {
         content_type: content_type(&parts.headers).to_string(),
         body,
-        inference_id: header(INFERENCE_ID).map(str::to_string),
+        inference_id: header(&INFERENCE_ID).map(str::to_string),
         out_type: out_type.clone(),
     };
     let frames = crate::stream::relay(
@@ -737,7 +741,7 @@ async fn passthrough(
         .uri(path_and_query);
     for (name, value) in &parts.headers {
         let n = name.as_str();
-        let capline_s = n == TARGET_VARIANT
+        let capline_s = *name == TARGET_VARIANT
             || (checked && (name == hyper::header::AUTHORIZATION || n.starts_with("x-amz-")));
         if HOP_BY_HOP.contains(&n)
             || name == HOST
@@ -777,7 +781,7 @@ async fn passthrough(
         body,
         inference_id: parts
             .headers
-            .get(INFERENCE_ID)
+            .get(&INFERENCE_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
         out_type: content_type(&head.headers).to_string(),
