@@ -40,8 +40,7 @@ use hyper::client::conn::http1::SendRequest;
 // lower-cased again at every lookup.
 const INFERENCE_ID: HeaderName = HeaderName::from_static("x-amzn-sagemaker-inference-id");
 const TARGET_VARIANT: HeaderName = HeaderName::from_static("x-amzn-sagemaker-target-variant");
-const CUSTOM_ATTRIBUTES: HeaderName =
-    HeaderName::from_static("x-amzn-sagemaker-custom-attributes");
+const CUSTOM_ATTRIBUTES: HeaderName = HeaderName::from_static("x-amzn-sagemaker-custom-attributes");
 const INVOKED_VARIANT: HeaderName = HeaderName::from_static("x-amzn-invoked-production-variant");
 const ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
 const STREAM_ACCEPT: HeaderName = HeaderName::from_static("x-amzn-sagemaker-accept");

@@ -140,8 +140,16 @@ while True:
         assert time.time() < deadline, "capline endpoint did not start"
         assert proc.poll() is None, "capline endpoint exited"
         time.sleep(0.05)
-threads = sorted(open(f"/proc/{proc.pid}/task/{t}/comm").read().strip() for t in os.listdir(f"/proc/{proc.pid}/task"))
-assert [t for t in threads if t.startswith("capline-http")] == ["capline-http-0", "capline-http-1"], threads
+# The listeners accept (into the backlog) before their threads have run and
+# named themselves, so the names may take a moment to appear.
+deadline = time.time() + 10
+while True:
+    threads = sorted(open(f"/proc/{proc.pid}/task/{t}/comm").read().strip() for t in os.listdir(f"/proc/{proc.pid}/task"))
+    serving = [t for t in threads if t.startswith("capline-http")]
+    if serving == ["capline-http-0", "capline-http-1"] or time.time() > deadline:
+        break
+    time.sleep(0.05)
+assert serving == ["capline-http-0", "capline-http-1"], threads
 print("HttpThreads 2: two serving threads, capline-http-0 and capline-http-1")
 # A second endpoint on the same port is refused (SO_REUSEPORT would
 # otherwise let it take half of this one's connections).
