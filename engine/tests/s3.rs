@@ -64,6 +64,25 @@ fn bucket(rt: &tokio::runtime::Runtime, c: &Client, base: &str) -> String {
     name
 }
 
+/// What every test starts from: the server's URL, a runtime, a client and a
+/// fresh bucket named after `base` (`None` when no server is configured).
+fn store(base: &str) -> Option<(String, tokio::runtime::Runtime, Client, String)> {
+    let url = endpoint()?;
+    let rt = rt();
+    let c = client(&rt, &url);
+    let b = bucket(&rt, &c, base);
+    Some((url, rt, c, b))
+}
+
+/// A spool directory holding the given subdirectories (`sealed`, `uploads`).
+fn spool_with(dirs: &[&str]) -> tempfile::TempDir {
+    let spool = tempfile::tempdir().unwrap();
+    for d in dirs {
+        std::fs::create_dir_all(spool.path().join(d)).unwrap();
+    }
+    spool
+}
+
 fn config(url: &str, dest: &str, spool: &std::path::Path, extra: &str) -> Config {
     Config::from_json(&format!(
         r#"{{"EndpointName":"churn","DataCaptureConfig":{{"InitialSamplingPercentage":100,
@@ -79,10 +98,9 @@ fn config(url: &str, dest: &str, spool: &std::path::Path, extra: &str) -> Config
 
 #[test]
 fn segments_become_objects_in_the_sagemaker_layout() {
-    let Some(url) = endpoint() else { return };
-    let rt = rt();
-    let c = client(&rt, &url);
-    let b = bucket(&rt, &c, "capline-layout");
+    let Some((url, rt, c, b)) = store("capline-layout") else {
+        return;
+    };
     let spool = tempfile::tempdir().unwrap();
     let engine = Engine::start(config(
         &url,
@@ -178,10 +196,9 @@ fn segments_become_objects_in_the_sagemaker_layout() {
 
 #[test]
 fn the_server_rejects_a_too_small_non_last_part() {
-    let Some(url) = endpoint() else { return };
-    let rt = rt();
-    let c = client(&rt, &url);
-    let b = bucket(&rt, &c, "capline-small-parts");
+    let Some((_, rt, c, b)) = store("capline-small-parts") else {
+        return;
+    };
     let result: Result<(), String> = rt.block_on(async {
         let id = c
             .create_multipart_upload()
@@ -232,10 +249,9 @@ fn the_server_rejects_a_too_small_non_last_part() {
 
 #[test]
 fn uploads_left_open_by_an_earlier_run_are_aborted_and_the_segment_delivered_once() {
-    let Some(url) = endpoint() else { return };
-    let rt = rt();
-    let c = client(&rt, &url);
-    let b = bucket(&rt, &c, "capline-stale");
+    let Some((url, rt, c, b)) = store("capline-stale") else {
+        return;
+    };
     // A sealed segment an earlier run left behind, and the multipart upload it had begun.
     let spool = tempfile::tempdir().unwrap();
     let sealed = spool.path().join("sealed");
@@ -335,14 +351,10 @@ fn object_keys(rt: &tokio::runtime::Runtime, c: &Client, b: &str) -> Vec<String>
 
 #[test]
 fn a_persisted_multipart_upload_resumes_without_sending_its_parts_again() {
-    let Some(url) = endpoint() else { return };
-    let rt = rt();
-    let c = client(&rt, &url);
-    let b = bucket(&rt, &c, "capline-resume");
-    let spool = tempfile::tempdir().unwrap();
-    for d in ["sealed", "uploads"] {
-        std::fs::create_dir_all(spool.path().join(d)).unwrap();
-    }
+    let Some((url, rt, c, b)) = store("capline-resume") else {
+        return;
+    };
+    let spool = spool_with(&["sealed", "uploads"]);
     let content = segment_bytes(13 << 20);
     std::fs::write(spool.path().join("sealed").join(SEGMENT_NAME), &content).unwrap();
     // An earlier run created the upload, sent part 1, persisted that, and died.
@@ -405,14 +417,10 @@ fn a_persisted_multipart_upload_resumes_without_sending_its_parts_again() {
 
 #[test]
 fn progress_naming_a_vanished_upload_starts_over_and_delivers_once() {
-    let Some(url) = endpoint() else { return };
-    let rt = rt();
-    let c = client(&rt, &url);
-    let b = bucket(&rt, &c, "capline-vanished");
-    let spool = tempfile::tempdir().unwrap();
-    for d in ["sealed", "uploads"] {
-        std::fs::create_dir_all(spool.path().join(d)).unwrap();
-    }
+    let Some((url, rt, c, b)) = store("capline-vanished") else {
+        return;
+    };
+    let spool = spool_with(&["sealed", "uploads"]);
     let content = segment_bytes(11 << 20);
     std::fs::write(spool.path().join("sealed").join(SEGMENT_NAME), &content).unwrap();
     std::fs::write(
@@ -436,12 +444,10 @@ fn progress_naming_a_vanished_upload_starts_over_and_delivers_once() {
 
 #[test]
 fn a_segment_an_earlier_run_delivered_is_not_sent_again() {
-    let Some(url) = endpoint() else { return };
-    let rt = rt();
-    let c = client(&rt, &url);
-    let b = bucket(&rt, &c, "capline-delivered");
-    let spool = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(spool.path().join("sealed")).unwrap();
+    let Some((url, rt, c, b)) = store("capline-delivered") else {
+        return;
+    };
+    let spool = spool_with(&["sealed"]);
     let content = segment_bytes(100_000);
     std::fs::write(spool.path().join("sealed").join(SEGMENT_NAME), &content).unwrap();
     // The earlier run's upload completed; it died before removing its spool copy.
@@ -469,10 +475,9 @@ fn a_segment_an_earlier_run_delivered_is_not_sent_again() {
 
 #[test]
 fn an_unreachable_store_keeps_segments_until_it_returns() {
-    let Some(url) = endpoint() else { return };
-    let rt = rt();
-    let c = client(&rt, &url);
-    let b = bucket(&rt, &c, "capline-outage");
+    let Some((url, rt, c, b)) = store("capline-outage") else {
+        return;
+    };
     let spool = tempfile::tempdir().unwrap();
     // A port nothing listens on: every attempt fails to connect.
     let dead = {
@@ -535,12 +540,10 @@ fn an_unreachable_store_keeps_segments_until_it_returns() {
 
 #[test]
 fn a_backlog_goes_up_each_object_with_its_own_summary() {
-    let Some(url) = endpoint() else { return };
-    let rt = rt();
-    let c = client(&rt, &url);
-    let b = bucket(&rt, &c, "capline-backlog");
-    let spool = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(spool.path().join("sealed")).unwrap();
+    let Some((url, rt, c, b)) = store("capline-backlog") else {
+        return;
+    };
+    let spool = spool_with(&["sealed"]);
     // Single-part and multipart segments in turn, each of its own size, so a
     // summary prepared for one segment and used for another would show.
     let sizes = [11_000_000, 90_000, 6_000_000, 300_000, 12_000_000];
