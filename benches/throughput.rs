@@ -69,14 +69,8 @@ struct Figures {
 fn interrupts_on(cpu: usize) -> u64 {
     let text = std::fs::read_to_string("/proc/interrupts").unwrap_or_default();
     text.lines()
-        .skip(1)
-        .filter(|l| {
-            l.trim_start()
-                .split(':')
-                .next()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        })
         .filter_map(|l| l.split_once(':'))
+        .filter(|(label, _)| label.trim_start().bytes().all(|b| b.is_ascii_digit()))
         .filter_map(|(_, counts)| counts.split_whitespace().nth(cpu)?.parse::<u64>().ok())
         .sum()
 }
@@ -612,10 +606,7 @@ fn main() {
         let d = run("limit");
         let after = disk_limit(d.path(), bytes);
         drop(d);
-        let limit = Figures {
-            mb_per_s: (before.mb_per_s + after.mb_per_s) / 2.0,
-            ..Figures::default()
-        };
+        let limit = (before.mb_per_s + after.mb_per_s) / 2.0;
         let d = run("pwrite");
         let pwrite = capline_run(d.path(), "pwrite", &s, n, &timer, capture_cpu);
         drop(d);
@@ -645,7 +636,7 @@ fn main() {
         );
         println!(
             "  {:<16} {:>12} {:>9.0}   (mean of {:.0} before and {:.0} after the uring run)",
-            "disk limit", "-", limit.mb_per_s, before.mb_per_s, after.mb_per_s
+            "disk limit", "-", limit, before.mb_per_s, after.mb_per_s
         );
         println!(
             "  {:<16} {:>12.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
@@ -672,7 +663,7 @@ fn main() {
                 name,
                 f.records_per_s,
                 f.mb_per_s,
-                f.mb_per_s / limit.mb_per_s * 100.0,
+                f.mb_per_s / limit * 100.0,
                 f.records_per_s / base.records_per_s,
                 f.p50,
                 f.p99,

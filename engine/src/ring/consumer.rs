@@ -64,10 +64,8 @@ impl Consumer {
             }
             let len = word >> 32;
             let is_record = word & 0xff == KIND_RECORD;
-            if is_record {
-                s.prefetch_next(self.head + len);
-            }
             if is_record && let Some(f) = f.take() {
+                s.prefetch_next(self.head + len);
                 // SAFETY: the header is committed (Acquire above), so the
                 // producer finished writing `off .. off + len` and will not
                 // touch it again; no producer reuses it before we publish a
@@ -104,25 +102,26 @@ impl Shared {
     /// while this one is serialized, if it is committed already (never a
     /// record a producer is still writing: that would take its lines away
     /// from the producer).
+    #[cfg(all(target_arch = "x86_64", not(capline_loom)))]
     #[inline]
     fn prefetch_next(&self, at: u64) {
-        #[cfg(all(target_arch = "x86_64", not(capline_loom)))]
-        {
-            let off = (at & (self.capacity - 1)) as usize;
-            if self.storage.header(off).load(Ordering::Relaxed) & 0xff == KIND_RECORD {
-                let p = self.storage.bytes().wrapping_add(off);
-                for line in 0..4 {
-                    // SAFETY: a prefetch is only a hint; it never faults and
-                    // reads nothing the program sees.
-                    unsafe {
-                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                            p.wrapping_add(line * 64).cast(),
-                        )
-                    };
-                }
-            }
+        let off = (at & (self.capacity - 1)) as usize;
+        if self.storage.header(off).load(Ordering::Relaxed) & 0xff != KIND_RECORD {
+            return;
         }
-        #[cfg(not(all(target_arch = "x86_64", not(capline_loom))))]
-        let _ = at;
+        let p = self.storage.bytes().wrapping_add(off);
+        for line in 0..4 {
+            // SAFETY: a prefetch is only a hint; it never faults and reads
+            // nothing the program sees.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    p.wrapping_add(line * 64).cast(),
+                )
+            };
+        }
     }
+
+    #[cfg(not(all(target_arch = "x86_64", not(capline_loom))))]
+    #[inline]
+    fn prefetch_next(&self, _at: u64) {}
 }

@@ -62,8 +62,13 @@ pub(super) fn summarize(content: &[u8]) -> Summary {
         records,
         first_time: inference_time(first),
         last_time: inference_time(last),
-        sha256: sha.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        sha256: hex(&sha.finalize()),
     }
+}
+
+/// Lower-case hex, two digits per byte.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -96,11 +101,7 @@ mod tests {
             s.last_time,
             format!("2026-12-02T08:{:02}:{:02}Z", last / 60 % 60, last % 60)
         );
-        let whole: String = sha2::Sha256::digest(content.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(s.sha256, whole);
+        assert_eq!(s.sha256, hex(&sha2::Sha256::digest(content.as_bytes())));
     }
 
     #[test]
