@@ -29,7 +29,7 @@ trap cleanup EXIT
 step "scratch filesystem for test data: ext4 on a loop device"
 SCRATCH=/var/tmp/capline-scratch
 SCRATCH_IMG="$HOME/.cache/capline/scratch.img"
-mkdir -p "$SCRATCH"
+mkdir -p "$SCRATCH" "$(dirname "$SCRATCH_IMG")"
 if mountpoint -q "$SCRATCH"; then umount "$SCRATCH"; fi
 rm -f "$SCRATCH_IMG"
 truncate -s 32G "$SCRATCH_IMG"
