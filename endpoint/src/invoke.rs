@@ -33,7 +33,7 @@ use capline::{Capture, Payload};
 use crate::http::{BodyError, json_string as json, read_body, reply};
 use crate::state::State;
 use crate::stream::{AnyBody, Framing, Record, boxed};
-use crate::upstream::{BoxError, Pinned, connect, exchange, send};
+use crate::upstream::{Answer, BoxError, Pinned, connect, exchange, invocation_head, send};
 use hyper::client::conn::http1::SendRequest;
 
 // Header names made once, at compile time: a `&str` name is parsed and
@@ -482,9 +482,21 @@ async fn invoke(
         .headers
         .get(&INFERENCE_ID)
         .and_then(|v| v.to_str().ok());
-    let Ok(up) = to_container(variant, &parts.headers, &ACCEPT, &body) else {
-        return invalid(state, "invalid request headers");
-    };
+    let mut head = Vec::with_capacity(256);
+    invocation_head(
+        &mut head,
+        &variant.authority,
+        in_type.as_bytes(),
+        body.len(),
+        &[
+            ("accept", parts.headers.get(ACCEPT)),
+            (
+                CUSTOM_ATTRIBUTES.as_str(),
+                parts.headers.get(&CUSTOM_ATTRIBUTES),
+            ),
+            (INFERENCE_ID.as_str(), parts.headers.get(&INFERENCE_ID)),
+        ],
+    );
     // Checked, signed and valid: copies go to the shadows, off this path.
     crate::shadow::mirror(state, &parts.headers, in_type, &body);
     let started = Instant::now();
@@ -493,7 +505,7 @@ async fn invoke(
         body: &body,
         inference_id,
     };
-    let response = forward(state, i, pinned, up, input).await;
+    let response = forward(state, i, pinned, &head, input).await;
     variant
         .metrics
         .record(response.status().as_u16(), started.elapsed());
@@ -510,16 +522,6 @@ fn content_type(headers: &hyper::HeaderMap) -> &str {
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or(OCTET_STREAM)
-}
-
-/// [`content_type`] as a header value: the message's own (shared, not
-/// copied), or [`OCTET_STREAM`].
-fn content_type_value(headers: &hyper::HeaderMap) -> HeaderValue {
-    headers
-        .get(CONTENT_TYPE)
-        .filter(|v| v.to_str().is_ok())
-        .cloned()
-        .unwrap_or(HeaderValue::from_static(OCTET_STREAM))
 }
 
 /// The container contract's `POST /invocations` to `variant`'s model: the
@@ -552,18 +554,26 @@ struct Input<'a> {
     inference_id: Option<&'a str>,
 }
 
-/// Sends the request to the model and shapes its answer; captures a success.
+/// Sends the request (`head`, then the input's body) to the model and
+/// shapes its answer; captures a success.
 async fn forward(
     state: &State,
     i: usize,
     pinned: &Pinned,
-    up: Request<Full<Bytes>>,
+    head: &[u8],
     input: Input<'_>,
 ) -> Response<Body> {
     let variant = &state.variants[i];
-    let (answer, out) = match tokio::time::timeout(
+    let answer = match tokio::time::timeout(
         state.upstream_timeout,
-        exchange(variant, i, pinned, up, state.max_response),
+        exchange(
+            &variant.authority,
+            i,
+            pinned,
+            head,
+            input.body,
+            state.max_response,
+        ),
     )
     .await
     {
@@ -573,9 +583,13 @@ async fn forward(
         Ok(Err(e)) => return model_error(&variant.name, 0, &e.to_string()),
         Ok(Ok(r)) => r,
     };
-    let status = answer.status;
-    let out_type = content_type(&answer.headers);
-    let out_custom = answer.headers.get(&CUSTOM_ATTRIBUTES).cloned();
+    let Answer {
+        status,
+        content_type,
+        custom_attributes,
+        body: out,
+    } = answer;
+    let content_type = content_type.filter(|v| v.to_str().is_ok());
     if !status.is_success() {
         // Failures are not captured as successes: not captured at all.
         return model_error(
@@ -584,6 +598,10 @@ async fn forward(
             &String::from_utf8_lossy(&out),
         );
     }
+    let out_type = content_type
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(OCTET_STREAM);
 
     // Never blocks: sampled, copied into the ring, or dropped and counted.
     variant.engine.capture(&Capture {
@@ -594,12 +612,14 @@ async fn forward(
     });
 
     let mut r = Response::new(Full::new(out));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, content_type_value(&answer.headers));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        content_type.unwrap_or(HeaderValue::from_static(OCTET_STREAM)),
+    );
     if let Some(v) = &variant.name_header {
         r.headers_mut().insert(INVOKED_VARIANT, v.clone());
     }
-    if let Some(c) = out_custom {
+    if let Some(c) = custom_attributes {
         r.headers_mut().insert(CUSTOM_ATTRIBUTES, c);
     }
     r

@@ -1,16 +1,29 @@
 //! Connections to the models. Each downstream (client) connection keeps its
 //! own connection to each variant's model, reused request after request; no
 //! pool is shared between client connections.
+//!
+//! Two kinds of connection:
+//! - [`Conn`], for the buffered invocation (the runtime and sidecar routes,
+//!   nearly every request): an HTTP/1.1 client written here and driven by
+//!   the request's own task. It writes the request with one `writev`, reads
+//!   the answer into one buffer, and hands its body on without a copy when
+//!   it has a length. There is no connection task and no channel between
+//!   the request and its connection.
+//! - hyper's client connection ([`send`]), for the streamed routes, whose
+//!   answers are relayed frame by frame, and for the health check.
 
-use std::time::Duration;
+use std::io::IoSlice;
+use std::task::Poll;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::Full;
 use hyper::Request;
+use hyper::StatusCode;
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::HeaderValue;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::http::{BodyError, read_body};
 use crate::state::Variant;
 
 /// An error on the way to or from a model.
@@ -30,40 +43,461 @@ pub(crate) enum Exchange {
     TooLarge(usize),
 }
 
-/// One downstream connection's connections to the models, one per variant,
-/// reused request after request. HTTP/1 carries one request at a time on a
-/// connection, so a downstream connection never needs more than one upstream
-/// connection per variant, and no pool is shared between connections.
+/// A model's answer that breaks HTTP/1.1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Malformed(&'static str);
+
+fn failed(why: &'static str) -> Exchange {
+    Exchange::Failed(Box::new(Malformed(why)))
+}
+
+/// One downstream connection's connections to the models, one of each kind
+/// per variant, reused request after request. HTTP/1 carries one request at
+/// a time on a connection, so a downstream connection never needs more than
+/// one upstream connection per variant, and no pool is shared between
+/// connections.
 #[derive(Debug)]
-pub(crate) struct Pinned(std::sync::Mutex<Vec<Option<SendRequest<Full<Bytes>>>>>);
+pub(crate) struct Pinned {
+    senders: std::sync::Mutex<Vec<Option<SendRequest<Full<Bytes>>>>>,
+    conns: std::sync::Mutex<Vec<Option<Conn>>>,
+}
+
+/// `m`'s guard, poisoned or not (a slot holds no invariant a panic could break).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 impl Pinned {
     pub(crate) fn new(variants: usize) -> Self {
-        Pinned(std::sync::Mutex::new((0..variants).map(|_| None).collect()))
+        Pinned {
+            senders: std::sync::Mutex::new((0..variants).map(|_| None).collect()),
+            conns: std::sync::Mutex::new((0..variants).map(|_| None).collect()),
+        }
     }
 
-    /// The open connection to variant `i`, if there is one (taken out while in use).
+    /// The open hyper connection to variant `i`, if there is one (taken out while in use).
     fn take(&self, i: usize) -> Option<SendRequest<Full<Bytes>>> {
-        let mut slots = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        slots
+        lock(&self.senders)
             .get_mut(i)
             .and_then(Option::take)
             .filter(|s| !s.is_closed())
     }
 
-    /// Keeps the connection to variant `i` for the next request.
+    /// Keeps the hyper connection to variant `i` for the next request.
     pub(crate) fn keep(&self, i: usize, sender: SendRequest<Full<Bytes>>) {
-        let mut slots = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(slot) = slots.get_mut(i) {
+        if let Some(slot) = lock(&self.senders).get_mut(i) {
             *slot = Some(sender);
         }
     }
+
+    /// The open [`Conn`] to variant `i`, if there is one and the model has
+    /// not closed it (taken out while in use).
+    fn take_conn(&self, i: usize) -> Option<Conn> {
+        let conn = lock(&self.conns).get_mut(i).and_then(Option::take)?;
+        conn.alive().then_some(conn)
+    }
+
+    fn keep_conn(&self, i: usize, conn: Conn) {
+        if let Some(slot) = lock(&self.conns).get_mut(i) {
+            *slot = Some(conn);
+        }
+    }
+}
+
+/// The most an answer's head may take (status line and headers).
+const MAX_HEAD: usize = 64 * 1024;
+/// The most headers an answer may have.
+const MAX_HEADERS: usize = 100;
+/// The most a chunk-size line or a trailer line may take.
+const MAX_LINE: usize = 4096;
+/// The most a chunked answer's trailers may take in all.
+const MAX_TRAILERS: usize = 64 * 1024;
+
+/// A model's answer to a buffered invocation: what the runtime API passes
+/// on and captures of it.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) content_type: Option<HeaderValue>,
+    pub(crate) custom_attributes: Option<HeaderValue>,
+    pub(crate) body: Bytes,
+}
+
+/// How an answer's body ends (RFC 9112, section 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    /// Until the model closes the connection.
+    Close,
+}
+
+/// What [`Conn::answer`] takes from an answer's head.
+struct Head {
+    status: StatusCode,
+    framing: Framing,
+    keep_alive: bool,
+    content_type: Option<HeaderValue>,
+    custom_attributes: Option<HeaderValue>,
+}
+
+/// A keep-alive HTTP/1.1 connection to a model, driven by the task of the
+/// request that uses it.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    stream: tokio::net::TcpStream,
+    /// What was read and not yet taken; empty between answers.
+    buf: BytesMut,
+}
+
+impl Conn {
+    async fn open(authority: &HeaderValue) -> Result<Conn, BoxError> {
+        let stream = tokio::net::TcpStream::connect(authority.to_str()?).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(Conn {
+            stream,
+            buf: BytesMut::new(),
+        })
+    }
+
+    /// Whether the model has left the idle connection open: nothing to read
+    /// (the model closing it would make it readable). Makes no system call
+    /// unless the runtime saw the socket readable since the last read.
+    fn alive(&self) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Writes `head` and `body`, in one `writev` when the socket takes them.
+    async fn write(&mut self, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+        let (mut head, mut body) = (head, body);
+        while !head.is_empty() {
+            let n = self
+                .stream
+                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+                .await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            let h = n.min(head.len());
+            head = &head[h..];
+            body = &body[n - h..];
+        }
+        self.stream.write_all(body).await
+    }
+
+    /// Reads more of the answer into `buf`, room for at least `want` more
+    /// bytes made first; `false` when the model closed the connection.
+    async fn fill(&mut self, want: usize) -> std::io::Result<bool> {
+        self.buf.reserve(want.max(8 * 1024));
+        Ok(self.stream.read_buf(&mut self.buf).await? > 0)
+    }
+
+    /// Reads one answer whose body is at most `max_body` bytes; `true` with
+    /// it when the connection can carry another request.
+    async fn answer(&mut self, max_body: usize) -> Result<(Answer, bool), Exchange> {
+        let head = loop {
+            if let Some(head) = self.head()? {
+                break head;
+            }
+            if self.buf.len() >= MAX_HEAD {
+                return Err(failed("the model's answer head is over 64 KiB"));
+            }
+            if !self.fill(0).await.map_err(|e| Exchange::Failed(e.into()))? {
+                return Err(failed("the model closed the connection before answering"));
+            }
+        };
+        let body = match head.framing {
+            Framing::Length(n) => self.exact(n, max_body).await?,
+            Framing::Chunked => self.chunked(max_body).await?,
+            Framing::Close => self.until_close(max_body).await?,
+        };
+        let reusable = head.keep_alive && head.framing != Framing::Close && self.buf.is_empty();
+        let answer = Answer {
+            status: head.status,
+            content_type: head.content_type,
+            custom_attributes: head.custom_attributes,
+            body,
+        };
+        Ok((answer, reusable))
+    }
+
+    /// Parses the final answer head at the start of `buf` and takes it out,
+    /// skipping interim (1xx) answers; `None` until a whole head is there.
+    fn head(&mut self) -> Result<Option<Head>, Exchange> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut r = httparse::Response::new(&mut headers);
+            let n = match r.parse(&self.buf) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(_) => return Err(failed("the model's answer is not HTTP/1.1")),
+            };
+            let code = r.code.unwrap_or(0);
+            let status = StatusCode::from_u16(code)
+                .map_err(|_| failed("the model's answer has an invalid status"))?;
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(failed("the model switched protocols"));
+            }
+            if status.is_informational() {
+                self.buf.advance(n);
+                continue;
+            }
+            let mut head = Head {
+                status,
+                framing: Framing::Close,
+                keep_alive: r.version == Some(1),
+                content_type: None,
+                custom_attributes: None,
+            };
+            let (mut length, mut chunked, mut encoded) = (None::<u64>, false, false);
+            for h in r.headers.iter() {
+                let v = h.value;
+                if h.name.eq_ignore_ascii_case("content-length") {
+                    let n = std::str::from_utf8(v)
+                        .ok()
+                        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or_else(|| failed("the model's Content-Length is invalid"))?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err(failed("the model sent two Content-Lengths"));
+                    }
+                    length = Some(n);
+                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                    encoded = true;
+                    // Chunked only if it is the last coding.
+                    chunked = v
+                        .rsplit(|&b| b == b',')
+                        .next()
+                        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                } else if h.name.eq_ignore_ascii_case("connection") {
+                    for token in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                        if token.eq_ignore_ascii_case(b"close") {
+                            head.keep_alive = false;
+                        } else if token.eq_ignore_ascii_case(b"keep-alive") && r.version == Some(0)
+                        {
+                            head.keep_alive = true;
+                        }
+                    }
+                } else if h.name.eq_ignore_ascii_case("content-type") {
+                    head.content_type = HeaderValue::from_bytes(v).ok();
+                } else if h
+                    .name
+                    .eq_ignore_ascii_case("x-amzn-sagemaker-custom-attributes")
+                {
+                    head.custom_attributes = HeaderValue::from_bytes(v).ok();
+                }
+            }
+            head.framing = if matches!(code, 204 | 304) {
+                Framing::Length(0)
+            } else if encoded {
+                // With both, Transfer-Encoding wins and the connection is
+                // not reused (RFC 9112, section 6.3).
+                if length.is_some() {
+                    head.keep_alive = false;
+                }
+                if chunked {
+                    Framing::Chunked
+                } else {
+                    Framing::Close
+                }
+            } else {
+                length.map_or(Framing::Close, Framing::Length)
+            };
+            self.buf.advance(n);
+            return Ok(Some(head));
+        }
+    }
+
+    /// A body of `n` bytes: handed on as the buffer's own bytes, no copy.
+    async fn exact(&mut self, n: u64, max_body: usize) -> Result<Bytes, Exchange> {
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= max_body)
+            .ok_or(Exchange::TooLarge(max_body))?;
+        while self.buf.len() < n {
+            let want = n - self.buf.len();
+            if !self
+                .fill(want)
+                .await
+                .map_err(|e| Exchange::Failed(e.into()))?
+            {
+                return Err(failed("the model closed the connection mid-answer"));
+            }
+        }
+        Ok(self.buf.split_to(n).freeze())
+    }
+
+    /// A body read until the model closes the connection.
+    async fn until_close(&mut self, max_body: usize) -> Result<Bytes, Exchange> {
+        loop {
+            if self.buf.len() > max_body {
+                return Err(Exchange::TooLarge(max_body));
+            }
+            if !self.fill(0).await.map_err(|e| Exchange::Failed(e.into()))? {
+                return Ok(std::mem::take(&mut self.buf).freeze());
+            }
+        }
+    }
+
+    /// One line (up to and without its `\r\n`, or a bare `\n`) taken out of
+    /// `buf`, read as needed; at most [`MAX_LINE`] bytes.
+    async fn line(&mut self) -> Result<BytesMut, Exchange> {
+        loop {
+            if let Some(at) = memchr::memchr(b'\n', &self.buf) {
+                let mut line = self.buf.split_to(at + 1);
+                line.truncate(at);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(at - 1);
+                }
+                return Ok(line);
+            }
+            if self.buf.len() > MAX_LINE {
+                return Err(failed(
+                    "a chunk-size or trailer line of the model's answer is too long",
+                ));
+            }
+            if !self.fill(0).await.map_err(|e| Exchange::Failed(e.into()))? {
+                return Err(failed("the model closed the connection mid-answer"));
+            }
+        }
+    }
+
+    /// A chunked body, its chunks joined; trailers are read and dropped.
+    async fn chunked(&mut self, max_body: usize) -> Result<Bytes, Exchange> {
+        let mut body = BytesMut::new();
+        loop {
+            let line = self.line().await?;
+            let size = line[..]
+                .split(|&b| b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            let size = std::str::from_utf8(size)
+                .ok()
+                .filter(|s| !s.is_empty() && s.len() <= 16)
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+                .ok_or_else(|| failed("the model's answer has an invalid chunk size"))?;
+            if size == 0 {
+                break;
+            }
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|&s| s <= max_body - body.len())
+                .ok_or(Exchange::TooLarge(max_body))?;
+            while self.buf.len() < size + 2 {
+                let want = size + 2 - self.buf.len();
+                if !self
+                    .fill(want)
+                    .await
+                    .map_err(|e| Exchange::Failed(e.into()))?
+                {
+                    return Err(failed("the model closed the connection mid-answer"));
+                }
+            }
+            if body.is_empty() {
+                body = self.buf.split_to(size);
+            } else {
+                body.extend_from_slice(&self.buf[..size]);
+                self.buf.advance(size);
+            }
+            if !self.buf.starts_with(b"\r\n") {
+                return Err(failed(
+                    "a chunk of the model's answer does not end with CRLF",
+                ));
+            }
+            self.buf.advance(2);
+        }
+        let mut trailers = 0;
+        loop {
+            let line = self.line().await?;
+            if line.is_empty() {
+                return Ok(body.freeze());
+            }
+            trailers += line.len();
+            if trailers > MAX_TRAILERS {
+                return Err(failed("the model's answer has too many trailers"));
+            }
+        }
+    }
+}
+
+/// Writes the container contract's `POST /invocations` head into `out`:
+/// `Host`, `Content-Type`, `Content-Length` and the given headers, whose
+/// values are checked header values (no CR, LF or NUL in them).
+pub(crate) fn invocation_head(
+    out: &mut Vec<u8>,
+    authority: &HeaderValue,
+    content_type: &[u8],
+    body_len: usize,
+    headers: &[(&str, Option<&HeaderValue>)],
+) {
+    out.extend_from_slice(b"POST /invocations HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(authority.as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: ");
+    out.extend_from_slice(content_type);
+    out.extend_from_slice(b"\r\ncontent-length: ");
+    out.extend_from_slice(itoa_usize(body_len, &mut [0u8; 20]));
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if let Some(v) = value {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn itoa_usize(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// Sends one buffered invocation (`head`, then `body`) to variant `i`'s
+/// model (at `authority`) on the [`Conn`] pinned to this downstream connection, opening one
+/// if there is none or the model closed it while idle, and reads the whole
+/// answer, its body up to `max_body` bytes (a larger one is
+/// [`Exchange::TooLarge`]). A request is never sent twice. The caller's
+/// timeout bounds the time; a connection left mid-answer is dropped.
+pub(crate) async fn exchange(
+    authority: &HeaderValue,
+    i: usize,
+    pinned: &Pinned,
+    head: &[u8],
+    body: &[u8],
+    max_body: usize,
+) -> Result<Answer, Exchange> {
+    let mut conn = match pinned.take_conn(i) {
+        Some(c) => c,
+        None => Conn::open(authority).await.map_err(Exchange::Unreachable)?,
+    };
+    conn.write(head, body)
+        .await
+        .map_err(|e| Exchange::Failed(e.into()))?;
+    let (answer, reusable) = conn.answer(max_body).await?;
+    if reusable {
+        pinned.keep_conn(i, conn);
+    }
+    Ok(answer)
 }
 
 /// Opens a connection to a variant's model; its I/O runs on a task of its own.
@@ -121,24 +555,254 @@ pub(crate) async fn send(
     }
 }
 
-/// [`send`], then reads the whole answer. The answer's body is read up to
-/// `max_body` bytes; a larger one is [`Exchange::TooLarge`] (its connection
-/// is dropped, not reused).
-pub(crate) async fn exchange(
-    variant: &Variant,
-    i: usize,
-    pinned: &Pinned,
-    req: Request<Full<Bytes>>,
-    max_body: usize,
-) -> Result<(hyper::http::response::Parts, Bytes), Exchange> {
-    let (answer, sender) = send(variant, i, pinned, req).await?;
-    let (parts, body) = answer.into_parts();
-    // The caller's timeout bounds the time; this bounds the size.
-    let body = match read_body(body, max_body, Duration::MAX).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge(n)) => return Err(Exchange::TooLarge(n)),
-        Err(e) => return Err(Exchange::Failed(e.into())),
-    };
-    pinned.keep(i, sender);
-    Ok((parts, body))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    /// What a scripted model does on one connection, request after request.
+    enum Step {
+        /// Reads one request, then writes these pieces, pausing between them
+        /// so that they arrive as separate reads.
+        Answer(Vec<&'static [u8]>),
+        /// Closes the connection.
+        Close,
+    }
+
+    /// Reads one whole request (head and Content-Length body) from `s`.
+    fn read_request(s: &mut std::net::TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(n)) = req.parse(&got) {
+                let len: usize = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+                    .unwrap_or(0);
+                if got.len() >= n + len {
+                    return got;
+                }
+            }
+            let k = s.read(&mut chunk).unwrap();
+            assert!(k > 0, "the client closed mid-request");
+            got.extend_from_slice(&chunk[..k]);
+        }
+    }
+
+    /// A model on a real socket that plays `script` on its one connection,
+    /// and hands back the requests it read.
+    fn model(script: Vec<Step>) -> (HeaderValue, std::thread::JoinHandle<Vec<Vec<u8>>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut requests = Vec::new();
+            for step in script {
+                match step {
+                    Step::Answer(pieces) => {
+                        requests.push(read_request(&mut s));
+                        for p in pieces {
+                            s.write_all(p).unwrap();
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
+                    Step::Close => return requests,
+                }
+            }
+            requests
+        });
+        (HeaderValue::from_str(&addr).unwrap(), t)
+    }
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn head(authority: &HeaderValue, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let attrs = HeaderValue::from_static("a=1");
+        invocation_head(
+            &mut out,
+            authority,
+            b"text/csv",
+            body.len(),
+            &[
+                ("accept", None),
+                ("x-amzn-sagemaker-custom-attributes", Some(&attrs)),
+            ],
+        );
+        out
+    }
+
+    #[test]
+    fn request_head_is_what_the_container_contract_expects() {
+        let a = HeaderValue::from_static("model:8080");
+        let got = head(&a, &[0u8; 1234]);
+        assert_eq!(
+            std::str::from_utf8(&got).unwrap(),
+            "POST /invocations HTTP/1.1\r\nhost: model:8080\r\ncontent-type: text/csv\r\n\
+             content-length: 1234\r\nx-amzn-sagemaker-custom-attributes: a=1\r\n\r\n"
+        );
+        assert_eq!(itoa_usize(0, &mut [0; 20]), b"0");
+        assert_eq!(
+            itoa_usize(usize::MAX, &mut [0; 20]),
+            usize::MAX.to_string().as_bytes()
+        );
+    }
+
+    #[test]
+    fn length_and_chunked_answers_in_pieces_on_one_reused_connection() {
+        let (a, t) = model(vec![
+            Step::Answer(vec![
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Ty",
+                b"pe: application/json\r\nX-Amzn-SageMaker-Custom-Attributes: c=2\r\nContent-Length: 11\r\n\r\n{\"a\":",
+                b"\"xyz\"}",
+            ]),
+            Step::Answer(vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhel",
+                b"lo\r\n6\r\n",
+                b" world\r\n0\r\nX-Trailer: t\r\n\r\n",
+            ]),
+            Step::Answer(vec![b"HTTP/1.1 204 No Content\r\n\r\n"]),
+        ]);
+        let pinned = Pinned::new(1);
+        let bodies = run(async {
+            let mut got = Vec::new();
+            for body in [&b"1,2,3"[..], &[7u8; 100_000][..], b""] {
+                let r = exchange(&a, 0, &pinned, &head(&a, body), body, 1 << 20)
+                    .await
+                    .unwrap();
+                got.push((
+                    r.status.as_u16(),
+                    r.content_type,
+                    r.custom_attributes,
+                    r.body,
+                ));
+            }
+            got
+        });
+        assert_eq!(bodies[0].0, 200);
+        assert_eq!(bodies[0].1.as_ref().unwrap(), "application/json");
+        assert_eq!(bodies[0].2.as_ref().unwrap(), "c=2");
+        assert_eq!(&bodies[0].3[..], br#"{"a":"xyz"}"#);
+        assert_eq!(&bodies[1].3[..], b"hello world");
+        assert!(bodies[1].1.is_none());
+        assert_eq!((bodies[2].0, bodies[2].3.len()), (204, 0));
+        // All three on one connection (the model accepts only one), each
+        // request whole: its body after the head.
+        let requests = t.join().unwrap();
+        assert_eq!(requests.len(), 3);
+        assert!(requests[1].ends_with(&[7u8; 100_000]));
+        assert!(requests[0].ends_with(b"\r\n\r\n1,2,3"));
+    }
+
+    #[test]
+    fn an_answer_without_length_ends_at_close_and_its_connection_is_not_kept() {
+        let (a, t) = model(vec![
+            Step::Answer(vec![b"HTTP/1.0 200 OK\r\n\r\nuntil ", b"close"]),
+            Step::Close,
+        ]);
+        let pinned = Pinned::new(1);
+        run(async {
+            let r = exchange(&a, 0, &pinned, &head(&a, b"x"), b"x", 100)
+                .await
+                .unwrap();
+            assert_eq!(&r.body[..], b"until close");
+        });
+        assert!(lock(&pinned.conns)[0].is_none());
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn answers_over_the_limit_are_refused_however_they_are_framed() {
+        let z = "z".repeat(64);
+        let chunked = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n{z}\r\n40\r\n{z}\r\n0\r\n\r\n"
+        );
+        let chunked: &'static [u8] = Box::leak(chunked.into_bytes().into_boxed_slice());
+        for answer in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 101\r\n\r\n"[..],
+            chunked,
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+        ] {
+            // The whole answer, or its head and then 200 bytes.
+            let big: &'static [u8] = if answer == chunked { b"" } else { &[b'z'; 200] };
+            let (a, t) = model(vec![Step::Answer(vec![answer, big]), Step::Close]);
+            let pinned = Pinned::new(1);
+            let r = run(exchange(&a, 0, &pinned, &head(&a, b""), b"", 100));
+            assert!(
+                matches!(r, Err(Exchange::TooLarge(100))),
+                "{answer:?}: {r:?}"
+            );
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn malformed_answers_are_errors_not_guesses() {
+        for answer in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\nabc",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"SSH-2.0-OpenSSH\r\n\r\n",
+        ] {
+            let (a, t) = model(vec![Step::Answer(vec![answer]), Step::Close]);
+            let pinned = Pinned::new(1);
+            let r = run(exchange(&a, 0, &pinned, &head(&a, b""), b"", 100));
+            assert!(matches!(r, Err(Exchange::Failed(_))), "{answer:?}: {r:?}");
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn both_framings_mean_chunked_and_no_reuse() {
+        let (a, t) = model(vec![
+            Step::Answer(vec![
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            ]),
+            Step::Close,
+        ]);
+        let pinned = Pinned::new(1);
+        let r = run(exchange(&a, 0, &pinned, &head(&a, b""), b"", 1000)).unwrap();
+        assert_eq!(&r.body[..], b"ok");
+        assert!(lock(&pinned.conns)[0].is_none());
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_connection_the_model_closed_while_idle_is_not_reused() {
+        let (a, t) = model(vec![
+            Step::Answer(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]),
+            Step::Close,
+        ]);
+        let pinned = Pinned::new(1);
+        run(async {
+            exchange(&a, 0, &pinned, &head(&a, b""), b"", 100)
+                .await
+                .unwrap();
+            assert!(
+                lock(&pinned.conns)[0].is_some(),
+                "kept after a whole answer"
+            );
+            // The model closes it; the runtime notices while this task waits.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(
+                pinned.take_conn(0).is_none(),
+                "a closed connection was handed out"
+            );
+        });
+        t.join().unwrap();
+    }
 }
