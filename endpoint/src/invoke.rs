@@ -488,14 +488,7 @@ async fn invoke(
         &variant.authority,
         in_type.as_bytes(),
         body.len(),
-        &[
-            ("accept", parts.headers.get(ACCEPT)),
-            (
-                CUSTOM_ATTRIBUTES.as_str(),
-                parts.headers.get(&CUSTOM_ATTRIBUTES),
-            ),
-            (INFERENCE_ID.as_str(), parts.headers.get(&INFERENCE_ID)),
-        ],
+        &container_headers(&parts.headers, &ACCEPT),
     );
     // Checked, signed and valid: copies go to the shadows, off this path.
     crate::shadow::mirror(state, &parts.headers, in_type, &body);
@@ -524,9 +517,22 @@ fn content_type(headers: &hyper::HeaderMap) -> &str {
         .unwrap_or(OCTET_STREAM)
 }
 
+/// The headers the container contract passes on to the model, with their
+/// values in the client's request: Accept (taken from the client's `accept`
+/// header), the custom attributes and the inference id.
+fn container_headers<'a>(
+    headers: &'a hyper::HeaderMap,
+    accept: &HeaderName,
+) -> [(HeaderName, Option<&'a HeaderValue>); 3] {
+    [
+        (ACCEPT, headers.get(accept)),
+        (CUSTOM_ATTRIBUTES, headers.get(&CUSTOM_ATTRIBUTES)),
+        (INFERENCE_ID, headers.get(&INFERENCE_ID)),
+    ]
+}
+
 /// The container contract's `POST /invocations` to `variant`'s model: the
-/// body, its Content-Type, and the headers the contract passes on (Accept
-/// taken from the client's `accept` header, custom attributes, inference id).
+/// body, its Content-Type, and the [`container_headers`].
 fn to_container(
     variant: &crate::state::Variant,
     headers: &hyper::HeaderMap,
@@ -536,11 +542,8 @@ fn to_container(
     let mut up = Request::post(hyper::Uri::from_static("/invocations"))
         .header(HOST, variant.authority.clone())
         .header(CONTENT_TYPE, content_type(headers));
-    if let Some(v) = headers.get(accept) {
-        up = up.header(ACCEPT, v.clone());
-    }
-    for name in [&CUSTOM_ATTRIBUTES, &INFERENCE_ID] {
-        if let Some(v) = headers.get(name) {
+    for (name, value) in container_headers(headers, accept) {
+        if let Some(v) = value {
             up = up.header(name, v.clone());
         }
     }
@@ -589,7 +592,6 @@ async fn forward(
         custom_attributes,
         body: out,
     } = answer;
-    let content_type = content_type.filter(|v| v.to_str().is_ok());
     if !status.is_success() {
         // Failures are not captured as successes: not captured at all.
         return model_error(
@@ -598,10 +600,10 @@ async fn forward(
             &String::from_utf8_lossy(&out),
         );
     }
-    let out_type = content_type
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(OCTET_STREAM);
+    let content_type = content_type
+        .filter(|v| v.to_str().is_ok())
+        .unwrap_or(HeaderValue::from_static(OCTET_STREAM));
+    let out_type = content_type.to_str().unwrap_or(OCTET_STREAM);
 
     // Never blocks: sampled, copied into the ring, or dropped and counted.
     variant.engine.capture(&Capture {
@@ -612,10 +614,7 @@ async fn forward(
     });
 
     let mut r = Response::new(Full::new(out));
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        content_type.unwrap_or(HeaderValue::from_static(OCTET_STREAM)),
-    );
+    r.headers_mut().insert(CONTENT_TYPE, content_type);
     if let Some(v) = &variant.name_header {
         r.headers_mut().insert(INVOKED_VARIANT, v.clone());
     }

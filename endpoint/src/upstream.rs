@@ -20,7 +20,7 @@ use http_body_util::Full;
 use hyper::Request;
 use hyper::StatusCode;
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::HeaderValue;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -52,6 +52,37 @@ fn failed(why: &'static str) -> Exchange {
     Exchange::Failed(Box::new(Malformed(why)))
 }
 
+/// One connection per variant, each taken out while a request uses it.
+#[derive(Debug)]
+struct Slots<T>(std::sync::Mutex<Vec<Option<T>>>);
+
+impl<T> Slots<T> {
+    fn new(variants: usize) -> Self {
+        Slots(std::sync::Mutex::new((0..variants).map(|_| None).collect()))
+    }
+
+    /// Variant `i`'s connection, if one is kept (the slot is left empty).
+    fn take(&self, i: usize) -> Option<T> {
+        // Poisoned or not: a slot holds no invariant a panic could break.
+        let mut slots = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots.get_mut(i).and_then(Option::take)
+    }
+
+    /// Keeps `conn` as variant `i`'s connection for the next request.
+    fn keep(&self, i: usize, conn: T) {
+        let mut slots = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(slot) = slots.get_mut(i) {
+            *slot = Some(conn);
+        }
+    }
+}
+
 /// One downstream connection's connections to the models, one of each kind
 /// per variant, reused request after request. HTTP/1 carries one request at
 /// a time on a connection, so a downstream connection never needs more than
@@ -59,49 +90,32 @@ fn failed(why: &'static str) -> Exchange {
 /// connections.
 #[derive(Debug)]
 pub(crate) struct Pinned {
-    senders: std::sync::Mutex<Vec<Option<SendRequest<Full<Bytes>>>>>,
-    conns: std::sync::Mutex<Vec<Option<Conn>>>,
-}
-
-/// `m`'s guard, poisoned or not (a slot holds no invariant a panic could break).
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    senders: Slots<SendRequest<Full<Bytes>>>,
+    conns: Slots<Conn>,
 }
 
 impl Pinned {
     pub(crate) fn new(variants: usize) -> Self {
         Pinned {
-            senders: std::sync::Mutex::new((0..variants).map(|_| None).collect()),
-            conns: std::sync::Mutex::new((0..variants).map(|_| None).collect()),
+            senders: Slots::new(variants),
+            conns: Slots::new(variants),
         }
     }
 
     /// The open hyper connection to variant `i`, if there is one (taken out while in use).
     fn take(&self, i: usize) -> Option<SendRequest<Full<Bytes>>> {
-        lock(&self.senders)
-            .get_mut(i)
-            .and_then(Option::take)
-            .filter(|s| !s.is_closed())
+        self.senders.take(i).filter(|s| !s.is_closed())
     }
 
     /// Keeps the hyper connection to variant `i` for the next request.
     pub(crate) fn keep(&self, i: usize, sender: SendRequest<Full<Bytes>>) {
-        if let Some(slot) = lock(&self.senders).get_mut(i) {
-            *slot = Some(sender);
-        }
+        self.senders.keep(i, sender);
     }
 
     /// The open [`Conn`] to variant `i`, if there is one and the model has
     /// not closed it (taken out while in use).
     fn take_conn(&self, i: usize) -> Option<Conn> {
-        let conn = lock(&self.conns).get_mut(i).and_then(Option::take)?;
-        conn.alive().then_some(conn)
-    }
-
-    fn keep_conn(&self, i: usize, conn: Conn) {
-        if let Some(slot) = lock(&self.conns).get_mut(i) {
-            *slot = Some(conn);
-        }
+        self.conns.take(i).filter(Conn::alive)
     }
 }
 
@@ -113,6 +127,9 @@ const MAX_HEADERS: usize = 100;
 const MAX_LINE: usize = 4096;
 /// The most a chunked answer's trailers may take in all.
 const MAX_TRAILERS: usize = 64 * 1024;
+
+/// The error of an answer cut off by the model closing its connection.
+const MID_ANSWER: &str = "the model closed the connection mid-answer";
 
 /// A model's answer to a buffered invocation: what the runtime API passes
 /// on and captures of it.
@@ -197,9 +214,21 @@ impl Conn {
 
     /// Reads more of the answer into `buf`, room for at least `want` more
     /// bytes made first; `false` when the model closed the connection.
-    async fn fill(&mut self, want: usize) -> std::io::Result<bool> {
+    async fn fill(&mut self, want: usize) -> Result<bool, Exchange> {
         self.buf.reserve(want.max(8 * 1024));
-        Ok(self.stream.read_buf(&mut self.buf).await? > 0)
+        match self.stream.read_buf(&mut self.buf).await {
+            Ok(n) => Ok(n > 0),
+            Err(e) => Err(Exchange::Failed(e.into())),
+        }
+    }
+
+    /// [`Conn::fill`], where the model closing the connection is the error
+    /// `closed`.
+    async fn more(&mut self, want: usize, closed: &'static str) -> Result<(), Exchange> {
+        match self.fill(want).await? {
+            true => Ok(()),
+            false => Err(failed(closed)),
+        }
     }
 
     /// Reads one answer whose body is at most `max_body` bytes; `true` with
@@ -212,9 +241,8 @@ impl Conn {
             if self.buf.len() >= MAX_HEAD {
                 return Err(failed("the model's answer head is over 64 KiB"));
             }
-            if !self.fill(0).await.map_err(|e| Exchange::Failed(e.into()))? {
-                return Err(failed("the model closed the connection before answering"));
-            }
+            self.more(0, "the model closed the connection before answering")
+                .await?;
         };
         let body = match head.framing {
             Framing::Length(n) => self.exact(n, max_body).await?,
@@ -252,17 +280,13 @@ impl Conn {
                 self.buf.advance(n);
                 continue;
             }
-            let mut head = Head {
-                status,
-                framing: Framing::Close,
-                keep_alive: r.version == Some(1),
-                content_type: None,
-                custom_attributes: None,
-            };
+            let http10 = r.version == Some(0);
             let (mut length, mut chunked, mut encoded) = (None::<u64>, false, false);
+            let (mut close, mut keep_alive) = (false, false);
+            let (mut content_type, mut custom_attributes) = (None, None);
             for h in r.headers.iter() {
-                let v = h.value;
-                if h.name.eq_ignore_ascii_case("content-length") {
+                let (name, v) = (h.name, h.value);
+                if name.eq_ignore_ascii_case("content-length") {
                     let n = std::str::from_utf8(v)
                         .ok()
                         .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
@@ -272,46 +296,41 @@ impl Conn {
                         return Err(failed("the model sent two Content-Lengths"));
                     }
                     length = Some(n);
-                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
                     encoded = true;
                     // Chunked only if it is the last coding.
                     chunked = v
                         .rsplit(|&b| b == b',')
                         .next()
                         .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-                } else if h.name.eq_ignore_ascii_case("connection") {
-                    for token in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                        if token.eq_ignore_ascii_case(b"close") {
-                            head.keep_alive = false;
-                        } else if token.eq_ignore_ascii_case(b"keep-alive") && r.version == Some(0)
-                        {
-                            head.keep_alive = true;
-                        }
-                    }
-                } else if h.name.eq_ignore_ascii_case("content-type") {
-                    head.content_type = HeaderValue::from_bytes(v).ok();
-                } else if h
-                    .name
-                    .eq_ignore_ascii_case("x-amzn-sagemaker-custom-attributes")
-                {
-                    head.custom_attributes = HeaderValue::from_bytes(v).ok();
+                } else if name.eq_ignore_ascii_case("connection") {
+                    let tokens = || v.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+                    close |= tokens().any(|t| t.eq_ignore_ascii_case(b"close"));
+                    keep_alive |= tokens().any(|t| t.eq_ignore_ascii_case(b"keep-alive"));
+                } else if name.eq_ignore_ascii_case("content-type") {
+                    content_type = HeaderValue::from_bytes(v).ok();
+                } else if name.eq_ignore_ascii_case("x-amzn-sagemaker-custom-attributes") {
+                    custom_attributes = HeaderValue::from_bytes(v).ok();
                 }
             }
-            head.framing = if matches!(code, 204 | 304) {
-                Framing::Length(0)
-            } else if encoded {
-                // With both, Transfer-Encoding wins and the connection is
-                // not reused (RFC 9112, section 6.3).
-                if length.is_some() {
-                    head.keep_alive = false;
-                }
-                if chunked {
-                    Framing::Chunked
-                } else {
-                    Framing::Close
-                }
-            } else {
-                length.map_or(Framing::Close, Framing::Length)
+            let framing = match (code, encoded, chunked) {
+                (204 | 304, _, _) => Framing::Length(0),
+                (_, true, true) => Framing::Chunked,
+                (_, true, false) => Framing::Close,
+                (_, false, _) => length.map_or(Framing::Close, Framing::Length),
+            };
+            // HTTP/1.1 keeps the connection unless told to close it,
+            // HTTP/1.0 only when asked to; with both Content-Length and
+            // Transfer-Encoding (the latter wins), it is not reused (RFC
+            // 9112, sections 6.3 and 9.3).
+            let closes = close || (http10 && !keep_alive);
+            let ambiguous = encoded && length.is_some();
+            let head = Head {
+                status,
+                framing,
+                keep_alive: !(closes || ambiguous),
+                content_type,
+                custom_attributes,
             };
             self.buf.advance(n);
             return Ok(Some(head));
@@ -325,14 +344,7 @@ impl Conn {
             .filter(|&n| n <= max_body)
             .ok_or(Exchange::TooLarge(max_body))?;
         while self.buf.len() < n {
-            let want = n - self.buf.len();
-            if !self
-                .fill(want)
-                .await
-                .map_err(|e| Exchange::Failed(e.into()))?
-            {
-                return Err(failed("the model closed the connection mid-answer"));
-            }
+            self.more(n - self.buf.len(), MID_ANSWER).await?;
         }
         Ok(self.buf.split_to(n).freeze())
     }
@@ -343,7 +355,7 @@ impl Conn {
             if self.buf.len() > max_body {
                 return Err(Exchange::TooLarge(max_body));
             }
-            if !self.fill(0).await.map_err(|e| Exchange::Failed(e.into()))? {
+            if !self.fill(0).await? {
                 return Ok(std::mem::take(&mut self.buf).freeze());
             }
         }
@@ -366,9 +378,7 @@ impl Conn {
                     "a chunk-size or trailer line of the model's answer is too long",
                 ));
             }
-            if !self.fill(0).await.map_err(|e| Exchange::Failed(e.into()))? {
-                return Err(failed("the model closed the connection mid-answer"));
-            }
+            self.more(0, MID_ANSWER).await?;
         }
     }
 
@@ -395,14 +405,7 @@ impl Conn {
                 .filter(|&s| s <= max_body - body.len())
                 .ok_or(Exchange::TooLarge(max_body))?;
             while self.buf.len() < size + 2 {
-                let want = size + 2 - self.buf.len();
-                if !self
-                    .fill(want)
-                    .await
-                    .map_err(|e| Exchange::Failed(e.into()))?
-                {
-                    return Err(failed("the model closed the connection mid-answer"));
-                }
+                self.more(size + 2 - self.buf.len(), MID_ANSWER).await?;
             }
             if body.is_empty() {
                 body = self.buf.split_to(size);
@@ -439,37 +442,24 @@ pub(crate) fn invocation_head(
     authority: &HeaderValue,
     content_type: &[u8],
     body_len: usize,
-    headers: &[(&str, Option<&HeaderValue>)],
+    headers: &[(HeaderName, Option<&HeaderValue>)],
 ) {
     out.extend_from_slice(b"POST /invocations HTTP/1.1\r\nhost: ");
     out.extend_from_slice(authority.as_bytes());
     out.extend_from_slice(b"\r\ncontent-type: ");
     out.extend_from_slice(content_type);
     out.extend_from_slice(b"\r\ncontent-length: ");
-    out.extend_from_slice(itoa_usize(body_len, &mut [0u8; 20]));
+    out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
         if let Some(v) = value {
-            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(name.as_str().as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(v.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// `n` in decimal, written at the end of `buf`.
-fn itoa_usize(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 /// Sends one buffered invocation (`head`, then `body`) to variant `i`'s
@@ -495,7 +485,7 @@ pub(crate) async fn exchange(
         .map_err(|e| Exchange::Failed(e.into()))?;
     let (answer, reusable) = conn.answer(max_body).await?;
     if reusable {
-        pinned.keep_conn(i, conn);
+        pinned.conns.keep(i, conn);
     }
     Ok(answer)
 }
@@ -637,8 +627,11 @@ mod tests {
             b"text/csv",
             body.len(),
             &[
-                ("accept", None),
-                ("x-amzn-sagemaker-custom-attributes", Some(&attrs)),
+                (hyper::header::ACCEPT, None),
+                (
+                    HeaderName::from_static("x-amzn-sagemaker-custom-attributes"),
+                    Some(&attrs),
+                ),
             ],
         );
         out
@@ -652,11 +645,6 @@ mod tests {
             std::str::from_utf8(&got).unwrap(),
             "POST /invocations HTTP/1.1\r\nhost: model:8080\r\ncontent-type: text/csv\r\n\
              content-length: 1234\r\nx-amzn-sagemaker-custom-attributes: a=1\r\n\r\n"
-        );
-        assert_eq!(itoa_usize(0, &mut [0; 20]), b"0");
-        assert_eq!(
-            itoa_usize(usize::MAX, &mut [0; 20]),
-            usize::MAX.to_string().as_bytes()
         );
     }
 
@@ -719,7 +707,7 @@ mod tests {
                 .unwrap();
             assert_eq!(&r.body[..], b"until close");
         });
-        assert!(lock(&pinned.conns)[0].is_none());
+        assert!(pinned.conns.take(0).is_none());
         t.join().unwrap();
     }
 
@@ -777,7 +765,7 @@ mod tests {
         let pinned = Pinned::new(1);
         let r = run(exchange(&a, 0, &pinned, &head(&a, b""), b"", 1000)).unwrap();
         assert_eq!(&r.body[..], b"ok");
-        assert!(lock(&pinned.conns)[0].is_none());
+        assert!(pinned.conns.take(0).is_none());
         t.join().unwrap();
     }
 
@@ -792,10 +780,8 @@ mod tests {
             exchange(&a, 0, &pinned, &head(&a, b""), b"", 100)
                 .await
                 .unwrap();
-            assert!(
-                lock(&pinned.conns)[0].is_some(),
-                "kept after a whole answer"
-            );
+            let kept = pinned.conns.take(0).expect("kept after a whole answer");
+            pinned.conns.keep(0, kept);
             // The model closes it; the runtime notices while this task waits.
             tokio::time::sleep(Duration::from_millis(100)).await;
             assert!(
