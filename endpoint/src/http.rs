@@ -6,10 +6,13 @@
 //! What one client can hold:
 //! - **connections**: at most [`Limits::max_connections`] are served at
 //!   once per listener; more wait in the kernel's listen backlog;
-//! - **time**: a request's headers must arrive within
-//!   [`Limits::header_timeout`] (hyper's timer), and a keep-alive connection
-//!   with no request in flight is closed after [`Limits::idle_timeout`]
-//!   without a byte read or written;
+//! - **time**: a request's head must arrive within
+//!   [`Limits::header_timeout`] of its first byte, and a keep-alive
+//!   connection with no request in flight is closed after
+//!   [`Limits::idle_timeout`] without a byte read or written. One check per
+//!   connection looks every eighth of the shorter of the two (at least
+//!   every second, at most every 50 ms), so a connection may stay up to two
+//!   looks longer; no timer is set per request;
 //! - **memory**: a body is read into one buffer that never grows past its
 //!   limit, whatever the chunking ([`read_body`]).
 //!
@@ -20,7 +23,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -29,7 +32,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// How long in-flight requests may take to finish once a stop is asked for.
@@ -152,30 +155,58 @@ where
         .map_err(|_| BodyError::Timeout(timeout))?
 }
 
-/// Milliseconds since the process's first use of this clock.
-fn now_ms() -> u64 {
-    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-/// What a connection is doing: its last byte in or out, and its requests in flight.
+/// What a connection is doing: whether a byte went in or out since the
+/// idle check last looked, its requests in flight, and whether a request
+/// head is on its way. Noting a byte is a load or two (and a store the
+/// first time): no clock is read and no timer set per request; the check
+/// ([`serve_one`]) keeps the time.
 #[derive(Debug, Default)]
 struct Activity {
-    last_ms: AtomicU64,
+    touched: AtomicBool,
     in_flight: AtomicUsize,
+    /// A byte arrived while no request was in flight: a head is on its way.
+    reading_head: AtomicBool,
+    /// Request heads read so far. Only the connection's own task writes it.
+    heads: AtomicU64,
 }
 
 impl Activity {
     fn touch(&self) {
-        self.last_ms.store(now_ms(), Ordering::Relaxed);
+        if !self.touched.load(Ordering::Relaxed) {
+            self.touched.store(true, Ordering::Relaxed);
+        }
     }
 
-    /// How long the connection has been silent with nothing in flight.
-    fn idle(&self) -> Duration {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Duration::ZERO;
+    /// Bytes came in.
+    fn read(&self) {
+        self.touch();
+        if self.in_flight.load(Ordering::Relaxed) == 0 && !self.reading_head.load(Ordering::Relaxed)
+        {
+            self.reading_head.store(true, Ordering::Relaxed);
         }
-        Duration::from_millis(now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+
+    /// A whole request head was read: the request is in flight.
+    fn head_read(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let n = self.heads.load(Ordering::Relaxed);
+        self.heads.store(n + 1, Ordering::Relaxed);
+        self.reading_head.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the connection was busy since the last call: a byte went in
+    /// or out, or a request is in flight.
+    fn busy_since_last_look(&self) -> bool {
+        let touched = self.touched.swap(false, Ordering::Relaxed);
+        touched || self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
+    /// The number of the head on its way, if one is: bytes arrived since the
+    /// last request and it is not whole yet.
+    fn head_on_its_way(&self) -> Option<u64> {
+        let waiting = self.in_flight.load(Ordering::Relaxed) == 0
+            && self.reading_head.load(Ordering::Relaxed);
+        waiting.then(|| self.heads.load(Ordering::Relaxed))
     }
 }
 
@@ -194,7 +225,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.read();
         }
         r
     }
@@ -239,34 +270,56 @@ impl Drop for InFlight {
 impl<S, B> hyper::service::Service<Request<Incoming>> for Counted<S>
 where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
-    B: hyper::body::Body + Send + 'static,
+    B: hyper::body::Body,
 {
     type Response = Response<Guarded<B>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = CountedCall<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        let guard = InFlight(self.activity.clone());
-        let fut = self.inner.call(req);
-        // The request stays in flight until its body is sent or dropped: a
-        // streamed answer that pauses is not an idle connection.
-        Box::pin(async move {
-            fut.await.map(|r| {
-                r.map(|inner| Guarded {
-                    inner,
-                    _guard: guard,
-                })
+        self.activity.head_read();
+        CountedCall {
+            fut: self.inner.call(req),
+            guard: Some(InFlight(self.activity.clone())),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A counted request being answered: the service's own future, then its
+    /// response with the request's [`InFlight`] moved into the body. The
+    /// request stays in flight until its body is sent or dropped: a
+    /// streamed answer that pauses is not an idle connection.
+    pub struct CountedCall<F> {
+        #[pin]
+        fut: F,
+        guard: Option<InFlight>,
+    }
+}
+
+impl<F, B, E> Future for CountedCall<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<Guarded<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let r = std::task::ready!(this.fut.poll(cx));
+        let guard = this.guard.take();
+        Poll::Ready(r.map(|r| {
+            r.map(|inner| Guarded {
+                inner,
+                _guard: guard,
             })
-        })
+        }))
     }
 }
 
 /// A response body that keeps its request counted in flight until it ends.
 pub struct Guarded<B> {
     inner: B,
-    _guard: InFlight,
+    _guard: Option<InFlight>,
 }
 
 impl<B: hyper::body::Body + Unpin> hyper::body::Body for Guarded<B> {
@@ -428,7 +481,6 @@ async fn serve_one<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let activity = Arc::new(Activity::default());
-    activity.touch();
     let io = TokioIo::new(Tracked {
         inner: stream,
         activity: activity.clone(),
@@ -437,13 +489,17 @@ async fn serve_one<S, B>(
         inner: service,
         activity: activity.clone(),
     };
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .serve_connection(io, service);
+    // hyper's own header timeout would set a timer per request; the check
+    // below bounds a head's time instead.
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
     tokio::pin!(conn);
-    let check = (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let check = (limits.idle_timeout.min(limits.header_timeout) / 8)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut shutting = false;
+    // Silent with nothing in flight since then (as of the last check).
+    let mut quiet_since = Instant::now();
+    // The head on its way, and since when (as of the check that first saw it).
+    let mut head_since: Option<(u64, Instant)> = None;
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
@@ -451,8 +507,29 @@ async fn serve_one<S, B>(
                 conn.as_mut().graceful_shutdown();
                 shutting = true;
             }
-            () = tokio::time::sleep(check), if !shutting => {
-                if activity.idle() >= limits.idle_timeout {
+            () = tokio::time::sleep(check) => {
+                let now = Instant::now();
+                // With a head on its way nothing is in flight: closing the
+                // connection loses no answer.
+                let head = activity.head_on_its_way();
+                head_since = match (head, head_since) {
+                    (None, _) => None,
+                    (Some(n), Some((m, since))) if n == m => {
+                        if now - since >= limits.header_timeout {
+                            return;
+                        }
+                        Some((m, since))
+                    }
+                    (Some(n), _) => Some((n, now)),
+                };
+                if activity.busy_since_last_look() {
+                    quiet_since = now;
+                } else if !shutting && now - quiet_since >= limits.idle_timeout {
+                    if head.is_some() {
+                        // Silent halfway through a head: hyper's graceful
+                        // close would wait for the rest.
+                        return;
+                    }
                     conn.as_mut().graceful_shutdown();
                     shutting = true;
                 }

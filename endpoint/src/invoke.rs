@@ -32,7 +32,7 @@ use capline::{Capture, Payload};
 
 use crate::http::{BodyError, json_string as json, read_body, reply};
 use crate::state::State;
-use crate::stream::{AnyBody, Framing, Record, boxed};
+use crate::stream::{AnyBody, Framing, Record, boxed, whole};
 use crate::upstream::{Answer, BoxError, Pinned, connect, exchange, invocation_head, send};
 use hyper::client::conn::http1::SendRequest;
 
@@ -159,13 +159,13 @@ pub(crate) async fn handle(
     // A second handle on the path's bytes (no copy): the request goes on.
     let uri = req.uri().clone();
     let response: Response<AnyBody> = match route(&state, req.method(), uri.path()) {
-        Route::Ping => ping(&state).await.map(boxed),
+        Route::Ping => ping(&state).await.map(whole),
         Route::Sidecar => invoke(&state, &pinned, req, Entry::Sidecar)
             .await
-            .map(boxed),
+            .map(whole),
         Route::Runtime(name) => invoke(&state, &pinned, req, Entry::Runtime(name))
             .await
-            .map(boxed),
+            .map(whole),
         Route::Stream(name) => invoke_stream(&state, &pinned, req, name).await,
         Route::Passthrough => passthrough(&state, &pinned, req).await,
         Route::Unknown => error(
@@ -173,7 +173,7 @@ pub(crate) async fn handle(
             "UnknownOperationException",
             "unknown path",
         )
-        .map(boxed),
+        .map(whole),
     };
     if let Some((started, method, inference_id)) = log {
         tracing::info!(
@@ -482,14 +482,16 @@ async fn invoke(
         .headers
         .get(&INFERENCE_ID)
         .and_then(|v| v.to_str().ok());
-    let mut head = Vec::with_capacity(256);
-    invocation_head(
-        &mut head,
-        &variant.authority,
-        in_type.as_bytes(),
-        body.len(),
-        &container_headers(&parts.headers, &ACCEPT),
-    );
+    let headers = container_headers(&parts.headers, &ACCEPT);
+    let head = |out: &mut Vec<u8>| {
+        invocation_head(
+            out,
+            &variant.authority,
+            in_type.as_bytes(),
+            body.len(),
+            &headers,
+        );
+    };
     // Checked, signed and valid: copies go to the shadows, off this path.
     crate::shadow::mirror(state, &parts.headers, in_type, &body);
     let started = Instant::now();
@@ -498,7 +500,7 @@ async fn invoke(
         body: &body,
         inference_id,
     };
-    let response = forward(state, i, pinned, &head, input).await;
+    let response = forward(state, i, pinned, head, input).await;
     variant
         .metrics
         .record(response.status().as_u16(), started.elapsed());
@@ -557,13 +559,13 @@ struct Input<'a> {
     inference_id: Option<&'a str>,
 }
 
-/// Sends the request (`head`, then the input's body) to the model and
-/// shapes its answer; captures a success.
+/// Sends the request (the head `head` writes, then the input's body) to
+/// the model and shapes its answer; captures a success.
 async fn forward(
     state: &State,
     i: usize,
     pinned: &Pinned,
-    head: &[u8],
+    head: impl FnOnce(&mut Vec<u8>),
     input: Input<'_>,
 ) -> Response<Body> {
     let variant = &state.variants[i];
@@ -636,13 +638,13 @@ async fn invoke_stream(
 ) -> Response<AnyBody> {
     let Admitted { parts, body, i } = match admit(state, req, Entry::Runtime(name)).await {
         Ok(a) => a,
-        Err(refused) => return refused.map(boxed),
+        Err(refused) => return refused.map(whole),
     };
     let variant = &state.variants[i];
     let header = |name: &HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
     // The streaming API carries Accept as X-Amzn-SageMaker-Accept.
     let Ok(up) = to_container(variant, &parts.headers, &STREAM_ACCEPT, &body) else {
-        return invalid(state, "invalid request headers").map(boxed);
+        return invalid(state, "invalid request headers").map(whole);
     };
     let (answer, sender) = match open(state, i, pinned, up).await {
         Ok(a) => a,
@@ -651,7 +653,7 @@ async fn invoke_stream(
                 Open::TimedOut => timed_out(state, &variant.name),
                 Open::Failed(e) => model_error(&variant.name, 0, &e.to_string()),
             };
-            return failed.map(boxed);
+            return failed.map(whole);
         }
     };
     let (head, incoming) = answer.into_parts();
@@ -664,7 +666,7 @@ async fn invoke_stream(
             head.status.as_u16(),
             &String::from_utf8_lossy(&text),
         )
-        .map(boxed);
+        .map(whole);
     }
     let out_type = content_type(&head.headers).to_string();
     let record = Record {
@@ -746,7 +748,7 @@ async fn passthrough(
 ) -> Response<AnyBody> {
     let Admitted { parts, body, i } = match admit(state, req, Entry::Passthrough).await {
         Ok(a) => a,
-        Err(refused) => return refused.map(boxed),
+        Err(refused) => return refused.map(whole),
     };
     let variant = &state.variants[i];
     let checked = authenticates(state, Entry::Passthrough);
@@ -775,7 +777,7 @@ async fn passthrough(
         .header(HOST, variant.authority.clone())
         .body(Full::new(body.clone()))
     else {
-        return invalid(state, "invalid request headers").map(boxed);
+        return invalid(state, "invalid request headers").map(whole);
     };
     let (answer, sender) = match open(state, i, pinned, up).await {
         Ok(a) => a,
@@ -790,7 +792,7 @@ async fn passthrough(
                 ),
                 Open::Failed(e) => (StatusCode::BAD_GATEWAY, e.to_string()),
             };
-            return error(status, "ModelError", &why).map(boxed);
+            return error(status, "ModelError", &why).map(whole);
         }
     };
     let (head, incoming) = answer.into_parts();

@@ -72,6 +72,9 @@ const KNOWN: [&str; 24] = [
     "Engine",
 ];
 
+/// Most production variants an endpoint has (SageMaker's own limit).
+pub const MAX_VARIANTS: usize = 10;
+
 /// The keys the engine's config reads; the rest are the endpoint's.
 const ENGINE_KEYS: [&str; 3] = ["EndpointName", "DataCaptureConfig", "Engine"];
 
@@ -266,8 +269,13 @@ impl Settings {
         let list = obj
             .get("ProductionVariants")
             .and_then(|v| v.as_array())
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| bad("ProductionVariants", "is required (a non-empty array)"))?;
+            .filter(|a| (1..=MAX_VARIANTS).contains(&a.len()))
+            .ok_or_else(|| {
+                bad(
+                    "ProductionVariants",
+                    "is required (an array of 1 to 10 variants)",
+                )
+            })?;
         let mut variants: Vec<VariantSettings> = Vec::new();
         for (i, v) in list.iter().enumerate() {
             let one = variant("ProductionVariants", i, v, &base, &[])?.0;
@@ -746,6 +754,15 @@ mod tests {
                     r#"{"VariantName": "A", "InitialVariantWeight": 0, "ModelUrl": "http://h:1"}"#,
                 ),
                 "ProductionVariants: at least one InitialVariantWeight must be > 0",
+            ),
+            (
+                variants(
+                    &(0..11)
+                        .map(|i| format!(r#"{{"VariantName": "V{i}", "ModelUrl": "http://h:1"}}"#))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                "ProductionVariants: is required (an array of 1 to 10 variants)",
             ),
             (
                 variants(r#"{"VariantName": "A", "ModelUrl": "http://h:1", "Image": "x"}"#),

@@ -242,8 +242,15 @@ impl State {
                     )
                 });
         }
-        // One snapshot of the weights (they may change concurrently).
-        let weights: Vec<f64> = self.variants.iter().map(Variant::weight).collect();
+        // One snapshot of the weights (they may change concurrently), on the
+        // stack: the settings allow at most MAX_VARIANTS (any past it would
+        // get no traffic, never a panic).
+        let mut snapshot = [0.0; crate::settings::MAX_VARIANTS];
+        let n = self.variants.len().min(snapshot.len());
+        let weights = &mut snapshot[..n];
+        for (w, v) in weights.iter_mut().zip(&self.variants) {
+            *w = v.weight();
+        }
         let total: f64 = weights.iter().sum();
         if total <= 0.0 {
             return Err("every variant has weight 0".to_string());

@@ -303,9 +303,17 @@ pub(crate) fn head(body: Frames, out_type: &str, variant: &str) -> Response<Fram
     r
 }
 
-/// The boxed body type every route answers with.
-pub(crate) type AnyBody =
-    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+/// The body type every route answers with: a whole body as it is (no
+/// allocation for it), any other boxed.
+pub(crate) type AnyBody = http_body_util::Either<
+    http_body_util::Full<Bytes>,
+    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>,
+>;
+
+/// A whole `body`, as [`AnyBody`].
+pub(crate) fn whole(body: http_body_util::Full<Bytes>) -> AnyBody {
+    http_body_util::Either::Left(body)
+}
 
 /// `body`, boxed as [`AnyBody`].
 pub(crate) fn boxed<B>(body: B) -> AnyBody
@@ -313,5 +321,5 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    body.map_err(Into::into).boxed()
+    http_body_util::Either::Right(body.map_err(Into::into).boxed())
 }

@@ -166,6 +166,11 @@ pub(crate) struct Conn {
     stream: tokio::net::TcpStream,
     /// What was read and not yet taken; empty between answers.
     buf: BytesMut,
+    /// The request head being sent; reused from request to request.
+    head: Vec<u8>,
+    /// The last answer's Content-Type: a model answers most requests with
+    /// the same one, and a clone of it allocates nothing.
+    last_type: Option<HeaderValue>,
 }
 
 impl Conn {
@@ -175,6 +180,8 @@ impl Conn {
         Ok(Conn {
             stream,
             buf: BytesMut::new(),
+            head: Vec::with_capacity(256),
+            last_type: None,
         })
     }
 
@@ -308,7 +315,11 @@ impl Conn {
                     close |= tokens().any(|t| t.eq_ignore_ascii_case(b"close"));
                     keep_alive |= tokens().any(|t| t.eq_ignore_ascii_case(b"keep-alive"));
                 } else if name.eq_ignore_ascii_case("content-type") {
-                    content_type = HeaderValue::from_bytes(v).ok();
+                    content_type = match &self.last_type {
+                        Some(last) if last.as_bytes() == v => Some(last.clone()),
+                        _ => HeaderValue::from_bytes(v).ok(),
+                    };
+                    self.last_type.clone_from(&content_type);
                 } else if name.eq_ignore_ascii_case("x-amzn-sagemaker-custom-attributes") {
                     custom_attributes = HeaderValue::from_bytes(v).ok();
                 }
@@ -468,11 +479,12 @@ pub(crate) fn invocation_head(
 /// answer, its body up to `max_body` bytes (a larger one is
 /// [`Exchange::TooLarge`]). A request is never sent twice. The caller's
 /// timeout bounds the time; a connection left mid-answer is dropped.
+/// `head` writes the request's head (into the connection's reused buffer).
 pub(crate) async fn exchange(
     authority: &HeaderValue,
     i: usize,
     pinned: &Pinned,
-    head: &[u8],
+    head: impl FnOnce(&mut Vec<u8>),
     body: &[u8],
     max_body: usize,
 ) -> Result<Answer, Exchange> {
@@ -480,9 +492,12 @@ pub(crate) async fn exchange(
         Some(c) => c,
         None => Conn::open(authority).await.map_err(Exchange::Unreachable)?,
     };
-    conn.write(head, body)
-        .await
-        .map_err(|e| Exchange::Failed(e.into()))?;
+    let mut out = std::mem::take(&mut conn.head);
+    out.clear();
+    head(&mut out);
+    let sent = conn.write(&out, body).await;
+    conn.head = out;
+    sent.map_err(|e| Exchange::Failed(e.into()))?;
     let (answer, reusable) = conn.answer(max_body).await?;
     if reusable {
         pinned.conns.keep(i, conn);
@@ -667,9 +682,16 @@ mod tests {
         let bodies = run(async {
             let mut got = Vec::new();
             for body in [&b"1,2,3"[..], &[7u8; 100_000][..], b""] {
-                let r = exchange(&a, 0, &pinned, &head(&a, body), body, 1 << 20)
-                    .await
-                    .unwrap();
+                let r = exchange(
+                    &a,
+                    0,
+                    &pinned,
+                    |out: &mut Vec<u8>| out.extend(head(&a, body)),
+                    body,
+                    1 << 20,
+                )
+                .await
+                .unwrap();
                 got.push((
                     r.status.as_u16(),
                     r.content_type,
@@ -702,9 +724,16 @@ mod tests {
         ]);
         let pinned = Pinned::new(1);
         run(async {
-            let r = exchange(&a, 0, &pinned, &head(&a, b"x"), b"x", 100)
-                .await
-                .unwrap();
+            let r = exchange(
+                &a,
+                0,
+                &pinned,
+                |out: &mut Vec<u8>| out.extend(head(&a, b"x")),
+                b"x",
+                100,
+            )
+            .await
+            .unwrap();
             assert_eq!(&r.body[..], b"until close");
         });
         assert!(pinned.conns.take(0).is_none());
@@ -727,7 +756,14 @@ mod tests {
             let big: &'static [u8] = if answer == chunked { b"" } else { &[b'z'; 200] };
             let (a, t) = model(vec![Step::Answer(vec![answer, big]), Step::Close]);
             let pinned = Pinned::new(1);
-            let r = run(exchange(&a, 0, &pinned, &head(&a, b""), b"", 100));
+            let r = run(exchange(
+                &a,
+                0,
+                &pinned,
+                |out: &mut Vec<u8>| out.extend(head(&a, b"")),
+                b"",
+                100,
+            ));
             assert!(
                 matches!(r, Err(Exchange::TooLarge(100))),
                 "{answer:?}: {r:?}"
@@ -748,7 +784,14 @@ mod tests {
         ] {
             let (a, t) = model(vec![Step::Answer(vec![answer]), Step::Close]);
             let pinned = Pinned::new(1);
-            let r = run(exchange(&a, 0, &pinned, &head(&a, b""), b"", 100));
+            let r = run(exchange(
+                &a,
+                0,
+                &pinned,
+                |out: &mut Vec<u8>| out.extend(head(&a, b"")),
+                b"",
+                100,
+            ));
             assert!(matches!(r, Err(Exchange::Failed(_))), "{answer:?}: {r:?}");
             t.join().unwrap();
         }
@@ -763,7 +806,15 @@ mod tests {
             Step::Close,
         ]);
         let pinned = Pinned::new(1);
-        let r = run(exchange(&a, 0, &pinned, &head(&a, b""), b"", 1000)).unwrap();
+        let r = run(exchange(
+            &a,
+            0,
+            &pinned,
+            |out: &mut Vec<u8>| out.extend(head(&a, b"")),
+            b"",
+            1000,
+        ))
+        .unwrap();
         assert_eq!(&r.body[..], b"ok");
         assert!(pinned.conns.take(0).is_none());
         t.join().unwrap();
@@ -777,9 +828,16 @@ mod tests {
         ]);
         let pinned = Pinned::new(1);
         run(async {
-            exchange(&a, 0, &pinned, &head(&a, b""), b"", 100)
-                .await
-                .unwrap();
+            exchange(
+                &a,
+                0,
+                &pinned,
+                |out: &mut Vec<u8>| out.extend(head(&a, b"")),
+                b"",
+                100,
+            )
+            .await
+            .unwrap();
             let kept = pinned.conns.take(0).expect("kept after a whole answer");
             pinned.conns.keep(0, kept);
             // The model closes it; the runtime notices while this task waits.
