@@ -80,6 +80,9 @@ step "boto3: capline endpoint (sagemaker-runtime client, two model servers and o
 step "capline endpoint against careless and hostile clients: bounded memory, connections and time; auth on every route; admin API"
 (cd tests/python && "$VENV/bin/python" endpoint_limits.py "$CARGO_TARGET_DIR/debug/capline")
 
+step "capline endpoint's own reader of plain invocations: pipelined, in pieces, handed to hyper at the first other request, each answered invocation kept once"
+(cd tests/python && "$VENV/bin/python" front_test.py "$CARGO_TARGET_DIR/debug/capline")
+
 step "SageMaker Python SDK: the walkthrough's Predictor loop through capline endpoint, View Captured Data (local and moto)"
 SAGEMAKER_SUPPRESS_V2_WARNING=1 "$VENV/bin/python" tests/python/walkthrough.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3" | grep '^walkthrough'
 

@@ -41,6 +41,7 @@ const ENDPOINT: &[&[&str]] = &[
     &["upstream", "shadow"],
     &["stream"],
     &["invoke", "admin"],
+    &["front"],
 ];
 
 /// One `crate::` reference: the file and line it is on, and the module it names.

@@ -161,7 +161,7 @@ where
 /// first time): no clock is read and no timer set per request; the check
 /// ([`serve_one`]) keeps the time.
 #[derive(Debug, Default)]
-struct Activity {
+pub(crate) struct Activity {
     touched: AtomicBool,
     in_flight: AtomicUsize,
     /// A byte arrived while no request was in flight: a head is on its way.
@@ -171,14 +171,15 @@ struct Activity {
 }
 
 impl Activity {
-    fn touch(&self) {
+    /// Bytes went out.
+    pub(crate) fn touch(&self) {
         if !self.touched.load(Ordering::Relaxed) {
             self.touched.store(true, Ordering::Relaxed);
         }
     }
 
     /// Bytes came in.
-    fn read(&self) {
+    pub(crate) fn read(&self) {
         self.touch();
         if self.in_flight.load(Ordering::Relaxed) == 0 && !self.reading_head.load(Ordering::Relaxed)
         {
@@ -186,12 +187,14 @@ impl Activity {
         }
     }
 
-    /// A whole request head was read: the request is in flight.
-    fn head_read(&self) {
+    /// A whole request head was read: the request is in flight until the
+    /// returned guard is dropped.
+    pub(crate) fn head_read(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let n = self.heads.load(Ordering::Relaxed);
         self.heads.store(n + 1, Ordering::Relaxed);
         self.reading_head.store(false, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
     }
 
     /// Whether the connection was busy since the last call: a byte went in
@@ -277,10 +280,10 @@ where
     type Future = CountedCall<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        self.activity.head_read();
+        let guard = self.activity.head_read();
         CountedCall {
             fut: self.inner.call(req),
-            guard: Some(InFlight(self.activity.clone())),
+            guard: Some(guard),
         }
     }
 }
@@ -422,6 +425,47 @@ pub async fn serve<C, S, B>(
     B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_fronted(listener, limits, slots, None, connection, stop).await;
+}
+
+/// A connection's own reader ahead of hyper: it serves the requests it
+/// can, and at the first one it does not it hands the connection back
+/// (`Some`, with that request's bytes unread in [`ClientConn::buf`]) for
+/// hyper to serve from there on; `None` when the connection is done.
+pub(crate) type Front = Arc<
+    dyn Fn(ClientConn) -> Pin<Box<dyn Future<Output = Option<ClientConn>> + Send>> + Send + Sync,
+>;
+
+/// A client connection while a [`Front`] serves it.
+pub(crate) struct ClientConn {
+    pub(crate) stream: tokio::net::TcpStream,
+    /// Read and not yet served.
+    pub(crate) buf: bytes::BytesMut,
+    /// What the connection's check looks at: the front notes its reads
+    /// ([`Activity::read`]), writes ([`Activity::touch`]) and heads
+    /// ([`Activity::head_read`]).
+    pub(crate) activity: Arc<Activity>,
+    /// True once the server stops: the front ends the connection after the
+    /// request in flight.
+    pub(crate) closing: tokio::sync::watch::Receiver<bool>,
+}
+
+/// [`serve`], with each connection first served by `front` when there is one.
+pub(crate) async fn serve_fronted<C, S, B>(
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    slots: Arc<tokio::sync::Semaphore>,
+    front: Option<Front>,
+    connection: C,
+    stop: impl Future<Output = ()>,
+) where
+    C: Fn() -> S,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut errors = AcceptErrors::new();
@@ -449,8 +493,9 @@ pub async fn serve<C, S, B>(
         let _ = stream.set_nodelay(true);
         let service = connection();
         let closing = closing_rx.clone();
+        let front = front.clone();
         tasks.spawn(async move {
-            serve_one(stream, service, limits, closing).await;
+            serve_one(stream, front, service, limits, closing).await;
             drop(permit);
         });
         while tasks.try_join_next().is_some() {}
@@ -466,10 +511,66 @@ pub async fn serve<C, S, B>(
     }
 }
 
+/// What the connection's check found.
+enum Look {
+    /// Nothing to do.
+    Fine,
+    /// Silent for the idle timeout with nothing in flight; `true` when a
+    /// head had begun to arrive.
+    Idle(bool),
+    /// A head took longer than the header timeout (nothing is in flight).
+    HeadLate,
+}
+
+/// The connection's check: one timer per connection, not per request. It
+/// looks every eighth of the shorter timeout (at least every second, at
+/// most every 50 ms), so a connection may stay up to two looks longer.
+struct Watch {
+    every: Duration,
+    /// Silent with nothing in flight since then (as of the last look).
+    quiet_since: Instant,
+    /// The head on its way, and since when (as of the look that first saw it).
+    head_since: Option<(u64, Instant)>,
+}
+
+impl Watch {
+    fn new(limits: &Limits) -> Watch {
+        Watch {
+            every: (limits.idle_timeout.min(limits.header_timeout) / 8)
+                .clamp(Duration::from_millis(50), Duration::from_secs(1)),
+            quiet_since: Instant::now(),
+            head_since: None,
+        }
+    }
+
+    fn look(&mut self, activity: &Activity, limits: &Limits) -> Look {
+        let now = Instant::now();
+        let head = activity.head_on_its_way();
+        self.head_since = match (head, self.head_since) {
+            (None, _) => None,
+            (Some(n), Some((m, since))) if n == m => {
+                if now - since >= limits.header_timeout {
+                    return Look::HeadLate;
+                }
+                Some((m, since))
+            }
+            (Some(n), _) => Some((n, now)),
+        };
+        if activity.busy_since_last_look() {
+            self.quiet_since = now;
+        } else if now - self.quiet_since >= limits.idle_timeout {
+            return Look::Idle(head.is_some());
+        }
+        Look::Fine
+    }
+}
+
 /// One connection: served until the client closes it, it goes idle for
-/// too long, or the server stops.
+/// too long, a head takes too long, or the server stops. With nothing in
+/// flight, ending it loses no answer.
 async fn serve_one<S, B>(
     stream: tokio::net::TcpStream,
+    front: Option<Front>,
     service: S,
     limits: Limits,
     mut closing: tokio::sync::watch::Receiver<bool>,
@@ -481,25 +582,56 @@ async fn serve_one<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let activity = Arc::new(Activity::default());
+    let mut watch = Watch::new(&limits);
+    let (stream, read) = match front {
+        None => (stream, Bytes::new()),
+        Some(front) => {
+            let mut served = front(ClientConn {
+                stream,
+                buf: bytes::BytesMut::new(),
+                activity: activity.clone(),
+                closing: closing.clone(),
+            });
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    handed = served.as_mut() => match handed {
+                        Some(c) => break (c.stream, c.buf.freeze()),
+                        None => return,
+                    },
+                    _ = closing.wait_for(|c| *c), if !stopping => {
+                        // The front ends the connection after the request
+                        // in flight; with none, it ends now.
+                        if activity.in_flight.load(Ordering::Relaxed) == 0 {
+                            return;
+                        }
+                        stopping = true;
+                    }
+                    () = tokio::time::sleep(watch.every) => {
+                        if !matches!(watch.look(&activity, &limits), Look::Fine) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    };
     let io = TokioIo::new(Tracked {
-        inner: stream,
+        inner: Prefixed {
+            read,
+            inner: stream,
+        },
         activity: activity.clone(),
     });
     let service = Counted {
         inner: service,
         activity: activity.clone(),
     };
-    // hyper's own header timeout would set a timer per request; the check
-    // below bounds a head's time instead.
+    // hyper's own header timeout would set a timer per request; the watch
+    // bounds a head's time instead.
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
     tokio::pin!(conn);
-    let check = (limits.idle_timeout.min(limits.header_timeout) / 8)
-        .clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut shutting = false;
-    // Silent with nothing in flight since then (as of the last check).
-    let mut quiet_since = Instant::now();
-    // The head on its way, and since when (as of the check that first saw it).
-    let mut head_since: Option<(u64, Instant)> = None;
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
@@ -507,33 +639,57 @@ async fn serve_one<S, B>(
                 conn.as_mut().graceful_shutdown();
                 shutting = true;
             }
-            () = tokio::time::sleep(check) => {
-                let now = Instant::now();
-                // With a head on its way nothing is in flight: closing the
-                // connection loses no answer.
-                let head = activity.head_on_its_way();
-                head_since = match (head, head_since) {
-                    (None, _) => None,
-                    (Some(n), Some((m, since))) if n == m => {
-                        if now - since >= limits.header_timeout {
-                            return;
-                        }
-                        Some((m, since))
+            () = tokio::time::sleep(watch.every) => match watch.look(&activity, &limits) {
+                Look::Fine => {}
+                // Silent halfway through a head: hyper's graceful close
+                // would wait for the rest.
+                Look::HeadLate | Look::Idle(true) => return,
+                Look::Idle(false) => {
+                    if !shutting {
+                        conn.as_mut().graceful_shutdown();
+                        shutting = true;
                     }
-                    (Some(n), _) => Some((n, now)),
-                };
-                if activity.busy_since_last_look() {
-                    quiet_since = now;
-                } else if !shutting && now - quiet_since >= limits.idle_timeout {
-                    if head.is_some() {
-                        // Silent halfway through a head: hyper's graceful
-                        // close would wait for the rest.
-                        return;
-                    }
-                    conn.as_mut().graceful_shutdown();
-                    shutting = true;
                 }
-            }
+            },
         }
+    }
+}
+
+/// A stream whose first bytes were read already (by a [`Front`]): they are
+/// read again first.
+struct Prefixed<T> {
+    read: Bytes,
+    inner: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        let first = self.read.split_to(n);
+        buf.put_slice(&first);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -38,7 +38,8 @@ use hyper::client::conn::http1::SendRequest;
 
 // Header names made once, at compile time: a `&str` name is parsed and
 // lower-cased again at every lookup.
-const INFERENCE_ID: HeaderName = HeaderName::from_static("x-amzn-sagemaker-inference-id");
+pub(crate) const INFERENCE_ID: HeaderName =
+    HeaderName::from_static("x-amzn-sagemaker-inference-id");
 const TARGET_VARIANT: HeaderName = HeaderName::from_static("x-amzn-sagemaker-target-variant");
 const CUSTOM_ATTRIBUTES: HeaderName = HeaderName::from_static("x-amzn-sagemaker-custom-attributes");
 const INVOKED_VARIANT: HeaderName = HeaderName::from_static("x-amzn-invoked-production-variant");
@@ -48,7 +49,7 @@ const STREAM_ACCEPT: HeaderName = HeaderName::from_static("x-amzn-sagemaker-acce
 type Body = Full<Bytes>;
 
 /// A SageMaker runtime error: `x-amzn-errortype` and a JSON body.
-fn error(status: StatusCode, kind: &'static str, message: &str) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, kind: &'static str, message: &str) -> Response<Body> {
     error_with(status, kind, format!(r#"{{"message":{}}}"#, json(message)))
 }
 
@@ -107,7 +108,7 @@ fn invalid(state: &State, message: &str) -> Response<Body> {
 }
 
 /// The routes.
-enum Route<'a> {
+pub(crate) enum Route<'a> {
     Ping,
     /// `POST /invocations`: the container contract, to the first variant.
     Sidecar,
@@ -120,7 +121,7 @@ enum Route<'a> {
     Unknown,
 }
 
-fn route<'a>(state: &State, method: &Method, path: &'a str) -> Route<'a> {
+pub(crate) fn route<'a>(state: &State, method: &Method, path: &'a str) -> Route<'a> {
     match (method, path) {
         (&Method::GET, "/ping") => Route::Ping,
         (&Method::POST, "/invocations") => Route::Sidecar,
@@ -149,7 +150,7 @@ pub(crate) async fn handle(
     // The access log: one event per request, off unless CAPLINE_LOG enables
     // the `capline::access` target (the bodies are never logged). What it
     // needs of the request is kept only when it is on.
-    let log = tracing::enabled!(target: "capline::access", tracing::Level::INFO).then(|| {
+    let log = access_log_on().then(|| {
         (
             Instant::now(),
             req.method().clone(),
@@ -176,30 +177,49 @@ pub(crate) async fn handle(
         .map(whole),
     };
     if let Some((started, method, inference_id)) = log {
-        tracing::info!(
-            target: "capline::access",
-            method = %method,
-            path = %uri.path(),
-            status = response.status().as_u16(),
-            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            variant = response
-                .headers()
-                .get(&INVOKED_VARIANT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(""),
-            error = response
-                .headers()
-                .get(&ERROR_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(""),
-            inference_id = inference_id
-                .as_ref()
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(""),
-            "request"
+        access_log(
+            started,
+            &method,
+            uri.path(),
+            inference_id.as_ref(),
+            &response,
         );
     }
     Ok(response)
+}
+
+/// The access log's event for one answered request (the bodies are never
+/// logged); `started` is when its head was read.
+pub(crate) fn access_log<B>(
+    started: Instant,
+    method: &Method,
+    path: &str,
+    inference_id: Option<&HeaderValue>,
+    response: &Response<B>,
+) {
+    let header = |name: &HeaderName| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    tracing::info!(
+        target: "capline::access",
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        variant = header(&INVOKED_VARIANT),
+        error = header(&ERROR_TYPE),
+        inference_id = inference_id.and_then(|v| v.to_str().ok()).unwrap_or(""),
+        "request"
+    );
+}
+
+/// Whether the access log is on (`CAPLINE_LOG` enables the `capline::access` target).
+pub(crate) fn access_log_on() -> bool {
+    tracing::enabled!(target: "capline::access", tracing::Level::INFO)
 }
 
 /// Whether every variant's model is healthy (`GET /ping` on a new
@@ -295,15 +315,15 @@ fn check_headers(headers: &hyper::HeaderMap) -> Result<(), String> {
 
 /// A request that passed every check: its head, its body, and the index of
 /// the variant it goes to.
-struct Admitted {
-    parts: hyper::http::request::Parts,
-    body: Bytes,
-    i: usize,
+pub(crate) struct Admitted {
+    pub(crate) parts: hyper::http::request::Parts,
+    pub(crate) body: Bytes,
+    pub(crate) i: usize,
 }
 
 /// Which way a request came in.
 #[derive(Clone, Copy)]
-enum Entry<'a> {
+pub(crate) enum Entry<'a> {
     /// The runtime API, with the endpoint name in its path.
     Runtime(&'a str),
     /// The container contract's `POST /invocations`: to the first variant.
@@ -312,49 +332,56 @@ enum Entry<'a> {
     Passthrough,
 }
 
+/// The 413 of a body over `MaxPayloadBytes`, counted as refused.
+pub(crate) fn too_large(state: &State) -> Response<Body> {
+    state.refused.fetch_add(1, Ordering::Relaxed);
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "ValidationError",
+        &format!(
+            "Request body is larger than the {} byte limit.",
+            state.max_payload
+        ),
+    )
+}
+
+/// The 408 of a body that did not arrive within `BodyTimeoutSeconds`,
+/// counted as refused.
+pub(crate) fn body_late(state: &State) -> Response<Body> {
+    state.refused.fetch_add(1, Ordering::Relaxed);
+    error(
+        StatusCode::REQUEST_TIMEOUT,
+        "ValidationError",
+        &format!(
+            "The request body did not arrive within {:?}.",
+            state.body_timeout
+        ),
+    )
+}
+
 /// Takes a request in, for every route that reaches a model.
 ///
 /// In order: a declared length over the limit is refused before the body is
 /// read (and before any `100 Continue`); the body is read within its limit
-/// and time; the request is authenticated (`authenticate`); only then are
-/// the endpoint name, the headers and the target variant looked at. `Err`
-/// is the answer that refuses it.
+/// and time; then [`check`]. `Err` is the answer that refuses it.
 async fn admit(
     state: &State,
     req: Request<Incoming>,
     entry: Entry<'_>,
 ) -> Result<Admitted, Response<Body>> {
     let (parts, incoming) = req.into_parts();
-    let too_large = || {
-        state.refused.fetch_add(1, Ordering::Relaxed);
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "ValidationError",
-            &format!(
-                "Request body is larger than the {} byte limit.",
-                state.max_payload
-            ),
-        )
-    };
     let declared = parts
         .headers
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.max_payload as u64) {
-        return Err(too_large());
+        return Err(too_large(state));
     }
     let body = match read_body(incoming, state.max_payload, state.body_timeout).await {
         Ok(b) => b,
-        Err(BodyError::TooLarge(_)) => return Err(too_large()),
-        Err(BodyError::Timeout(t)) => {
-            state.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(error(
-                StatusCode::REQUEST_TIMEOUT,
-                "ValidationError",
-                &format!("The request body did not arrive within {t:?}."),
-            ));
-        }
+        Err(BodyError::TooLarge(_)) => return Err(too_large(state)),
+        Err(BodyError::Timeout(_)) => return Err(body_late(state)),
         // The client went away mid-request: nothing to answer, nothing captured.
         Err(e) => {
             return Err(error(
@@ -364,8 +391,22 @@ async fn admit(
             ));
         }
     };
+    let i = check(state, &parts, &body, entry).map_err(|r| *r)?;
+    Ok(Admitted { parts, body, i })
+}
+
+/// Checks a request whose body has arrived: it is authenticated
+/// (`authenticate`); only then are the endpoint name, the headers and the
+/// target variant looked at. `Ok` is the variant it goes to, `Err` the
+/// answer that refuses it (boxed: refusals are the rare way out).
+pub(crate) fn check(
+    state: &State,
+    parts: &hyper::http::request::Parts,
+    body: &Bytes,
+    entry: Entry<'_>,
+) -> Result<usize, Box<Response<Body>>> {
     // Refused, counted, logged, and not captured.
-    if let Err(Refused(status, kind, why)) = authenticate(state, &parts, &body, entry) {
+    if let Err(Refused(status, kind, why)) = authenticate(state, parts, body, entry) {
         state.refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(reason = why, "refused a request that failed authentication");
         let mut r = error(status, kind, &why);
@@ -375,15 +416,18 @@ async fn admit(
                 HeaderValue::from_static("Bearer"),
             );
         }
-        return Err(r);
+        return Err(Box::new(r));
     }
     if let Entry::Runtime(name) = entry
         && name != state.endpoint_name
     {
-        return Err(invalid(state, &format!("Endpoint {name} not found.")));
+        return Err(Box::new(invalid(
+            state,
+            &format!("Endpoint {name} not found."),
+        )));
     }
     if let Err(why) = check_headers(&parts.headers) {
-        return Err(invalid(state, &why));
+        return Err(Box::new(invalid(state, &why)));
     }
     let target = parts
         .headers
@@ -393,10 +437,7 @@ async fn admit(
         Entry::Sidecar => Ok(0),
         Entry::Runtime(_) | Entry::Passthrough => state.pick(target),
     };
-    match picked {
-        Ok(i) => Ok(Admitted { parts, body, i }),
-        Err(msg) => Err(invalid(state, &msg)),
-    }
+    picked.map_err(|msg| Box::new(invalid(state, &msg)))
 }
 
 /// Whether capline checks who is calling on this route.
@@ -472,10 +513,19 @@ async fn invoke(
     req: Request<Incoming>,
     entry: Entry<'_>,
 ) -> Response<Body> {
-    let Admitted { parts, body, i } = match admit(state, req, entry).await {
-        Ok(a) => a,
-        Err(refused) => return refused,
-    };
+    match admit(state, req, entry).await {
+        Ok(a) => invoke_admitted(state, pinned, a).await,
+        Err(refused) => refused,
+    }
+}
+
+/// Forwards an admitted invocation to its variant's model and captures it
+/// on success.
+pub(crate) async fn invoke_admitted(
+    state: &State,
+    pinned: &Pinned,
+    Admitted { parts, body, i }: Admitted,
+) -> Response<Body> {
     let variant = &state.variants[i];
     let in_type = content_type(&parts.headers);
     let inference_id = parts

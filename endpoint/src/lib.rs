@@ -32,6 +32,7 @@
 
 mod admin;
 mod eventstream;
+mod front;
 pub mod http;
 mod invoke;
 mod settings;
@@ -206,6 +207,7 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
     let mut threads = Vec::new();
     for (i, (rt, listener)) in runtimes.into_iter().zip(listeners).enumerate() {
         let state = state.clone();
+        let front_state = state.clone();
         let slots = slots.clone();
         let mut stopped = stopped.clone();
         let serve = move || {
@@ -219,7 +221,15 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
             let stop = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            rt.block_on(http::serve(listener, limits, slots, connection, stop));
+            let front = front::front(Arc::clone(&front_state));
+            rt.block_on(http::serve_fronted(
+                listener,
+                limits,
+                slots,
+                Some(front),
+                connection,
+                stop,
+            ));
             // Whatever is left (mirrored requests in flight, the admin API) ends here.
             rt.shutdown_timeout(Duration::from_secs(1));
         };

@@ -203,20 +203,7 @@ impl Conn {
 
     /// Writes `head` and `body`, in one `writev` when the socket takes them.
     async fn write(&mut self, head: &[u8], body: &[u8]) -> std::io::Result<()> {
-        let (mut head, mut body) = (head, body);
-        while !head.is_empty() {
-            let n = self
-                .stream
-                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-                .await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            let h = n.min(head.len());
-            head = &head[h..];
-            body = &body[n - h..];
-        }
-        self.stream.write_all(body).await
+        write_message(&mut self.stream, head, body).await
     }
 
     /// Reads more of the answer into `buf`, room for at least `want` more
@@ -443,6 +430,28 @@ impl Conn {
             }
         }
     }
+}
+
+/// Writes a message's `head` and `body` to `stream`, in one `writev` when
+/// the socket takes them.
+pub(crate) async fn write_message(
+    stream: &mut tokio::net::TcpStream,
+    head: &[u8],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let (mut head, mut body) = (head, body);
+    while !head.is_empty() {
+        let n = stream
+            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let h = n.min(head.len());
+        head = &head[h..];
+        body = &body[n - h..];
+    }
+    stream.write_all(body).await
 }
 
 /// Writes the container contract's `POST /invocations` head into `out`:
