@@ -167,7 +167,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install cargo-fuzz --version 0.13.2 --locked
 fi
 cargo fetch --locked --manifest-path fuzz/Cargo.toml
-for target in serialize_record parse_config endpoint_settings admin_update sigv4_header redact escape; do
+for target in serialize_record parse_config endpoint_settings admin_update sigv4_header request_head answer_head redact escape; do
   scratch=$(mktemp -d)
   log="$scratch.log"
   rc=0

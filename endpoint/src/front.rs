@@ -79,6 +79,22 @@ enum Parsed {
 
 /// Reads the head at the start of `buf` (a plain one into `plain`).
 fn parse(buf: &[u8], state: &State, plain: &mut Plain) -> Parsed {
+    let ours = |path: &str| {
+        matches!(
+            route(state, &Method::POST, path),
+            Route::Sidecar | Route::Runtime(_)
+        )
+    };
+    parse_with(buf, state.max_payload, &ours, plain)
+}
+
+/// [`parse`], with the routes the front serves given by `ours`.
+fn parse_with(
+    buf: &[u8],
+    max_payload: usize,
+    ours: &dyn Fn(&str) -> bool,
+    plain: &mut Plain,
+) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -89,10 +105,7 @@ fn parse(buf: &[u8], state: &State, plain: &mut Plain) -> Parsed {
     let (Some("POST"), Some(1), Some(path)) = (req.method, req.version, req.path) else {
         return Parsed::Other;
     };
-    if !matches!(
-        route(state, &Method::POST, path),
-        Route::Sidecar | Route::Runtime(_)
-    ) {
+    if !ours(path) {
         return Parsed::Other;
     }
     let at = |s: &[u8]| {
@@ -126,7 +139,7 @@ fn parse(buf: &[u8], state: &State, plain: &mut Plain) -> Parsed {
     }
     match length {
         // Over the limit: hyper's route refuses it before the body is read.
-        Some(n) if n <= state.max_payload => {
+        Some(n) if n <= max_payload => {
             plain.body_len = n;
             Parsed::Plain
         }
@@ -135,6 +148,16 @@ fn parse(buf: &[u8], state: &State, plain: &mut Plain) -> Parsed {
 }
 
 impl Plain {
+    fn new() -> Plain {
+        Plain {
+            head_len: 0,
+            body_len: 0,
+            path: 0..0,
+            headers: std::array::from_fn(|_| (0..0, 0..0)),
+            count: 0,
+        }
+    }
+
     /// The request's head as hyper would give it, its values sharing
     /// `head`'s bytes; `None` if a name, value or the path is not one
     /// hyper's types take.
@@ -158,13 +181,7 @@ impl Plain {
 /// stops, or a request is not plain (handed back, unread).
 async fn serve(state: Arc<State>, pinned: Pinned, mut c: ClientConn) -> Option<ClientConn> {
     let mut out = Vec::with_capacity(512);
-    let mut plain = Plain {
-        head_len: 0,
-        body_len: 0,
-        path: 0..0,
-        headers: std::array::from_fn(|_| (0..0, 0..0)),
-        count: 0,
-    };
+    let mut plain = Plain::new();
     loop {
         loop {
             match parse(&c.buf, &state, &mut plain) {
@@ -310,4 +327,21 @@ fn date(out: &mut Vec<u8>) {
         }
         out.extend_from_slice(text.as_bytes());
     });
+}
+
+/// The front's reading of `buf` as a plain invocation's head, for the fuzz
+/// target (`fuzz/checks/request_head.rs`), with the runtime and sidecar
+/// routes of an endpoint named `e`: `None` when it is not one (or not whole
+/// yet), else the head's length, the body's, and the head as hyper's
+/// `Parts` (`None` if hyper's types refuse a part of it).
+pub fn read_head(buf: &[u8], max_payload: usize) -> Option<(usize, usize, Option<Parts>)> {
+    let ours = |p: &str| p == "/invocations" || p == "/endpoints/e/invocations";
+    let mut plain = Plain::new();
+    match parse_with(buf, max_payload, &ours, &mut plain) {
+        Parsed::Plain => {
+            let head = Bytes::copy_from_slice(&buf[..plain.head_len]);
+            Some((plain.head_len, plain.body_len, plain.parts(&head)))
+        }
+        Parsed::Partial | Parsed::Other => None,
+    }
 }

@@ -55,7 +55,9 @@ pub use settings::{Settings, SettingsError, ShadowSettings, VariantSettings};
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::admin::{Update, parse_update};
+    pub use crate::front::read_head;
     pub use crate::sigv4::{Authorization, parse_authorization};
+    pub use crate::upstream::{ReadAnswer, read_answer_head};
 }
 
 use sigv4::Verifier;

@@ -256,82 +256,15 @@ impl Conn {
     /// Parses the final answer head at the start of `buf` and takes it out,
     /// skipping interim (1xx) answers; `None` until a whole head is there.
     fn head(&mut self) -> Result<Option<Head>, Exchange> {
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut r = httparse::Response::new(&mut headers);
-            let n = match r.parse(&self.buf) {
-                Ok(httparse::Status::Complete(n)) => n,
-                Ok(httparse::Status::Partial) => return Ok(None),
-                Err(_) => return Err(failed("the model's answer is not HTTP/1.1")),
-            };
-            let code = r.code.unwrap_or(0);
-            let status = StatusCode::from_u16(code)
-                .map_err(|_| failed("the model's answer has an invalid status"))?;
-            if status == StatusCode::SWITCHING_PROTOCOLS {
-                return Err(failed("the model switched protocols"));
-            }
-            if status.is_informational() {
+        match answer_head(&self.buf, &mut self.last_type)? {
+            AnswerHead::Whole(head, n) => {
                 self.buf.advance(n);
-                continue;
+                Ok(Some(head))
             }
-            let http10 = r.version == Some(0);
-            let (mut length, mut chunked, mut encoded) = (None::<u64>, false, false);
-            let (mut close, mut keep_alive) = (false, false);
-            let (mut content_type, mut custom_attributes) = (None, None);
-            for h in r.headers.iter() {
-                let (name, v) = (h.name, h.value);
-                if name.eq_ignore_ascii_case("content-length") {
-                    let n = std::str::from_utf8(v)
-                        .ok()
-                        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                        .and_then(|s| s.parse::<u64>().ok())
-                        .ok_or_else(|| failed("the model's Content-Length is invalid"))?;
-                    if length.is_some_and(|l| l != n) {
-                        return Err(failed("the model sent two Content-Lengths"));
-                    }
-                    length = Some(n);
-                } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                    encoded = true;
-                    // Chunked only if it is the last coding.
-                    chunked = v
-                        .rsplit(|&b| b == b',')
-                        .next()
-                        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-                } else if name.eq_ignore_ascii_case("connection") {
-                    let tokens = || v.split(|&b| b == b',').map(<[u8]>::trim_ascii);
-                    close |= tokens().any(|t| t.eq_ignore_ascii_case(b"close"));
-                    keep_alive |= tokens().any(|t| t.eq_ignore_ascii_case(b"keep-alive"));
-                } else if name.eq_ignore_ascii_case("content-type") {
-                    content_type = match &self.last_type {
-                        Some(last) if last.as_bytes() == v => Some(last.clone()),
-                        _ => HeaderValue::from_bytes(v).ok(),
-                    };
-                    self.last_type.clone_from(&content_type);
-                } else if name.eq_ignore_ascii_case("x-amzn-sagemaker-custom-attributes") {
-                    custom_attributes = HeaderValue::from_bytes(v).ok();
-                }
+            AnswerHead::Partial(interim) => {
+                self.buf.advance(interim);
+                Ok(None)
             }
-            let framing = match (code, encoded, chunked) {
-                (204 | 304, _, _) => Framing::Length(0),
-                (_, true, true) => Framing::Chunked,
-                (_, true, false) => Framing::Close,
-                (_, false, _) => length.map_or(Framing::Close, Framing::Length),
-            };
-            // HTTP/1.1 keeps the connection unless told to close it,
-            // HTTP/1.0 only when asked to; with both Content-Length and
-            // Transfer-Encoding (the latter wins), it is not reused (RFC
-            // 9112, sections 6.3 and 9.3).
-            let closes = close || (http10 && !keep_alive);
-            let ambiguous = encoded && length.is_some();
-            let head = Head {
-                status,
-                framing,
-                keep_alive: !(closes || ambiguous),
-                content_type,
-                custom_attributes,
-            };
-            self.buf.advance(n);
-            return Ok(Some(head));
         }
     }
 
@@ -429,6 +362,129 @@ impl Conn {
                 return Err(failed("the model's answer has too many trailers"));
             }
         }
+    }
+}
+
+/// What the start of a model connection's buffer holds.
+enum AnswerHead {
+    /// The final answer's head, and the bytes it takes (with any interim
+    /// answers before it).
+    Whole(Head, usize),
+    /// No whole final head yet; the bytes of the interim answers before it.
+    Partial(usize),
+}
+
+/// Parses the final answer head at the start of `buf`, skipping interim
+/// (1xx) answers. `last_type` is the last answer's Content-Type: reused
+/// when this one's bytes are the same, and replaced by this one's.
+fn answer_head(buf: &[u8], last_type: &mut Option<HeaderValue>) -> Result<AnswerHead, Exchange> {
+    let mut at = 0;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut r = httparse::Response::new(&mut headers);
+        let n = match r.parse(&buf[at..]) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(AnswerHead::Partial(at)),
+            Err(_) => return Err(failed("the model's answer is not HTTP/1.1")),
+        };
+        let code = r.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| failed("the model's answer has an invalid status"))?;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(failed("the model switched protocols"));
+        }
+        if status.is_informational() {
+            at += n;
+            continue;
+        }
+        let http10 = r.version == Some(0);
+        let (mut length, mut chunked, mut encoded) = (None::<u64>, false, false);
+        let (mut close, mut keep_alive) = (false, false);
+        let (mut content_type, mut custom_attributes) = (None, None);
+        for h in r.headers.iter() {
+            let (name, v) = (h.name, h.value);
+            if name.eq_ignore_ascii_case("content-length") {
+                let n = std::str::from_utf8(v)
+                    .ok()
+                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| failed("the model's Content-Length is invalid"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(failed("the model sent two Content-Lengths"));
+                }
+                length = Some(n);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                encoded = true;
+                // Chunked only if it is the last coding.
+                chunked = v
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name.eq_ignore_ascii_case("connection") {
+                let tokens = || v.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+                close |= tokens().any(|t| t.eq_ignore_ascii_case(b"close"));
+                keep_alive |= tokens().any(|t| t.eq_ignore_ascii_case(b"keep-alive"));
+            } else if name.eq_ignore_ascii_case("content-type") {
+                content_type = match &*last_type {
+                    Some(last) if last.as_bytes() == v => Some(last.clone()),
+                    _ => HeaderValue::from_bytes(v).ok(),
+                };
+                last_type.clone_from(&content_type);
+            } else if name.eq_ignore_ascii_case("x-amzn-sagemaker-custom-attributes") {
+                custom_attributes = HeaderValue::from_bytes(v).ok();
+            }
+        }
+        let framing = match (code, encoded, chunked) {
+            (204 | 304, _, _) => Framing::Length(0),
+            (_, true, true) => Framing::Chunked,
+            (_, true, false) => Framing::Close,
+            (_, false, _) => length.map_or(Framing::Close, Framing::Length),
+        };
+        // HTTP/1.1 keeps the connection unless told to close it,
+        // HTTP/1.0 only when asked to; with both Content-Length and
+        // Transfer-Encoding (the latter wins), it is not reused (RFC
+        // 9112, sections 6.3 and 9.3).
+        let closes = close || (http10 && !keep_alive);
+        let ambiguous = encoded && length.is_some();
+        let head = Head {
+            status,
+            framing,
+            keep_alive: !(closes || ambiguous),
+            content_type,
+            custom_attributes,
+        };
+        return Ok(AnswerHead::Whole(head, at + n));
+    }
+}
+
+/// A model answer's head as capline's client read it (for the fuzz target).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadAnswer {
+    /// The final status (interim answers skipped).
+    pub status: u16,
+    /// The body's length, if the head gives one (`None`: chunked, or until close).
+    pub length: Option<u64>,
+    /// Whether the connection can carry another request after the body.
+    pub reusable: bool,
+    /// The bytes the head takes, interim answers included.
+    pub head_len: usize,
+}
+
+/// A model answer's head as capline's client reads it, for the fuzz
+/// target (`fuzz/checks/answer_head.rs`): `Ok(None)` until a whole final
+/// head is there; `Err` says why the answer is refused.
+pub fn read_answer_head(buf: &[u8]) -> Result<Option<ReadAnswer>, String> {
+    match answer_head(buf, &mut None).map_err(|e| e.to_string())? {
+        AnswerHead::Partial(_) => Ok(None),
+        AnswerHead::Whole(head, n) => Ok(Some(ReadAnswer {
+            status: head.status.as_u16(),
+            length: match head.framing {
+                Framing::Length(n) => Some(n),
+                Framing::Chunked | Framing::Close => None,
+            },
+            reusable: head.keep_alive && head.framing != Framing::Close,
+            head_len: n,
+        })),
     }
 }
 

@@ -4,10 +4,14 @@
 
 #[path = "../../fuzz/checks/admin_update.rs"]
 mod admin_update;
+#[path = "../../fuzz/checks/answer_head.rs"]
+mod answer_head;
 #[path = "../../fuzz/checks/endpoint_settings.rs"]
 mod endpoint_settings;
 #[path = "../../fuzz/checks/replay.rs"]
 mod replay;
+#[path = "../../fuzz/checks/request_head.rs"]
+mod request_head;
 #[path = "../../fuzz/checks/sigv4_header.rs"]
 mod sigv4_header;
 
@@ -26,4 +30,14 @@ fn admin_update_corpus() {
 #[test]
 fn sigv4_header_corpus() {
     replay("sigv4_header", sigv4_header::check);
+}
+
+#[test]
+fn request_head_corpus() {
+    replay("request_head", request_head::check);
+}
+
+#[test]
+fn answer_head_corpus() {
+    replay("answer_head", answer_head::check);
 }
