@@ -403,6 +403,44 @@ impl AcceptErrors {
     }
 }
 
+/// An error as hyper takes it from a service or a body.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A connection's service as [`serve`] takes it: a hyper service whose
+/// answers have bodies of type `B`.
+pub trait ConnService<B>:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Send
+    + 'static
+{
+}
+
+impl<S, B> ConnService<B> for S where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Future: Send + 'static,
+            Error: Into<BoxError>,
+        > + Send
+        + 'static
+{
+}
+
+/// An answer's body as [`serve`] takes it.
+pub trait ResponseBody:
+    hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+
 /// Serves HTTP/1.1 on the connections `listener` accepts, within `limits`,
 /// one task per connection, with the service `connection()` makes for it
 /// (so a service can keep per-connection state). A connection is served
@@ -419,11 +457,8 @@ pub async fn serve<C, S, B>(
     stop: impl Future<Output = ()>,
 ) where
     C: Fn() -> S,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnService<B>,
+    B: ResponseBody,
 {
     serve_fronted(listener, limits, slots, None, connection, stop).await;
 }
@@ -460,11 +495,8 @@ pub(crate) async fn serve_fronted<C, S, B>(
     stop: impl Future<Output = ()>,
 ) where
     C: Fn() -> S,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnService<B>,
+    B: ResponseBody,
 {
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -575,11 +607,8 @@ async fn serve_one<S, B>(
     limits: Limits,
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnService<B>,
+    B: ResponseBody,
 {
     let activity = Arc::new(Activity::default());
     let mut watch = Watch::new(&limits);

@@ -717,6 +717,17 @@ mod tests {
         out
     }
 
+    /// One exchange with variant 0's model: `body` with the test's head.
+    async fn ask(
+        a: &HeaderValue,
+        pinned: &Pinned,
+        body: &[u8],
+        max_body: usize,
+    ) -> Result<Answer, Exchange> {
+        let head = |out: &mut Vec<u8>| out.extend(self::head(a, body));
+        exchange(a, 0, pinned, head, body, max_body).await
+    }
+
     #[test]
     fn request_head_is_what_the_container_contract_expects() {
         let a = HeaderValue::from_static("model:8080");
@@ -747,16 +758,7 @@ mod tests {
         let bodies = run(async {
             let mut got = Vec::new();
             for body in [&b"1,2,3"[..], &[7u8; 100_000][..], b""] {
-                let r = exchange(
-                    &a,
-                    0,
-                    &pinned,
-                    |out: &mut Vec<u8>| out.extend(head(&a, body)),
-                    body,
-                    1 << 20,
-                )
-                .await
-                .unwrap();
+                let r = ask(&a, &pinned, body, 1 << 20).await.unwrap();
                 got.push((
                     r.status.as_u16(),
                     r.content_type,
@@ -789,16 +791,7 @@ mod tests {
         ]);
         let pinned = Pinned::new(1);
         run(async {
-            let r = exchange(
-                &a,
-                0,
-                &pinned,
-                |out: &mut Vec<u8>| out.extend(head(&a, b"x")),
-                b"x",
-                100,
-            )
-            .await
-            .unwrap();
+            let r = ask(&a, &pinned, b"x", 100).await.unwrap();
             assert_eq!(&r.body[..], b"until close");
         });
         assert!(pinned.conns.take(0).is_none());
@@ -821,14 +814,7 @@ mod tests {
             let big: &'static [u8] = if answer == chunked { b"" } else { &[b'z'; 200] };
             let (a, t) = model(vec![Step::Answer(vec![answer, big]), Step::Close]);
             let pinned = Pinned::new(1);
-            let r = run(exchange(
-                &a,
-                0,
-                &pinned,
-                |out: &mut Vec<u8>| out.extend(head(&a, b"")),
-                b"",
-                100,
-            ));
+            let r = run(ask(&a, &pinned, b"", 100));
             assert!(
                 matches!(r, Err(Exchange::TooLarge(100))),
                 "{answer:?}: {r:?}"
@@ -849,14 +835,7 @@ mod tests {
         ] {
             let (a, t) = model(vec![Step::Answer(vec![answer]), Step::Close]);
             let pinned = Pinned::new(1);
-            let r = run(exchange(
-                &a,
-                0,
-                &pinned,
-                |out: &mut Vec<u8>| out.extend(head(&a, b"")),
-                b"",
-                100,
-            ));
+            let r = run(ask(&a, &pinned, b"", 100));
             assert!(matches!(r, Err(Exchange::Failed(_))), "{answer:?}: {r:?}");
             t.join().unwrap();
         }
@@ -871,15 +850,7 @@ mod tests {
             Step::Close,
         ]);
         let pinned = Pinned::new(1);
-        let r = run(exchange(
-            &a,
-            0,
-            &pinned,
-            |out: &mut Vec<u8>| out.extend(head(&a, b"")),
-            b"",
-            1000,
-        ))
-        .unwrap();
+        let r = run(ask(&a, &pinned, b"", 1000)).unwrap();
         assert_eq!(&r.body[..], b"ok");
         assert!(pinned.conns.take(0).is_none());
         t.join().unwrap();
@@ -893,16 +864,7 @@ mod tests {
         ]);
         let pinned = Pinned::new(1);
         run(async {
-            exchange(
-                &a,
-                0,
-                &pinned,
-                |out: &mut Vec<u8>| out.extend(head(&a, b"")),
-                b"",
-                100,
-            )
-            .await
-            .unwrap();
+            ask(&a, &pinned, b"", 100).await.unwrap();
             let kept = pinned.conns.take(0).expect("kept after a whole answer");
             pinned.conns.keep(0, kept);
             // The model closes it; the runtime notices while this task waits.
