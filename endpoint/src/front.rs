@@ -27,13 +27,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http_body_util::Full;
 use hyper::body::Body as _;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::http::{ClientConn, Front};
 use crate::invoke::{
@@ -41,7 +41,7 @@ use crate::invoke::{
     invoke_admitted, route,
 };
 use crate::state::State;
-use crate::upstream::{Pinned, write_message};
+use crate::upstream::Pinned;
 
 /// The longest head the front reads; a longer one goes to hyper.
 const MAX_HEAD: usize = 16 * 1024;
@@ -296,7 +296,9 @@ async fn respond(
         out.extend_from_slice(b"\r\nconnection: close");
     }
     out.extend_from_slice(b"\r\n\r\n");
-    write_message(&mut c.stream, out, &body).await?;
+    c.stream
+        .write_all_buf(&mut Buf::chain(&out[..], body))
+        .await?;
     c.activity.touch();
     Ok(())
 }

@@ -33,7 +33,7 @@ use hyper::body::{Body, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// How long in-flight requests may take to finish once a stop is asked for.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -403,8 +403,9 @@ impl AcceptErrors {
     }
 }
 
-/// An error as hyper takes it from a service or a body.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// An error as hyper takes it from a service or a body, and on the way to
+/// or from a model.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A connection's service as [`serve`] takes it: a hyper service whose
 /// answers have bodies of type `B`.
@@ -645,11 +646,10 @@ async fn serve_one<S, B>(
             }
         }
     };
+    // What the front read and did not serve is read again first.
+    let (reader, writer) = stream.into_split();
     let io = TokioIo::new(Tracked {
-        inner: Prefixed {
-            read,
-            inner: stream,
-        },
+        inner: tokio::io::join(std::io::Cursor::new(read).chain(reader), writer),
         activity: activity.clone(),
     });
     let service = Counted {
@@ -681,44 +681,5 @@ async fn serve_one<S, B>(
                 }
             },
         }
-    }
-}
-
-/// A stream whose first bytes were read already (by a [`Front`]): they are
-/// read again first.
-struct Prefixed<T> {
-    read: Bytes,
-    inner: T,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.read.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
-        }
-        let n = self.read.len().min(buf.remaining());
-        let first = self.read.split_to(n);
-        buf.put_slice(&first);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

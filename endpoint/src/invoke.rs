@@ -333,7 +333,7 @@ pub(crate) enum Entry<'a> {
 }
 
 /// The 413 of a body over `MaxPayloadBytes`, counted as refused.
-pub(crate) fn too_large(state: &State) -> Response<Body> {
+fn too_large(state: &State) -> Response<Body> {
     state.refused.fetch_add(1, Ordering::Relaxed);
     error(
         StatusCode::PAYLOAD_TOO_LARGE,

@@ -209,9 +209,9 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
     let mut threads = Vec::new();
     for (i, (rt, listener)) in runtimes.into_iter().zip(listeners).enumerate() {
         let state = state.clone();
-        let front_state = state.clone();
         let slots = slots.clone();
         let mut stopped = stopped.clone();
+        let front = front::front(state.clone());
         let serve = move || {
             let connection = move || {
                 let state = state.clone();
@@ -223,7 +223,6 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
             let stop = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            let front = front::front(Arc::clone(&front_state));
             rt.block_on(http::serve_fronted(
                 listener,
                 limits,

@@ -12,7 +12,6 @@
 //! - hyper's client connection ([`send`]), for the streamed routes, whose
 //!   answers are relayed frame by frame, and for the health check.
 
-use std::io::IoSlice;
 use std::task::Poll;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -26,8 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::state::Variant;
 
-/// An error on the way to or from a model.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) use crate::http::BoxError;
 
 /// Why an exchange with a model failed.
 #[derive(Debug, thiserror::Error)]
@@ -199,11 +197,6 @@ impl Conn {
                 matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
             }
         }
-    }
-
-    /// Writes `head` and `body`, in one `writev` when the socket takes them.
-    async fn write(&mut self, head: &[u8], body: &[u8]) -> std::io::Result<()> {
-        write_message(&mut self.stream, head, body).await
     }
 
     /// Reads more of the answer into `buf`, room for at least `want` more
@@ -488,28 +481,6 @@ pub fn read_answer_head(buf: &[u8]) -> Result<Option<ReadAnswer>, String> {
     }
 }
 
-/// Writes a message's `head` and `body` to `stream`, in one `writev` when
-/// the socket takes them.
-pub(crate) async fn write_message(
-    stream: &mut tokio::net::TcpStream,
-    head: &[u8],
-    body: &[u8],
-) -> std::io::Result<()> {
-    let (mut head, mut body) = (head, body);
-    while !head.is_empty() {
-        let n = stream
-            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-            .await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let h = n.min(head.len());
-        head = &head[h..];
-        body = &body[n - h..];
-    }
-    stream.write_all(body).await
-}
-
 /// Writes the container contract's `POST /invocations` head into `out`:
 /// `Host`, `Content-Type`, `Content-Length` and the given headers, whose
 /// values are checked header values (no CR, LF or NUL in them).
@@ -560,7 +531,11 @@ pub(crate) async fn exchange(
     let mut out = std::mem::take(&mut conn.head);
     out.clear();
     head(&mut out);
-    let sent = conn.write(&out, body).await;
+    // One `writev` of head and body when the socket takes them.
+    let sent = conn
+        .stream
+        .write_all_buf(&mut Buf::chain(&out[..], body))
+        .await;
     conn.head = out;
     sent.map_err(|e| Exchange::Failed(e.into()))?;
     let (answer, reusable) = conn.answer(max_body).await?;
