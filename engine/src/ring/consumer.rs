@@ -48,8 +48,9 @@ impl Consumer {
                 let at = self.head & mask;
                 if at >= s.warm {
                     let next = self.head + (s.capacity - at);
-                    if s.tail
+                    if s.claim
                         .0
+                        .tail
                         .compare_exchange(self.head, next, Ordering::Relaxed, Ordering::Relaxed)
                         .is_ok()
                     {
@@ -59,7 +60,7 @@ impl Consumer {
                 publish(s, self.head, &mut self.published);
                 // Closed, and every claim committed (tail == head): nothing more will come.
                 let closed = s.closed.load(Ordering::Acquire)
-                    && s.tail.0.load(Ordering::Acquire) == self.head;
+                    && s.claim.0.tail.load(Ordering::Acquire) == self.head;
                 return if closed { Pop::Closed } else { Pop::Empty };
             }
             let len = word >> 32;

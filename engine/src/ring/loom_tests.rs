@@ -80,3 +80,42 @@ fn reuse_after_consume_is_ordered() {
         }
     });
 }
+
+/// A producer that claims on the head another producer saw (without reading
+/// `head` itself) is still ordered after the consumer's reads of that space.
+#[test]
+fn claims_on_a_head_another_producer_saw_are_ordered() {
+    loom::model(|| {
+        // Two units, both taken; the consumer frees them while two producers
+        // push one record each.
+        let (w, mut r) = ring(128);
+        assert!(push(&w, &rec(&[1; 8], 1)));
+        assert!(push(&w, &rec(&[2; 8], 2)));
+        let consumer = loom::thread::spawn(move || {
+            let mut got = Vec::new();
+            for _ in 0..4 {
+                let mut item = None;
+                if r.pop(|p| item = Some((p.stamp, p.input.unwrap().data.to_vec()))) == Pop::Record
+                {
+                    got.push(item.unwrap());
+                }
+            }
+            (got, r)
+        });
+        let w2 = w.clone();
+        let p = loom::thread::spawn(move || push(&w2, &rec(&[3; 8], 3)));
+        let d = push(&w, &rec(&[4; 8], 4));
+        let c = p.join().unwrap();
+        let (mut got, mut r) = consumer.join().unwrap();
+        while r.pop(|p| got.push((p.stamp, p.input.unwrap().data.to_vec()))) == Pop::Record {}
+        let mut want = vec![(1, vec![1; 8]), (2, vec![2; 8])];
+        if c {
+            want.push((3, vec![3; 8]));
+        }
+        if d {
+            want.push((4, vec![4; 8]));
+        }
+        got.sort();
+        assert_eq!(got, want);
+    });
+}

@@ -100,6 +100,19 @@ pub(crate) fn footprint(payload: u64) -> u64 {
 #[derive(Debug)]
 struct Padded<T>(T);
 
+/// What every producer reads and writes, on one cache line of its own.
+#[derive(Debug)]
+struct Claim {
+    /// Next position to claim; in range `head ..= head + capacity`.
+    tail: AtomicU64,
+    /// A value of `head` a producer read (so at most `head`): while the
+    /// space it leaves is enough, producers claim without reading `head`,
+    /// whose line the consumer writes after every batch. Stored with
+    /// `Release` after an `Acquire` load of `head`, so loading it with
+    /// `Acquire` orders the consumer's release of that space before us too.
+    head_seen: AtomicU64,
+}
+
 /// The shared buffer and positions.
 #[derive(Debug)]
 struct Shared {
@@ -108,8 +121,9 @@ struct Shared {
     capacity: u64,
     /// Size of the warm window at the buffer start (see [`Consumer::pop`]).
     warm: u64,
-    /// Next position to claim; in range `head ..= head + capacity`.
-    tail: Padded<AtomicU64>,
+    /// The producers' line: where the next claim starts, and the head they
+    /// last read.
+    claim: Padded<Claim>,
     /// Every byte before this position is consumed, and its headers cleared.
     head: Padded<AtomicU64>,
     /// Set when no producer will push again.
@@ -123,7 +137,10 @@ pub(crate) fn ring(bytes: u64) -> (Producer, Consumer) {
         storage: Storage::new(capacity as usize),
         capacity,
         warm: (capacity / 8).min(WARM_WINDOW),
-        tail: Padded(AtomicU64::new(0)),
+        claim: Padded(Claim {
+            tail: AtomicU64::new(0),
+            head_seen: AtomicU64::new(0),
+        }),
         head: Padded(AtomicU64::new(0)),
         closed: AtomicBool::new(false),
     });

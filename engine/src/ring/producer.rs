@@ -1,5 +1,6 @@
 //! The producer side: claim space with a compare-and-swap on the shared
-//! tail, copy the record in, commit it by storing its header.
+//! tail, copy the record in, commit it by storing its header. The consumer's
+//! `head` is read only when the head a producer saw last leaves no room.
 
 #[cfg(capline_loom)]
 use loom::sync::atomic::Ordering;
@@ -27,22 +28,37 @@ impl Producer {
             return false;
         }
         let mask = s.capacity - 1;
-        let mut tail = s.tail.0.load(Ordering::Relaxed);
+        let c = &s.claim.0;
+        let mut tail = c.tail.load(Ordering::Relaxed);
+        // Acquire: pairs with the Release store of whoever saw this head
+        // (the consumer's Release store of `head` happened before that load).
+        let mut head = c.head_seen.load(Ordering::Acquire);
+        // Whether `head` is the consumer's own, read just now.
+        let mut fresh = false;
         let (pad, start) = loop {
             let to_end = s.capacity - (tail & mask);
             let pad = if need > to_end { to_end } else { 0 };
-            // Acquire: the consumer read everything before `head` and cleared
-            // its headers before it published it, and those bytes are what we
-            // are about to reuse.
-            let head = s.head.0.load(Ordering::Acquire);
             if head > tail {
                 // Our `tail` is stale: others claimed and the consumer freed
                 // past it since we read it. Read it again (it is >= `head` now).
-                tail = s.tail.0.load(Ordering::Relaxed);
+                tail = c.tail.load(Ordering::Relaxed);
                 continue;
             }
             let (claim_end, record) = if tail + pad + need - head <= s.capacity {
                 (tail + pad + need, true)
+            } else if !fresh {
+                // No room before the head we saw; the consumer may have
+                // freed more since. Acquire: the consumer read everything
+                // before `head` and cleared its headers before it published
+                // it, and those bytes are what we are about to reuse.
+                let now = s.head.0.load(Ordering::Acquire);
+                if now > head {
+                    // Release: whoever loads this with Acquire is ordered
+                    // after the consumer's release of the space, as we are.
+                    c.head_seen.store(now, Ordering::Release);
+                }
+                (head, fresh) = (now, true);
+                continue;
             } else if pad > 0 && tail + pad - head <= s.capacity {
                 // Only the padding fits: claim it so the next push starts at offset 0.
                 (tail + pad, false)
@@ -51,7 +67,7 @@ impl Producer {
             };
             // Try moving the tail over the claim; on failure another producer
             // moved it first, so start again from its value.
-            match s.tail.0.compare_exchange_weak(
+            match c.tail.compare_exchange_weak(
                 tail,
                 claim_end,
                 Ordering::Relaxed,
@@ -71,8 +87,8 @@ impl Producer {
         let off = (start & mask) as usize;
         // SAFETY: the CAS above gave this producer `start .. start + need`
         // exclusively, the bytes lie within the buffer (a record never wraps),
-        // and the consumer was done with them before publishing `head`
-        // (Acquire above).
+        // and the consumer was done with them before publishing the `head`
+        // we compared with (Acquire loads above).
         unsafe { s.storage.write_record(off, rec) };
         // Release: the record's bytes are visible to whoever sees the header.
         s.storage

@@ -117,7 +117,7 @@ fn an_empty_ring_rewinds_to_its_warm_start() {
     }
     while r.pop(|_| {}) == Pop::Record {}
     // The consumer found it empty past the window: both ends moved to the next lap's start.
-    let tail = w.shared.tail.0.load(Ordering::Relaxed);
+    let tail = w.shared.claim.0.tail.load(Ordering::Relaxed);
     assert_eq!(tail, 1 << 20);
     assert_eq!(w.shared.head.0.load(Ordering::Relaxed), tail);
     assert!(push(&w, &rec(&data, None, 7)));
