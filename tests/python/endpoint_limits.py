@@ -203,12 +203,15 @@ for _ in range(4):
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(b"POST /endpoints/churn/invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
               b"Transfer-Encoding: chunked\r\n\r\n")
-    s.sendall(b"1\r\nx\r\n" * (1024 * 1024 - 16))  # just under the 1 MiB limit, then stall
+    # 256 Ki one-byte chunks (1.5 MiB on the wire), then stall. A cost per
+    # chunk of even 16 bytes would show as 16 MiB across the four; and the
+    # four are sent well within the 5 s body timeout, even by a slow host.
+    s.sendall(b"1\r\nx\r\n" * (256 * 1024))
     chunked.append(s)
 time.sleep(0.5)
 grown = rss_kib(pid) - before
-# Each connection may hold its body (< 1 MiB) plus a frame; nothing per chunk.
-assert grown < 4 * 1024 + 8 * 1024, f"RSS grew {grown} KiB for 4 stalled 1-MiB bodies"
+# Each connection may hold its body (256 KiB) plus a frame; nothing per chunk.
+assert grown < 4 * 256 + 8 * 1024, f"RSS grew {grown} KiB for 4 stalled bodies of 256 KiB"
 started = time.time()
 answers = []
 for s in chunked:
@@ -218,7 +221,7 @@ for s in chunked:
 waited = time.time() - started
 assert all(b" 408 " in a for a in answers), answers
 assert waited < 7, f"the stalled bodies were cut after {waited:.1f} s (BodyTimeoutSeconds 5)"
-print(f"memory: 4 stalled bodies of 1-byte chunks grew RSS by {grown} KiB (limit 1024 KiB each); "
+print(f"memory: 4 stalled bodies of 256 Ki 1-byte chunks grew RSS by {grown} KiB; "
       f"cut off with 408 after the 5 s body timeout")
 
 # --- a declared length over the limit ------------------------------------

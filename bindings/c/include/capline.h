@@ -235,9 +235,23 @@ typedef struct capline_stats_t {
    */
   uint64_t records_written;
   /**
+   * Records in which redaction replaced something.
+   */
+  uint64_t records_redacted;
+  /**
+   * Records with a body redaction could not parse as its content type
+   * (kept whole or dropped, by `Redaction.OnUnparsable`).
+   */
+  uint64_t redaction_unparsable;
+  /**
    * Kept records lost to a write error.
    */
   uint64_t dropped_io_error;
+  /**
+   * Kept records dropped by the writer because a body could not be
+   * parsed for redaction (`OnUnparsable: Drop`).
+   */
+  uint64_t dropped_unparsable;
   /**
    * JSON Lines bytes written.
    */
@@ -267,9 +281,17 @@ typedef struct capline_stats_t {
    */
   uint64_t segments_pending;
   /**
+   * Segments whose seal failed, waiting in the spool for another try.
+   */
+  uint64_t segments_unsealed;
+  /**
    * Bytes of sealed segments not yet delivered.
    */
   uint64_t spool_sealed_bytes;
+  /**
+   * Bytes of data in the open segment.
+   */
+  uint64_t spool_active_bytes;
   /**
    * Age of the oldest undelivered segment, in milliseconds.
    */
@@ -278,6 +300,10 @@ typedef struct capline_stats_t {
    * Spool filesystem usage in hundredths of a percent.
    */
   uint64_t disk_usage_basis_points;
+  /**
+   * Times the disk monitor opened or closed the gate.
+   */
+  uint64_t gate_changes;
   /**
    * The sampling percentage in force.
    */
@@ -290,6 +316,14 @@ typedef struct capline_stats_t {
    * Whether capture is enabled.
    */
   bool capture_enabled;
+  /**
+   * Whether the disk watermark (or a failed write) has closed the gate.
+   */
+  bool gate_watermark_closed;
+  /**
+   * Whether `SpoolMaxBytes` has closed the gate.
+   */
+  bool gate_spool_closed;
 } capline_stats_t;
 
 #ifdef __cplusplus

@@ -136,8 +136,16 @@ pub struct capline_stats_t {
     pub bytes_kept: u64,
     /// Kept records written to a segment.
     pub records_written: u64,
+    /// Records in which redaction replaced something.
+    pub records_redacted: u64,
+    /// Records with a body redaction could not parse as its content type
+    /// (kept whole or dropped, by `Redaction.OnUnparsable`).
+    pub redaction_unparsable: u64,
     /// Kept records lost to a write error.
     pub dropped_io_error: u64,
+    /// Kept records dropped by the writer because a body could not be
+    /// parsed for redaction (`OnUnparsable: Drop`).
+    pub dropped_unparsable: u64,
     /// JSON Lines bytes written.
     pub bytes_written: u64,
     /// Segments sealed.
@@ -152,18 +160,28 @@ pub struct capline_stats_t {
     pub bytes_uploaded: u64,
     /// Segments sealed but not yet delivered.
     pub segments_pending: u64,
+    /// Segments whose seal failed, waiting in the spool for another try.
+    pub segments_unsealed: u64,
     /// Bytes of sealed segments not yet delivered.
     pub spool_sealed_bytes: u64,
+    /// Bytes of data in the open segment.
+    pub spool_active_bytes: u64,
     /// Age of the oldest undelivered segment, in milliseconds.
     pub delivery_lag_millis: u64,
     /// Spool filesystem usage in hundredths of a percent.
     pub disk_usage_basis_points: u64,
+    /// Times the disk monitor opened or closed the gate.
+    pub gate_changes: u64,
     /// The sampling percentage in force.
     pub sampling_percentage: f64,
     /// The sampling percentage after disk-pressure degradation.
     pub effective_sampling_percentage: f64,
     /// Whether capture is enabled.
     pub capture_enabled: bool,
+    /// Whether the disk watermark (or a failed write) has closed the gate.
+    pub gate_watermark_closed: bool,
+    /// Whether `SpoolMaxBytes` has closed the gate.
+    pub gate_spool_closed: bool,
 }
 
 thread_local! {
@@ -499,7 +517,10 @@ pub unsafe extern "C" fn capline_stats(
             rejected_time: s.rejected_time,
             bytes_kept: s.bytes_kept,
             records_written: s.records_written,
+            records_redacted: s.records_redacted,
+            redaction_unparsable: s.redaction_unparsable,
             dropped_io_error: s.dropped_io_error,
+            dropped_unparsable: s.dropped_unparsable,
             bytes_written: s.bytes_written,
             segments_sealed: s.segments_sealed,
             segments_delivered: s.segments_delivered,
@@ -507,12 +528,17 @@ pub unsafe extern "C" fn capline_stats(
             delivery_failures: s.delivery_failures,
             bytes_uploaded: s.bytes_uploaded,
             segments_pending: s.segments_pending,
+            segments_unsealed: s.segments_unsealed,
             spool_sealed_bytes: s.spool_sealed_bytes,
+            spool_active_bytes: s.spool_active_bytes,
             delivery_lag_millis: s.delivery_lag_millis,
             disk_usage_basis_points: s.disk_usage_basis_points,
+            gate_changes: s.gate_changes,
             sampling_percentage: s.sampling_percentage,
             effective_sampling_percentage: s.effective_sampling_percentage,
             capture_enabled: s.capture_enabled,
+            gate_watermark_closed: s.gate_watermark_closed,
+            gate_spool_closed: s.gate_spool_closed,
         };
         // SAFETY: non-NULL and aligned; the caller guarantees it is writable.
         unsafe { out.write(c) };

@@ -102,7 +102,7 @@ int main(int argc, char **argv) {
   printf("calls %ld kept %ld written %llu dropped %ld\n", calls, outcomes[CAPLINE_KEPT],
          (unsigned long long)s.records_written, dropped);
   int ok = errors == 0 && stat_calls == (uint64_t)calls && s.kept == (uint64_t)outcomes[CAPLINE_KEPT] &&
-           s.dropped_ring_full == (uint64_t)dropped && s.records_written == s.kept &&
+           s.dropped_ring_full == (uint64_t)dropped && s.records_written == s.kept && s.dropped_unparsable == 0 && s.dropped_io_error == 0 &&
            outcomes[CAPLINE_KEPT] + dropped == calls;
   if (!ok) {
     fprintf(stderr, "counts do not add up: errors %ld, stats calls %llu, stats kept %llu\n", errors,

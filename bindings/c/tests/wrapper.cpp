@@ -1,6 +1,6 @@
 // The C++ RAII wrapper, built with -Wall -Wextra -Werror: construct, capture
-// through string_view and span overloads, stats, and a bad config throwing
-// capline::Error. Usage: wrapper SPOOL DEST
+// through string_view and span overloads, stats (redaction's counters
+// included), and a bad config throwing capline::Error. Usage: wrapper SPOOL DEST
 #include <capline.hpp>
 
 #include <cstdint>
@@ -24,7 +24,9 @@ int main(int argc, char** argv) {
   std::string config = std::string("{\"EndpointName\":\"cpp\",\"DataCaptureConfig\":{\"InitialSamplingPercentage\":100,") +
                        "\"DestinationS3Uri\":\"file://" + argv[2] +
                        "\",\"CaptureOptions\":[{\"CaptureMode\":\"InputAndOutput\"}]},\"Engine\":{\"SpoolDir\":\"" +
-                       argv[1] + "\"}}";
+                       argv[1] +
+                       "\",\"Redaction\":{\"CsvColumns\":[0],\"JsonPaths\":[\"$.ssn\"],"
+                       "\"OnUnparsable\":\"Drop\"}}}";
   capline_stats_t s{};
   {
     capline::Engine engine(config);
@@ -40,16 +42,26 @@ int main(int argc, char** argv) {
                            std::span<const std::byte>(blob), "application/octet-stream") == CAPLINE_KEPT;
     expected += 1;
 #endif
+    // A JSON body that does not parse: kept by capture(), dropped by the
+    // writer's redaction (OnUnparsable: Drop).
+    bool unparsable_kept = engine.capture(std::string_view("{\"ssn\": "), "application/json",
+                                          std::string_view("{}"), "application/json") == CAPLINE_KEPT;
     engine.flush(10000);
     s = engine.stats();
-    if (kept != expected || s.kept != static_cast<uint64_t>(expected) ||
-        s.records_written != static_cast<uint64_t>(expected)) {
-      std::printf("FAIL: kept %d, stats kept %llu written %llu\n", kept,
-                  static_cast<unsigned long long>(s.kept), static_cast<unsigned long long>(s.records_written));
+    if (kept != expected || !unparsable_kept || s.kept != static_cast<uint64_t>(expected) + 1 ||
+        s.records_written != static_cast<uint64_t>(expected) || s.records_redacted != 1000 ||
+        s.redaction_unparsable != 1 || s.dropped_unparsable != 1 || s.dropped_io_error != 0 ||
+        s.segments_unsealed != 0 || s.gate_watermark_closed || s.gate_spool_closed) {
+      std::printf("FAIL: kept %d, stats kept %llu written %llu redacted %llu unparsable %llu dropped %llu\n", kept,
+                  static_cast<unsigned long long>(s.kept), static_cast<unsigned long long>(s.records_written),
+                  static_cast<unsigned long long>(s.records_redacted),
+                  static_cast<unsigned long long>(s.redaction_unparsable),
+                  static_cast<unsigned long long>(s.dropped_unparsable));
       return 1;
     }
   }  // the destructor shuts down and frees
-  std::printf("wrapper ok: %llu records, version %s\n", static_cast<unsigned long long>(s.records_written),
-              capline_version());
+  std::printf("wrapper ok: %llu records (%llu redacted, %llu dropped as unparsable), version %s\n",
+              static_cast<unsigned long long>(s.records_written), static_cast<unsigned long long>(s.records_redacted),
+              static_cast<unsigned long long>(s.dropped_unparsable), capline_version());
   return 0;
 }

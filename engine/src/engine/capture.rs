@@ -9,16 +9,13 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Engine;
-use crate::clock::Clock;
+use crate::clock::{Clock, MAX_TIME_MILLIS};
 use crate::format::{Payload, is_valid_inference_id};
 use crate::ring::RecordParts;
 use crate::sample::Closed;
 
 /// Longest accepted Content-Type header, in bytes.
 pub const MAX_CONTENT_TYPE: usize = 1024;
-
-/// First instant that no longer fits `YYYY` (10000-01-01T00:00:00Z), in milliseconds.
-const MAX_TIME_MILLIS: u64 = 253_402_300_800_000;
 
 /// One inference to capture.
 #[derive(Debug, Clone, Copy)]
@@ -107,7 +104,7 @@ impl Engine {
             return Outcome::Rejected(RejectReason::ContentType);
         }
         let stamp = match c.time {
-            // One counter read; the writer turns it into wall-clock time.
+            // One read of the coarse clock or the CPU counter (see `clock`).
             None => self.clock.stamp(),
             Some(t) => t
                 .duration_since(UNIX_EPOCH)

@@ -130,7 +130,7 @@ impl Engine {
             sealed_tx,
             counters.clone(),
         );
-        let clock = Clock::new();
+        let clock = Clock::new(es.inference_time_millis);
         let writer = Writer {
             ring: consumer,
             control: control_rx,
