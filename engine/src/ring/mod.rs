@@ -36,7 +36,9 @@
 //!
 //! The files follow the roles, as rtrb splits its `Producer` and `Consumer`:
 //! [`producer`] (claim, copy, commit), [`consumer`] (read in place, release),
-//! [`codec`] (a record's bytes) and [`storage`] (the buffer itself).
+//! [`codec`] (a record's bytes) and [`storage`] (the buffer itself, in
+//! 64-byte aligned lines), with `stream` (x86-64: large records copied into
+//! cold memory with streaming stores).
 
 mod codec;
 mod consumer;
@@ -44,6 +46,8 @@ mod consumer;
 mod loom_tests;
 mod producer;
 mod storage;
+#[cfg(all(target_arch = "x86_64", not(capline_loom)))]
+mod stream;
 #[cfg(all(test, not(capline_loom)))]
 mod tests;
 
@@ -81,6 +85,16 @@ impl RecordParts<'_> {
 /// When the consumer finds the ring empty at least this far into the buffer
 /// (or an eighth of it, if smaller), it moves both ends back to the start.
 const WARM_WINDOW: u64 = 256 * 1024;
+/// Records at this offset or past it are copied with streaming stores
+/// (or from half the buffer, if smaller): four warm windows, twice the L2
+/// cache of the server CPUs we measure on.
+const COLD_FROM: u64 = 1024 * 1024;
+/// Records smaller than this (or an eighth of the buffer) are copied with
+/// ordinary stores even there: with the writer saturated, the space a
+/// producer claims is what the writer has just read, still in its cache, and
+/// for a 2 KiB record fetching those lines beat streaming to memory and
+/// fencing (PERFORMANCE.md); at 17 KiB and 64 KiB streaming won.
+const STREAM_MIN: u64 = 8 * 1024;
 const KIND_RECORD: u64 = 1;
 const KIND_PAD: u64 = 2;
 /// The unit records start on, with one header word each: a cache line.
@@ -121,6 +135,13 @@ struct Shared {
     capacity: u64,
     /// Size of the warm window at the buffer start (see [`Consumer::pop`]).
     warm: u64,
+    /// Offset from which the buffer is cold: reached only while the writer
+    /// is behind, and then a lap of the ring after it was last written.
+    /// Records there of at least `stream_min` bytes are copied with
+    /// streaming stores (`stream`).
+    cold: u64,
+    /// The smallest record footprint copied with streaming stores.
+    stream_min: u64,
     /// The producers' line: where the next claim starts, and the head they
     /// last read.
     claim: Padded<Claim>,
@@ -137,6 +158,8 @@ pub(crate) fn ring(bytes: u64) -> (Producer, Consumer) {
         storage: Storage::new(capacity as usize),
         capacity,
         warm: (capacity / 8).min(WARM_WINDOW),
+        cold: (capacity / 2).min(COLD_FROM),
+        stream_min: (capacity / 8).min(STREAM_MIN),
         claim: Padded(Claim {
             tail: AtomicU64::new(0),
             head_seen: AtomicU64::new(0),

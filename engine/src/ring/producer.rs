@@ -87,9 +87,12 @@ impl Producer {
         let off = (start & mask) as usize;
         // SAFETY: the CAS above gave this producer `start .. start + need`
         // exclusively, the bytes lie within the buffer (a record never wraps),
-        // and the consumer was done with them before publishing the `head`
-        // we compared with (Acquire loads above).
-        unsafe { s.storage.write_record(off, rec) };
+        // `off` is a multiple of 64 (as every claim is), and the consumer was
+        // done with them before publishing the `head` we compared with
+        // (Acquire loads above).
+        let stream = off as u64 >= s.cold && need >= s.stream_min;
+        // SAFETY: as above.
+        unsafe { s.storage.write_record(off, rec, stream) };
         // Release: the record's bytes are visible to whoever sees the header.
         s.storage
             .header(off)

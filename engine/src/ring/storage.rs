@@ -11,12 +11,18 @@ use std::sync::atomic::AtomicU64;
 use super::codec::{decode, fixed_fields, pieces};
 use super::{RecordParts, UNIT};
 
+/// One cache line of the buffer: units start on lines, so a record never
+/// shares a line with another producer's.
+#[cfg(not(capline_loom))]
+#[repr(align(64))]
+struct Line([AtomicU64; 8]);
+
 #[cfg(not(capline_loom))]
 pub(super) struct Storage {
-    /// `capacity / 8` words. `AtomicU64` is an `UnsafeCell`, so writing its
+    /// `capacity / 64` lines. `AtomicU64` is an `UnsafeCell`, so writing its
     /// bytes through a pointer derived from a shared reference is allowed.
     /// Every page is made resident here, before the first record.
-    words: Box<[AtomicU64]>,
+    lines: Box<[Line]>,
     /// `capacity / 64` header words, one per unit.
     headers: Box<[AtomicU64]>,
 }
@@ -25,7 +31,7 @@ pub(super) struct Storage {
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Storage")
-            .field("bytes", &(self.words.len() * 8))
+            .field("bytes", &(self.lines.len() * UNIT as usize))
             .finish()
     }
 }
@@ -33,22 +39,19 @@ impl std::fmt::Debug for Storage {
 #[cfg(not(capline_loom))]
 impl Storage {
     pub(super) fn new(capacity: usize) -> Self {
-        let zeroed = |n: usize| -> Box<[AtomicU64]> {
-            let words: Box<[AtomicU64]> = std::iter::repeat_with(|| AtomicU64::new(0))
-                .take(n)
-                .collect();
-            // The allocator hands out zeroed pages lazily; touch one word per
-            // 4 KiB page now, so no capture() ever waits for the kernel to
-            // fault a page in (a fault costs microseconds, more in a VM).
-            for w in words.iter().step_by(4096 / 8) {
-                w.store(0, std::sync::atomic::Ordering::Relaxed);
-            }
-            words
-        };
-        Storage {
-            words: zeroed(capacity / 8),
-            headers: zeroed(capacity / UNIT as usize),
-        }
+        // The allocator hands out zeroed pages lazily; touch one word per
+        // 4 KiB page now, so no capture() ever waits for the kernel to fault
+        // a page in (a fault costs microseconds, more in a VM).
+        let touch = |w: &AtomicU64| w.store(0, std::sync::atomic::Ordering::Relaxed);
+        let lines: Box<[Line]> = std::iter::repeat_with(|| Line(Default::default()))
+            .take(capacity / UNIT as usize)
+            .collect();
+        lines.iter().step_by(4096 / 64).for_each(|l| touch(&l.0[0]));
+        let headers: Box<[AtomicU64]> = std::iter::repeat_with(AtomicU64::default)
+            .take(capacity / UNIT as usize)
+            .collect();
+        headers.iter().step_by(4096 / 8).for_each(touch);
+        Storage { lines, headers }
     }
 
     /// The header of the unit at byte offset `off`.
@@ -57,13 +60,27 @@ impl Storage {
     }
 
     pub(super) fn bytes(&self) -> *mut u8 {
-        self.words.as_ptr().cast::<u8>().cast_mut()
+        self.lines.as_ptr().cast::<u8>().cast_mut()
     }
 
+    /// Copies a record in at `off`; with `cold`, in whole lines of
+    /// streaming stores where the CPU has them ([`super::stream`]).
+    ///
     /// # Safety
-    /// The caller has exclusive use of `off .. off + footprint(rec)`, which lies in the buffer.
-    pub(super) unsafe fn write_record(&self, off: usize, rec: &RecordParts) {
+    /// The caller has exclusive use of `off .. off + footprint(rec)`, which
+    /// lies in the buffer; `off` is a multiple of 64.
+    pub(super) unsafe fn write_record(&self, off: usize, rec: &RecordParts, cold: bool) {
         let fixed = fixed_fields(rec);
+        #[cfg(target_arch = "x86_64")]
+        if cold {
+            let pieces = std::iter::once(&fixed[..]).chain(pieces(rec));
+            // SAFETY: the buffer is of 64-byte aligned `Line`s, so `off` is a
+            // line; the footprint, whole lines, is ours (caller's contract).
+            unsafe { super::stream::write(self.bytes().add(off), pieces) };
+            return;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = cold;
         let mut at = off;
         for piece in std::iter::once(&fixed[..]).chain(pieces(rec)) {
             // SAFETY: in bounds and exclusively ours (the caller's contract);
@@ -120,7 +137,7 @@ impl Storage {
         &self.words[off / UNIT as usize]
     }
 
-    pub(super) unsafe fn write_record(&self, off: usize, rec: &RecordParts) {
+    pub(super) unsafe fn write_record(&self, off: usize, rec: &RecordParts, _cold: bool) {
         let fixed = fixed_fields(rec);
         let mut at = off;
         for piece in std::iter::once(&fixed[..]).chain(pieces(rec)) {

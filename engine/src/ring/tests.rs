@@ -125,6 +125,54 @@ fn an_empty_ring_rewinds_to_its_warm_start() {
 }
 
 #[test]
+fn records_in_the_cold_half_round_trip_byte_for_byte() {
+    // A 16 KiB ring streams records of 2 KiB or more from offset 8192 on:
+    // fill it to the brim again and again, with every length of each piece
+    // from 0 to 1500, so records of both kinds of copy, every alignment of
+    // a piece within a line and wrap-around padding all come back exactly.
+    let (w, mut r) = ring(16384);
+    assert_eq!((w.shared.cold, w.shared.stream_min), (8192, 2048));
+    let bytes: Vec<u8> = (0..4096u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let cts = ["", "a", "text/csv", "application/json; charset=utf-8"];
+    let ids = [
+        None,
+        Some("7"),
+        Some("an-inference-id-of-exactly-thirty-two"),
+    ];
+    let mut n = 0u64;
+    let mut cold = 0;
+    for round in 0..400usize {
+        let mut sent = Vec::new();
+        loop {
+            let k = sent.len() + round;
+            let (a, b) = (k * 13 % 1501, (k * 37 + round) % 1501);
+            let parts = RecordParts {
+                input: (k % 5 != 0).then(|| Payload::new(cts[k % 4], &bytes[k % 1000..][..a])),
+                output: (k % 7 != 0).then(|| Payload::new(cts[(k / 4) % 4], &bytes[a..a + b])),
+                inference_id: ids[k % 3],
+                stamp: n,
+            };
+            let tail = w.shared.claim.0.tail.load(Ordering::Relaxed) & 16383;
+            if !push(&w, &parts) {
+                break;
+            }
+            cold += usize::from(tail >= 8192 && footprint(parts.size()) >= 2048);
+            n += 1;
+            sent.push(parts);
+        }
+        assert!(sent.len() > 2, "round {round}: only {} fit", sent.len());
+        for want in sent {
+            let mut got = None;
+            while got.is_none() {
+                assert_ne!(r.pop(|p| got = Some(format!("{p:?}"))), Pop::Empty);
+            }
+            assert_eq!(got.unwrap(), format!("{want:?}"));
+        }
+    }
+    assert!(cold > 100, "only {cold} records were streamed");
+}
+
+#[test]
 fn too_big_for_the_ring_is_refused() {
     let (w, _r) = ring(128);
     assert!(!push(&w, &rec(&[0u8; 200], None, 0)));
