@@ -392,7 +392,7 @@ fn side<'a>(ct: &'a str, mode: &'a str, data: &[u8]) -> Side<'a> {
     }
 }
 
-/// The afternoon version: channel → serde_json → BufWriter<File>, fsync at the end.
+/// The afternoon version: channel → serde_json → `BufWriter<File>`, fsync at the end.
 fn baseline(dir: &Path, s: &Shape, n: u64, timer: &Timer) -> Figures {
     let (tx, rx) = crossbeam_channel::bounded::<Owned>(65536);
     let path = dir.join("baseline.jsonl");

@@ -45,6 +45,12 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo doc: rustdoc warnings (broken or private links, bad HTML) are errors"
+# Two runs: the engine and the C ABI crate are both `capline` libraries,
+# whose docs would share one output path.
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --exclude capline-c --no-deps --locked -q
+RUSTDOCFLAGS="-D warnings" cargo doc -p capline-c --no-deps --locked -q
+
 step "build"
 cargo build --workspace --locked
 

@@ -12,7 +12,7 @@
 //! store, not a locked read-modify-write. So counting costs a sampled-out or
 //! disabled call no more than an ordinary store, and never makes two server
 //! threads contend on one cache line. A snapshot sums the stripes. Threads
-//! after the first [`OWNED`] share a few stripes with atomic adds.
+//! after the first `OWNED` share a few stripes with atomic adds.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};

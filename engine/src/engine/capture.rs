@@ -63,7 +63,7 @@ pub enum DropReason {
 pub enum RejectReason {
     /// The inference id is empty, longer than 64 bytes, starts with a space, or is not printable ASCII.
     InferenceId,
-    /// A content type is longer than [`MAX_CONTENT_TYPE`] bytes.
+    /// A content type is longer than 1024 bytes (`MAX_CONTENT_TYPE`).
     ContentType,
     /// The time is before 1970 or after year 9999.
     Time,
