@@ -86,8 +86,9 @@ impl RecordParts<'_> {
 /// (or an eighth of it, if smaller), it moves both ends back to the start.
 const WARM_WINDOW: u64 = 256 * 1024;
 /// Records at this offset or past it are copied with streaming stores
-/// (or from half the buffer, if smaller): four warm windows, twice the L2
-/// cache of the server CPUs we measure on.
+/// (or from half the buffer, if smaller): four warm windows, so past what
+/// producers reuse while the writer keeps up, and past the L2 cache of the
+/// AMD EPYC measured on (512 KiB a core).
 const COLD_FROM: u64 = 1024 * 1024;
 /// Records smaller than this (or an eighth of the buffer) are copied with
 /// ordinary stores even there: with the writer saturated, the space a

@@ -85,13 +85,12 @@ impl Producer {
             s.publish_pad(start - pad, pad);
         }
         let off = (start & mask) as usize;
+        let stream = off as u64 >= s.cold && need >= s.stream_min;
         // SAFETY: the CAS above gave this producer `start .. start + need`
         // exclusively, the bytes lie within the buffer (a record never wraps),
         // `off` is a multiple of 64 (as every claim is), and the consumer was
         // done with them before publishing the `head` we compared with
         // (Acquire loads above).
-        let stream = off as u64 >= s.cold && need >= s.stream_min;
-        // SAFETY: as above.
         unsafe { s.storage.write_record(off, rec, stream) };
         // Release: the record's bytes are visible to whoever sees the header.
         s.storage
