@@ -7,8 +7,9 @@
 //!
 //! - **Coarse** (the default, when `inferenceTime` is written in whole
 //!   seconds): `CLOCK_REALTIME_COARSE` through the vDSO, which reads the time
-//!   the kernel stored at its last tick (1–4 ms ago) and no hardware counter,
-//!   so it never falls back to a system call. Stored as Unix milliseconds.
+//!   the kernel stored at its last tick (up to one tick ago: 1–10 ms, by
+//!   `CONFIG_HZ`) and no hardware counter, so it never falls back to a system
+//!   call. Stored as Unix milliseconds.
 //! - **Counter** (`InferenceTimeMillis: true`, where a tick's error would show):
 //!   `quanta`'s raw counter (the TSC where it is invariant, otherwise the
 //!   monotonic clock), stored with the top bit set. The writer converts raw
