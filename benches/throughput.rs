@@ -30,6 +30,14 @@
 //! the calls that kept their record; calls refused because the ring was full
 //! (the producer outran the writer) are counted in the last column. For the
 //! baseline it is the blocking `send` (its channel applies backpressure).
+//!
+//! Below each shape's table, what the tail is made of: the capturing
+//! thread's page faults and preemptions; the kept calls slower than p99.9,
+//! split by whether the ring had refused the record first and by how many
+//! calls had been kept since it last refused one; and, with
+//! `--capture-cpu`, the interrupts on that CPU, with how many of its timer
+//! interrupts are expected to have landed inside a kept call (their number
+//! times the share of the run spent in kept calls).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -62,6 +70,19 @@ struct Figures {
     preempted: u64,
     /// With `--capture-cpu`: hardware interrupts on that CPU during the run.
     irqs: Option<u64>,
+    /// With `--capture-cpu`: local timer interrupts on that CPU during the run.
+    timer_irqs: Option<u64>,
+    /// capline: of the kept calls slower than p99.9, how many were kept at
+    /// their first try, and how many after the ring had refused the record.
+    tail_first: u64,
+    tail_retried: u64,
+    /// capline: the share of the run's time spent inside kept calls.
+    kept_share: f64,
+    /// capline: kept calls slower than p99.9 by how many calls were kept
+    /// since the ring last refused one: 0, 1–9, 10–99, 100 or more.
+    tail_by_streak: [u64; 4],
+    /// capline: all kept calls, in the same buckets.
+    kept_by_streak: [u64; 4],
 }
 
 /// Hardware interrupts so far on `cpu` (the sum of its column in
@@ -73,6 +94,15 @@ fn interrupts_on(cpu: usize) -> u64 {
         .filter(|(label, _)| label.trim_start().bytes().all(|b| b.is_ascii_digit()))
         .filter_map(|(_, counts)| counts.split_whitespace().nth(cpu)?.parse::<u64>().ok())
         .sum()
+}
+
+/// Local timer interrupts so far on `cpu` (the `LOC:` line of `/proc/interrupts`).
+fn timer_interrupts_on(cpu: usize) -> u64 {
+    let text = std::fs::read_to_string("/proc/interrupts").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.trim_start().strip_prefix("LOC:"))
+        .and_then(|counts| counts.split_whitespace().nth(cpu)?.parse::<u64>().ok())
+        .unwrap_or(0)
 }
 
 /// Minor page faults so far of the calling thread (`/proc/thread-self/stat`,
@@ -257,13 +287,21 @@ fn capline_run_with(
     };
     let mut h = Histogram::<u64>::new(3).expect("histogram");
     let mut refused = 0u64;
+    // Each record's kept call: its latency, how many calls were kept since
+    // the ring last refused one (its place in the run of free space it
+    // found), and whether the ring refused this record first. Filled in
+    // advance, so its pages are not faulted in during the run.
+    let mut kept: Vec<Kept> = vec![Kept::default(); n as usize];
+    let mut streak = 0u64;
     // After Engine::start, so the writer did not inherit the pin.
     let pinned = Pinned::to(capture_cpu);
     let irqs_before = capture_cpu.map(interrupts_on);
+    let timer_before = capture_cpu.map(timer_interrupts_on);
     let faults_before = my_minor_faults();
     let preempted_before = my_preemptions();
     let start = Instant::now();
-    for _ in 0..n {
+    for call in &mut kept {
+        let mut retried = false;
         loop {
             let a = timer.clock.raw();
             let o = engine.capture(&cap);
@@ -271,11 +309,20 @@ fn capline_run_with(
             match o {
                 Outcome::Kept => {
                     let ns = timer.clock.delta_as_nanos(a, b);
-                    let _ = h.record(ns.saturating_sub(timer.overhead).max(1));
+                    let ns = ns.saturating_sub(timer.overhead).max(1);
+                    let _ = h.record(ns);
+                    *call = Kept {
+                        ns,
+                        streak,
+                        retried,
+                    };
+                    streak += 1;
                     break;
                 }
                 Outcome::Dropped(DropReason::RingFull) => {
                     refused += 1;
+                    retried = true;
+                    streak = 0;
                     for _ in 0..64 {
                         std::hint::spin_loop();
                     }
@@ -284,11 +331,15 @@ fn capline_run_with(
             }
         }
     }
+    let capture_secs = start.elapsed().as_secs_f64();
     let faults = my_minor_faults() - faults_before;
     let preempted = my_preemptions() - preempted_before;
     let irqs = capture_cpu
         .zip(irqs_before)
         .map(|(cpu, before)| interrupts_on(cpu) - before);
+    let timer_irqs = capture_cpu
+        .zip(timer_before)
+        .map(|(cpu, before)| timer_interrupts_on(cpu) - before);
     drop(pinned);
     engine.flush(Duration::from_secs(600)).expect("flush");
     let secs = start.elapsed().as_secs_f64();
@@ -296,19 +347,52 @@ fn capline_run_with(
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
     let stats = engine.shutdown(Duration::from_secs(600)).expect("shutdown");
+    let p999 = h.value_at_quantile(0.999);
+    let tail = || kept.iter().filter(|k| k.ns > p999);
     assert_eq!(stats.records_written, n);
     Figures {
         records_per_s: n as f64 / secs,
         mb_per_s: stats.bytes_written as f64 / secs / 1e6,
         p50: h.value_at_quantile(0.5),
         p99: h.value_at_quantile(0.99),
-        p999: h.value_at_quantile(0.999),
+        p999,
         refused,
         writer_cpu_ns,
         faults,
         preempted,
         irqs,
+        timer_irqs,
+        kept_share: h.mean() * h.len() as f64 / (capture_secs * 1e9),
+        tail_by_streak: by_streak(tail()),
+        kept_by_streak: by_streak(kept.iter()),
+        tail_first: tail().filter(|k| !k.retried).count() as u64,
+        tail_retried: tail().filter(|k| k.retried).count() as u64,
     }
+}
+
+/// A record's kept call in a capline run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Kept {
+    ns: u64,
+    /// Calls kept since the ring last refused one.
+    streak: u64,
+    /// Whether the ring refused this record before keeping it.
+    retried: bool,
+}
+
+/// Counts calls by their place since the ring last refused one: 0, 1–9,
+/// 10–99, 100 or more.
+fn by_streak<'a>(calls: impl Iterator<Item = &'a Kept>) -> [u64; 4] {
+    let mut out = [0; 4];
+    for k in calls {
+        out[match k.streak {
+            0 => 0,
+            1..=9 => 1,
+            10..=99 => 2,
+            _ => 3,
+        }] += 1;
+    }
+    out
 }
 
 /// The disk's limit: `bytes` through capline's own I/O path, no serialization.
@@ -683,8 +767,30 @@ fn main() {
             pwrite.preempted,
             n / 1000
         );
+        println!(
+            "  calls slower than p99.9, kept at the first try / after the ring refused them: uring {} / {}, pwrite {} / {}",
+            uring.tail_first, uring.tail_retried, pwrite.tail_first, pwrite.tail_retried
+        );
+        println!(
+            "  kept calls by how many were kept since the ring last refused one (0 / 1-9 / 10-99 / 100+): uring all {:?}, slower than p99.9 {:?}; pwrite all {:?}, slower than p99.9 {:?}",
+            uring.kept_by_streak,
+            uring.tail_by_streak,
+            pwrite.kept_by_streak,
+            pwrite.tail_by_streak
+        );
         if let (Some(cpu), Some(u), Some(p)) = (capture_cpu, uring.irqs, pwrite.irqs) {
             println!("  hardware interrupts on CPU {cpu} during the run: uring {u}, pwrite {p}");
+        }
+        if let (Some(cpu), Some(u), Some(p)) = (capture_cpu, uring.timer_irqs, pwrite.timer_irqs) {
+            // Interrupts land at times unrelated to the calls, so a share of
+            // them equal to the share of time spent in kept calls lands in one.
+            println!(
+                "  timer interrupts on CPU {cpu} during the run: uring {u}, pwrite {p}; expected to land inside a kept call: uring {:.0}, pwrite {:.0} ({:.2} % / {:.2} % of the time)",
+                u as f64 * uring.kept_share,
+                p as f64 * pwrite.kept_share,
+                uring.kept_share * 100.0,
+                pwrite.kept_share * 100.0
+            );
         }
     }
 }

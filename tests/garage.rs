@@ -54,11 +54,34 @@ fn garage_bin() -> Option<PathBuf> {
     found
 }
 
+/// A port for a node to listen on: free when handed out, never handed out
+/// twice in this process (the tests' clusters start in parallel threads),
+/// and below the kernel's ephemeral range, so no outgoing connection (a
+/// client's, another cluster's) can take it while its node is down or not
+/// yet listening. Ports the kernel gave for port 0 lie in that range; with
+/// them, a CI run's `node connect` failed for 30 s with "failed verifying
+/// server hello" on one: most likely something else (another cluster's node,
+/// or a connection) held it, since every cluster shares the RPC secret but
+/// not the node keys.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (first, span) = (10_000, low.saturating_sub(10_000).max(1));
+    // Another process running these tests starts elsewhere in the range.
+    let offset = std::process::id() % span;
+    for _ in 0..span {
+        let port = first + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if let Ok(port) = u16::try_from(port)
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range (from {low})");
 }
 
 /// Whether `GET http://127.0.0.1:{port}{path}` answers 200.

@@ -43,6 +43,11 @@ pub(crate) const GATE_WATERMARK: u32 = 2;
 pub(crate) const GATE_SPOOL: u32 = 4;
 
 /// The deterministic sampling value of an inference id: `xxh3_64(id, seed 0) >> 1`.
+///
+/// Out of line since `capture()` was split (DECISIONS.md, "The gate alone
+/// in `capture()`"): inlined into the one function `capture()` was, its
+/// registers were saved on every call, disabled ones too.
+#[inline(never)]
 pub fn deterministic_value(inference_id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(inference_id.as_bytes()) >> 1
 }

@@ -249,18 +249,36 @@ impl Lane<'_> {
 }
 
 impl Counters {
-    /// The calling thread's lane.
+    /// The calling thread's lane, or `None` before its first call has
+    /// claimed a slot ([`claim_slot`]). Kept apart from the claim so that
+    /// the callers' common path makes no call.
     #[inline]
-    pub(crate) fn lane(&self) -> Lane<'_> {
-        let mut i = MY_SLOT.with(Cell::get);
-        if i == UNSET {
-            i = claim();
-            MY_SLOT.with(|c| c.set(i));
-        }
+    pub(crate) fn lane(&self) -> Option<Lane<'_>> {
+        let i = MY_SLOT.with(Cell::get);
+        (i != UNSET).then(|| self.lane_at(i))
+    }
+
+    /// The calling thread's lane, claiming its slot first if it has none.
+    pub(crate) fn lane_or_claim(&self) -> Lane<'_> {
+        claim_slot();
+        self.lane_at(MY_SLOT.with(Cell::get))
+    }
+
+    /// Slot `i`'s lane.
+    #[inline]
+    fn lane_at(&self, i: usize) -> Lane<'_> {
         Lane {
             s: &self.stripes[i],
             owned: i < OWNED,
         }
+    }
+}
+
+/// Gives the calling thread its slot if it has none yet (once per thread).
+#[inline]
+pub(crate) fn claim_slot() {
+    if MY_SLOT.with(Cell::get) == UNSET {
+        MY_SLOT.with(|c| c.set(claim()));
     }
 }
 
@@ -582,7 +600,9 @@ mod tests {
                 let (c, start) = (counters.clone(), start.clone());
                 std::thread::spawn(move || {
                     start.wait();
-                    let lane = c.lane();
+                    assert!(c.lane().is_none(), "a new thread has no slot yet");
+                    let lane = c.lane_or_claim();
+                    assert!(c.lane().is_some_and(|l| std::ptr::eq(l.s, lane.s)));
                     for _ in 0..1000 {
                         lane.inc(&lane.s.sampled_out);
                     }

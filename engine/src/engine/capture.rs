@@ -13,6 +13,7 @@ use crate::clock::{Clock, MAX_TIME_MILLIS};
 use crate::format::{Payload, is_valid_inference_id};
 use crate::ring::RecordParts;
 use crate::sample::Closed;
+use crate::stats::{Lane, claim_slot};
 
 /// Longest accepted Content-Type header, in bytes.
 pub const MAX_CONTENT_TYPE: usize = 1024;
@@ -72,8 +73,17 @@ pub enum RejectReason {
 impl Engine {
     /// Offers one inference for capture. Never blocks, never takes a lock,
     /// never makes a syscall and never allocates; returns what happened.
+    ///
+    /// Only the gate is decided here. Sampling and a kept call's work are
+    /// functions of their own (`sample`, then `offer`), as is a thread's
+    /// first call, which claims its counter slot and starts again: so a
+    /// call that ends at a closed gate does not save the registers, nor
+    /// build the stack frame, that their work needs (`DECISIONS.md`, "The
+    /// gate alone in `capture()`").
     pub fn capture(&self, c: &Capture) -> Outcome {
-        let n = self.counters.lane();
+        let Some(n) = self.counters.lane() else {
+            return self.first_capture(c);
+        };
         match self.sampler.gate() {
             None => {}
             Some(Closed::Disabled) => {
@@ -89,10 +99,33 @@ impl Engine {
                 return Outcome::Dropped(DropReason::SpoolFull);
             }
         }
+        self.sample(c, n)
+    }
+
+    /// The sampling decision at an open gate; a kept call goes on to
+    /// [`offer`](Self::offer).
+    #[inline(never)]
+    fn sample(&self, c: &Capture, n: Lane<'_>) -> Outcome {
         if !self.sampler.keep(c.inference_id) {
             n.inc(&n.s.sampled_out);
             return Outcome::SampledOut;
         }
+        self.offer(c, n)
+    }
+
+    /// A thread's first call: its counter slot is claimed, then the call
+    /// is made again.
+    #[cold]
+    #[inline(never)]
+    fn first_capture(&self, c: &Capture) -> Outcome {
+        claim_slot();
+        self.capture(c)
+    }
+
+    /// A sampled-in call: checks what the caller passed, then copies the
+    /// record into the ring, or drops it and counts why.
+    #[inline(never)]
+    fn offer(&self, c: &Capture, n: Lane<'_>) -> Outcome {
         if c.inference_id.is_some_and(|id| !is_valid_inference_id(id)) {
             n.inc(&n.s.rejected_inference_id);
             return Outcome::Rejected(RejectReason::InferenceId);
@@ -141,7 +174,7 @@ impl Engine {
     /// body past the limit): it ends as `dropped_too_large`, as if
     /// `capture()` had been called with it, so the accounting stays exact.
     pub fn count_too_large(&self) -> Outcome {
-        let n = self.counters.lane();
+        let n = self.counters.lane_or_claim();
         n.inc(&n.s.dropped_too_large);
         Outcome::Dropped(DropReason::TooLarge)
     }
