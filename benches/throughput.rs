@@ -20,7 +20,10 @@
 //!   timed until a final `flush()` returns.
 //!
 //! - **memcpy**: the floor for a capture call, the pair copied into one
-//!   reused buffer, each copy timed the same way, with no writer running.
+//!   reused buffer, each copy timed the same way, with no writer running;
+//!   and **memcpy under load**: the same copy timed inside capline's runs,
+//!   once at each refusal (the ring full, so the writer saturated), which
+//!   tells what the machine does to a bare copy at those moments.
 //!
 //! Records/s and MB/s count the JSON lines written; `writer/rec` and
 //! `writer/MB` are the writer thread's CPU time per record and per MB of
@@ -83,6 +86,11 @@ struct Figures {
     tail_by_streak: [u64; 4],
     /// capline: all kept calls, in the same buckets.
     kept_by_streak: [u64; 4],
+    /// capline: the floor's copy timed at each refusal (the ring full, the
+    /// writer saturated): how many, and their p50, p99 and p99.9.
+    copy_under_load: [u64; 4],
+    /// capline: the same copy into cold memory ([`ColdArea`]), same moments.
+    cold_copy_under_load: [u64; 4],
 }
 
 /// Hardware interrupts so far on `cpu` (the sum of its column in
@@ -148,22 +156,27 @@ fn thread_cpu_ns(name: &str) -> Option<u64> {
     total
 }
 
-/// The floor for a capture call's latency: the pair copied into one reused
-/// buffer of its size, each copy timed as a capture call is, with no writer.
+/// The floor's copy: the pair into one reused buffer of its size, timed as
+/// a capture call is; its latency in nanoseconds.
+fn timed_copy(s: &Shape, buf: &mut [u8], timer: &Timer) -> u64 {
+    let a = timer.clock.raw();
+    let (req, resp) = buf.split_at_mut(s.request.len());
+    req.copy_from_slice(std::hint::black_box(&s.request));
+    resp.copy_from_slice(std::hint::black_box(&s.response));
+    std::hint::black_box(buf);
+    let b = timer.clock.raw();
+    let ns = timer.clock.delta_as_nanos(a, b);
+    ns.saturating_sub(timer.overhead).max(1)
+}
+
+/// The floor for a capture call's latency: [`timed_copy`] `n` times, with
+/// no writer running.
 fn memcpy_run(s: &Shape, n: u64, timer: &Timer) -> Figures {
     let mut buf = vec![0u8; s.request.len() + s.response.len()];
-    let split = s.request.len();
     let mut h = Histogram::<u64>::new(3).expect("histogram");
     let start = Instant::now();
     for _ in 0..n {
-        let a = timer.clock.raw();
-        let (req, resp) = buf.split_at_mut(split);
-        req.copy_from_slice(std::hint::black_box(&s.request));
-        resp.copy_from_slice(std::hint::black_box(&s.response));
-        std::hint::black_box(&mut buf);
-        let b = timer.clock.raw();
-        let ns = timer.clock.delta_as_nanos(a, b);
-        let _ = h.record(ns.saturating_sub(timer.overhead).max(1));
+        let _ = h.record(timed_copy(s, &mut buf, timer));
     }
     let secs = start.elapsed().as_secs_f64();
     Figures {
@@ -293,6 +306,15 @@ fn capline_run_with(
     // advance, so its pages are not faulted in during the run.
     let mut kept: Vec<Kept> = vec![Kept::default(); n as usize];
     let mut streak = 0u64;
+    // The floor's copy, timed while the ring is full: the same bytes as the
+    // bare floor, at the moments the writer is busiest.
+    let mut copy_buf = vec![0u8; s.request.len() + s.response.len()];
+    let mut under_load = Histogram::<u64>::new(3).expect("histogram");
+    // And into cold memory: the next slot of a 64 MiB area, as a ring's
+    // space is once the writer has fallen behind (written in full now, so
+    // no page is faulted in during the run).
+    let mut cold = ColdArea::new(copy_buf.len());
+    let mut under_load_cold = Histogram::<u64>::new(3).expect("histogram");
     // After Engine::start, so the writer did not inherit the pin.
     let pinned = Pinned::to(capture_cpu);
     let irqs_before = capture_cpu.map(interrupts_on);
@@ -323,6 +345,8 @@ fn capline_run_with(
                     refused += 1;
                     retried = true;
                     streak = 0;
+                    let _ = under_load.record(timed_copy(s, &mut copy_buf, timer));
+                    let _ = under_load_cold.record(timed_copy(s, cold.next(), timer));
                     for _ in 0..64 {
                         std::hint::spin_loop();
                     }
@@ -367,6 +391,46 @@ fn capline_run_with(
         kept_by_streak: by_streak(kept.iter()),
         tail_first: tail().filter(|k| !k.retried).count() as u64,
         tail_retried: tail().filter(|k| k.retried).count() as u64,
+        copy_under_load: quantiles(&under_load),
+        cold_copy_under_load: quantiles(&under_load_cold),
+    }
+}
+
+/// A histogram's count, p50, p99 and p99.9.
+fn quantiles(h: &Histogram<u64>) -> [u64; 4] {
+    [
+        h.len(),
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+    ]
+}
+
+/// 64 MiB handed out in 64-byte aligned slots of one size, round and round:
+/// each slot was last written 64 MiB ago, out of every cache.
+struct ColdArea {
+    bytes: Vec<u8>,
+    len: usize,
+    at: usize,
+}
+
+impl ColdArea {
+    fn new(len: usize) -> ColdArea {
+        ColdArea {
+            bytes: vec![1u8; 64 << 20],
+            len,
+            at: 0,
+        }
+    }
+
+    /// The next slot, `len` bytes long.
+    fn next(&mut self) -> &mut [u8] {
+        if self.at + self.len > self.bytes.len() {
+            self.at = 0;
+        }
+        let start = self.at;
+        self.at = (start + self.len).next_multiple_of(64);
+        &mut self.bytes[start..start + self.len]
     }
 }
 
@@ -767,6 +831,19 @@ fn main() {
             pwrite.preempted,
             n / 1000
         );
+        for (name, f) in [("uring", &uring), ("pwrite", &pwrite)] {
+            for (into, [count, p50, p99, p999]) in [
+                ("a reused buffer", f.copy_under_load),
+                ("cold memory", f.cold_copy_under_load),
+            ] {
+                if count > 0 {
+                    println!(
+                        "  memcpy under load ({name}), into {into}: the pair copied at each of the {count} refusals (ring full): p50 / p99 / p99.9 {p50} / {p99} / {p999} ns; capline {name} p99.9 is {:.2}x it",
+                        f.p999 as f64 / p999.max(1) as f64
+                    );
+                }
+            }
+        }
         println!(
             "  calls slower than p99.9, kept at the first try / after the ring refused them: uring {} / {}, pwrite {} / {}",
             uring.tail_first, uring.tail_retried, pwrite.tail_first, pwrite.tail_retried
