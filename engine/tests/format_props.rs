@@ -215,3 +215,63 @@ fn the_utf8_check_agrees_with_std_at_every_offset() {
         }
     }
 }
+
+/// Headers built around listed media types: any ASCII case, whitespace of
+/// every kind `str::trim` removes (ASCII, the vertical tab, and Unicode
+/// such as U+00A0 and U+3000) or does not, and parameters after `;`.
+fn header_near_listed() -> impl Strategy<Value = String> {
+    let space = prop_oneof![
+        Just(""),
+        Just(" "),
+        Just("\t"),
+        Just("\u{0b}"),
+        Just("\u{0c}"),
+        Just("\r\n"),
+        Just("\u{a0}"),
+        Just("\u{3000}"),
+        Just("\u{200b}"),
+    ];
+    (
+        prop_oneof![
+            Just("text/csv"),
+            Just("application/json"),
+            Just("application/jsonlines"),
+            Just("text/cs"),
+        ],
+        proptest::collection::vec(any::<bool>(), 24),
+        space.clone(),
+        space,
+        prop_oneof![Just(""), Just(";"), Just("; charset=UTF-8"), Just(";q=1;x")],
+    )
+        .prop_map(|(base, upper, before, after, params)| {
+            let base: String = base
+                .chars()
+                .zip(upper.iter().cycle())
+                .map(|(c, &u)| if u { c.to_ascii_uppercase() } else { c })
+                .collect();
+            format!("{before}{base}{after}{params}")
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// `encoding_for_type` matches ASCII headers in place; it must pick what
+    /// SageMaker's rule, written out (the lower-cased media type compared
+    /// with each listed one), picks.
+    #[test]
+    fn encoding_for_type_is_the_media_type_rule(
+        ct in prop_oneof![header_near_listed(), content_type()],
+    ) {
+        use capline::format::{Encoding, media_type};
+        let mt = media_type(&ct);
+        let expected = if mt == "text/csv" {
+            Encoding::Csv
+        } else if mt == "application/json" {
+            Encoding::Json
+        } else {
+            Encoding::Base64
+        };
+        prop_assert_eq!(rules().encoding_for_type(&ct), expected, "{:?}", ct);
+    }
+}

@@ -71,6 +71,15 @@ pub fn media_type(content_type: &str) -> Cow<'_, str> {
     }
 }
 
+/// `bytes` without the leading and trailing ASCII characters that
+/// `str::trim` removes: `u8::is_ascii_whitespace` and the vertical tab.
+fn trim_ascii_whitespace(bytes: &[u8]) -> &[u8] {
+    let ws = |c: &u8| c.is_ascii_whitespace() || *c == 0x0b;
+    let start = bytes.iter().position(|c| !ws(c)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|c| !ws(c)).map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
 /// SageMaker's encoding rule, plus capline's: text that is not UTF-8 is BASE64.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EncodingRules {
@@ -85,14 +94,30 @@ impl EncodingRules {
     }
 
     /// The encoding SageMaker would pick from the content type alone.
+    ///
+    /// The writer asks once per payload. An ASCII header (nearly every one)
+    /// is matched in place, byte by byte and ignoring ASCII case, without
+    /// building the lower-cased media type; the lists hold lower-cased
+    /// ASCII media types only (`config`), so this matches exactly what
+    /// comparing [`media_type`] with them would.
     pub fn encoding_for_type(&self, content_type: &str) -> Encoding {
         let Some(types) = &self.types else {
             return Encoding::Base64;
         };
-        let mt = media_type(content_type);
-        if types.csv.iter().any(|t| *t == mt) {
+        let found = |list: &[String]| {
+            if content_type.is_ascii() {
+                let b = content_type.as_bytes();
+                let base = b.split(|&c| c == b';').next().unwrap_or(b);
+                let base = trim_ascii_whitespace(base);
+                list.iter().any(|t| t.as_bytes().eq_ignore_ascii_case(base))
+            } else {
+                let mt = media_type(content_type);
+                list.iter().any(|t| *t == mt)
+            }
+        };
+        if found(&types.csv) {
             Encoding::Csv
-        } else if types.json.iter().any(|t| *t == mt) {
+        } else if found(&types.json) {
             Encoding::Json
         } else {
             Encoding::Base64
