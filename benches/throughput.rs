@@ -22,8 +22,9 @@
 //! - **memcpy**: the floor for a capture call, the pair copied into one
 //!   reused buffer, each copy timed the same way, with no writer running;
 //!   and **memcpy under load**: the same copy timed inside capline's runs,
-//!   once at each refusal (the ring full, so the writer saturated), which
-//!   tells what the machine does to a bare copy at those moments.
+//!   at each refusal (the ring full, so the writer saturated), once into a
+//!   reused buffer and once into cold memory (`ColdArea`), which tells what
+//!   the machine does to a bare copy at those moments.
 //!
 //! Records/s and MB/s count the JSON lines written; `writer/rec` and
 //! `writer/MB` are the writer thread's CPU time per record and per MB of

@@ -58,9 +58,10 @@ struct Open {
 }
 
 /// `append` reads the clock for the segment's age at every this many lines
-/// (the writer's `tick` also does, after every pass): reading it for every
-/// line took 3.7 % of the writer's time on 1 KiB records, and a segment is
-/// sealed at most this many lines late.
+/// (the writer's `tick` also does, after every pass), so a segment is
+/// sealed at most this many lines late; reading it for every line was a
+/// few percent of the writer's time on 1 KiB records (DECISIONS.md, "The
+/// writer reads the clock every 64 lines").
 const AGE_CHECK_EVERY: u64 = 64;
 
 /// Rolling settings for [`Segments::new`].

@@ -80,6 +80,18 @@ fn trim_ascii_whitespace(bytes: &[u8]) -> &[u8] {
     &bytes[start..end]
 }
 
+/// CSV if a listed CSV type `is` the header's, else JSON if a listed JSON
+/// type is, else BASE64.
+fn pick(types: &ContentTypes, is: impl Fn(&String) -> bool) -> Encoding {
+    if types.csv.iter().any(&is) {
+        Encoding::Csv
+    } else if types.json.iter().any(&is) {
+        Encoding::Json
+    } else {
+        Encoding::Base64
+    }
+}
+
 /// SageMaker's encoding rule, plus capline's: text that is not UTF-8 is BASE64.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EncodingRules {
@@ -104,23 +116,14 @@ impl EncodingRules {
         let Some(types) = &self.types else {
             return Encoding::Base64;
         };
-        let found = |list: &[String]| {
-            if content_type.is_ascii() {
-                let b = content_type.as_bytes();
-                let base = b.split(|&c| c == b';').next().unwrap_or(b);
-                let base = trim_ascii_whitespace(base);
-                list.iter().any(|t| t.as_bytes().eq_ignore_ascii_case(base))
-            } else {
-                let mt = media_type(content_type);
-                list.iter().any(|t| *t == mt)
-            }
-        };
-        if found(&types.csv) {
-            Encoding::Csv
-        } else if found(&types.json) {
-            Encoding::Json
+        if content_type.is_ascii() {
+            let b = content_type.as_bytes();
+            let base = b.iter().position(|&c| c == b';').map_or(b, |i| &b[..i]);
+            let base = trim_ascii_whitespace(base);
+            pick(types, |t| t.as_bytes().eq_ignore_ascii_case(base))
         } else {
-            Encoding::Base64
+            let mt = media_type(content_type);
+            pick(types, |t| *t == mt)
         }
     }
 
