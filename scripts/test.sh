@@ -107,26 +107,41 @@ step "capline replay and cat against moto: a changed model's answers found exact
 step "chaos: capline endpoint SIGKILLed 50 times under traffic, delivering to moto; every answer older than the flush window in S3 exactly once"
 (cd tests/python && "$VENV/bin/python" chaos.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3" 50)
 
+# The steps below name the test with --workspace, not -p: the features are
+# then resolved as for the whole workspace above, so the build is reused
+# (with -p the engine's dependencies are built again with fewer features).
 step "disk watermark on loop-mounted ext4 and tmpfs (root), both I/O modes"
-cargo test -p capline --locked --test watermark -- --nocapture
+cargo test --workspace --locked --test watermark -- --nocapture
 
 step "SIGKILL: 20 kills per I/O mode, no acknowledged record lost"
-cargo test -p capline-e2e --locked --test kill -- --nocapture
+cargo test --workspace --locked --test kill -- --nocapture
 
 step "Garage 2.5.0: 3-node cluster (two writers, a node down, a 60 s outage, SIGKILL mid-upload)"
 # Built from crates.io the first time on a machine (the release site is not
-# reachable from here), skipped once installed. At opt-level 1: the tests
-# need a working server, not a fast one, and the build takes far less time.
+# reachable from here), skipped once installed. At opt-level 1 and with only
+# the LMDB metadata engine the tests configure (no metrics, SQLite or K2V):
+# the tests need a working server, not a fast or complete one, and the build
+# takes far less time. The tests run in the debug build `cargo test` made.
 if ! command -v garage >/dev/null 2>&1 || [[ $(garage --version 2>/dev/null) != *2.5.0* ]]; then
-  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 cargo install garage --version 2.5.0 --locked
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 cargo install garage --version 2.5.0 --locked \
+    --no-default-features --features bundled-libs,lmdb
 fi
 garage --version | awk 'NR == 1'
-cargo test --release -p capline-e2e --locked --test garage -- --nocapture --test-threads=1
+cargo test --workspace --locked --test garage -- --nocapture --test-threads=1
+
+step "C ABI: C and C++ programs against the installed header and libraries (pthreads, ASan+UBSan, valgrind, bad arguments)"
+need=()
+command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v c++ >/dev/null 2>&1 || need+=(g++)
+if [ ${#need[@]} -gt 0 ]; then apt-get install -y -q "${need[@]}"; fi
+scripts/c-tests.sh
 
 step "Python: an abi3 wheel (CPython >= 3.11) built with maturin, installed into a fresh venv; pytest with uvicorn and gunicorn; mypy on the stubs"
 (cd bindings/python && cargo fmt -- --check)
-(cd bindings/python && PYO3_PYTHON=python3 CARGO_TARGET_DIR="$CARGO_TARGET_DIR/python" \
-  cargo clippy --locked --all-targets -- -D warnings)
+# The extension shares the target directory, and its release profile, with
+# the C ABI's build above, so the engine and the AWS SDK are not built again.
+(cd bindings/python && PYO3_PYTHON=python3 cargo clippy --locked --all-targets -- -D warnings)
 PYTOOLS="$HOME/.cache/capline/pytools"
 if ! "$PYTOOLS/bin/python" -c 'import maturin' >/dev/null 2>&1; then
   python3 -m venv "$PYTOOLS"
@@ -134,8 +149,7 @@ if ! "$PYTOOLS/bin/python" -c 'import maturin' >/dev/null 2>&1; then
 fi
 WHEELS="$SCRATCH/wheels"
 rm -rf "$WHEELS"
-(cd bindings/python && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/python" \
-  "$PYTOOLS/bin/maturin" build --release --locked --out "$WHEELS")
+(cd bindings/python && "$PYTOOLS/bin/maturin" build --release --locked --out "$WHEELS")
 # Packaged like a library: the extension exports its module init and
 # nothing else, and ships stripped.
 rm -rf "$SCRATCH/wheel-check"
@@ -151,16 +165,11 @@ python3 -m venv "$PYFRESH"
 (cd bindings/python/tests && CAPLINE_BIN="$CARGO_TARGET_DIR/debug/capline" "$PYFRESH/bin/python" -m pytest -q -p no:cacheprovider)
 (cd bindings/python/tests && "$PYFRESH/bin/python" -m mypy --strict --no-incremental typing_check.py)
 
-step "C ABI: C and C++ programs against the installed header and libraries (pthreads, ASan+UBSan, valgrind, bad arguments)"
-need=()
-command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
-command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-command -v c++ >/dev/null 2>&1 || need+=(g++)
-if [ ${#need[@]} -gt 0 ]; then apt-get install -y -q "${need[@]}"; fi
-scripts/c-tests.sh
-
 step "strace: no syscall in the capture loop, < 1 per 100 records, O_DIRECT, io_uring vs pwrite"
-scripts/strace-check.sh 1000000 uring pwrite
+# The capture loop of the debug build `cargo build --workspace` made (the
+# engine is optimized there too, see Cargo.toml): the syscalls are the
+# engine's, and a release build of the benches package would take minutes.
+CAPLINE_LOOP_BIN="$CARGO_TARGET_DIR/debug/capture-loop" scripts/strace-check.sh 1000000 uring pwrite
 
 step "loom: the ring's claim/commit/consume protocol and the sampling setters under every interleaving"
 RUSTFLAGS="--cfg capline_loom" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" \
