@@ -74,8 +74,8 @@ pub mod bench_io {
 #[doc(hidden)]
 pub mod fuzzing {
     /// `s` escaped (the inside of a JSON string) by the portable escaper
-    /// and by the one this CPU uses.
-    pub fn escapers(s: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    /// and by the one this CPU uses, each with whether it found `s` all ASCII.
+    pub fn escapers(s: &[u8]) -> ((Vec<u8>, bool), (Vec<u8>, bool)) {
         crate::format::escaped_both(s)
     }
 

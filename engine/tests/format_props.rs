@@ -216,6 +216,61 @@ fn the_utf8_check_agrees_with_std_at_every_offset() {
     }
 }
 
+/// The writer settles UTF-8 while escaping (it validates only a body in
+/// which the escaper saw a byte outside ASCII, and escapes bodies over 64 KiB
+/// in steps after validating them first): at sizes around the SIMD blocks
+/// and that step, valid text stays text and one bad byte anywhere makes the
+/// body BASE64, with the line still whole after an earlier line.
+#[test]
+fn text_or_base64_at_every_size_and_bad_byte_position() {
+    let rules = rules();
+    for len in [
+        0usize, 1, 31, 32, 33, 95, 96, 97, 65_535, 65_536, 65_537, 200_001,
+    ] {
+        for case in ["ascii", "utf8", "bad start", "bad middle", "bad end"] {
+            let mut data: Vec<u8> = (0..len).map(|i| b"a,\"q\n"[i % 5]).collect();
+            if len > 0 {
+                let at = match case {
+                    "bad start" => 0,
+                    "bad end" => len - 1,
+                    _ => len / 2,
+                };
+                match case {
+                    "ascii" => {}
+                    "utf8" if len >= 2 => data[at - 1..=at].copy_from_slice("é".as_bytes()),
+                    "utf8" => continue,
+                    _ => data[at] = 0xff,
+                }
+            }
+            let text = std::str::from_utf8(&data).is_ok();
+            let mut out = b"earlier line\n".to_vec();
+            LineWriter::new(rules.clone(), false).write(
+                &mut out,
+                &Event {
+                    input: Some(Payload::new("text/csv", &data)),
+                    output: Some(Payload::new("application/json", &data)),
+                    event_id: [7; 16],
+                    inference_id: None,
+                    time: Timestamp::from_unix_millis(0).unwrap(),
+                },
+            );
+            let line = out.strip_prefix(b"earlier line\n".as_slice()).unwrap();
+            let body = &line[..line.len() - 1];
+            let rec =
+                parse_line(body, Some(&rules)).unwrap_or_else(|e| panic!("{len} {case}: {e}"));
+            assert_eq!(rec.input.unwrap().data, data, "{len} {case}");
+            assert_eq!(rec.output.unwrap().data, data, "{len} {case}");
+            let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+            let enc = v["captureData"]["endpointInput"]["encoding"].as_str();
+            assert_eq!(
+                enc,
+                Some(if text { "CSV" } else { "BASE64" }),
+                "{len} {case}"
+            );
+        }
+    }
+}
+
 /// Headers built around listed media types: any ASCII case, whitespace of
 /// every kind `str::trim` removes (ASCII, the vertical tab, and Unicode
 /// such as U+00A0 and U+3000) or does not, and parameters after `;`.

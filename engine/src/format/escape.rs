@@ -1,10 +1,12 @@
 //! The JSON string escaper lines are written with: eight bytes at a time
 //! (SWAR), or 32 with AVX2 where the CPU has it (dense escapes written with
-//! table-driven shuffles), straight into reserved room.
+//! table-driven shuffles), straight into reserved room. It also notes whether
+//! any byte had its high bit set, so a body it found all ASCII needs no
+//! second pass to prove it UTF-8.
 
 use std::mem::MaybeUninit;
 
-use super::LineBuf;
+use super::{LineBuf, is_utf8};
 
 /// The length of `s` escaped by [`escape_into`].
 pub(super) fn escaped_len(s: &[u8]) -> usize {
@@ -72,27 +74,60 @@ const ESCAPE_STEP: usize = 64 * 1024;
 pub fn escape_into<B: LineBuf>(out: &mut B, s: &[u8]) {
     for part in s.chunks(ESCAPE_STEP) {
         let room = out.spare(part.len() * 6);
-        let written = escape_dispatch(&mut room[..part.len() * 6], part);
+        let (written, _) = escape_dispatch(&mut room[..part.len() * 6], part);
         // SAFETY: `escape_part` initialized the first `written` bytes of `room`.
         unsafe { out.advance(written) };
     }
 }
 
+/// Appends `s` escaped if it is UTF-8 and returns true; returns false, having
+/// appended nothing, if it is not.
+///
+/// A body of up to one escaping step is escaped first and validated only
+/// if the escaper saw a byte outside ASCII: one pass over ASCII text (most
+/// CSV and JSON bodies) instead of a validation pass and an escaping pass.
+/// The escaped bytes count only once [`LineBuf::advance`] takes them, so a
+/// body found invalid leaves `out` as it was.
+pub(super) fn escape_text_into<B: LineBuf>(out: &mut B, s: &[u8]) -> bool {
+    if s.len() > ESCAPE_STEP {
+        if !is_utf8(s) {
+            return false;
+        }
+        escape_into(out, s);
+        return true;
+    }
+    let room = out.spare(s.len() * 6);
+    let (written, ascii) = escape_dispatch(&mut room[..s.len() * 6], s);
+    if !ascii && !is_utf8(s) {
+        return false;
+    }
+    // SAFETY: `escape_part` initialized the first `written` bytes of `room`.
+    unsafe { out.advance(written) };
+    true
+}
+
+/// An escaper: writes `s` escaped into room of at least `6 * s.len()`
+/// bytes; returns the bytes written and whether every byte was ASCII.
+type Escaper = fn(&mut [MaybeUninit<u8>], &[u8]) -> (usize, bool);
+
 /// `s` escaped by the portable escaper and by the one this CPU uses (AVX2
-/// where it has it): the fuzz target `escape` checks they agree.
-pub(crate) fn escaped_both(s: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let run = |f: fn(&mut [MaybeUninit<u8>], &[u8]) -> usize| {
+/// where it has it), each with whether it found `s` all ASCII: the fuzz
+/// target `escape` checks they agree.
+pub(crate) fn escaped_both(s: &[u8]) -> ((Vec<u8>, bool), (Vec<u8>, bool)) {
+    let run = |f: Escaper| {
         let mut room = vec![MaybeUninit::uninit(); s.len() * 6];
-        let n = f(&mut room, s);
+        let (n, ascii) = f(&mut room, s);
         // SAFETY: the escaper initialized the first `n` bytes.
-        unsafe { std::slice::from_raw_parts(room.as_ptr().cast::<u8>(), n) }.to_vec()
+        let bytes = unsafe { std::slice::from_raw_parts(room.as_ptr().cast::<u8>(), n) };
+        (bytes.to_vec(), ascii)
     };
     (run(escape_part), run(escape_dispatch))
 }
 
 /// Uses the AVX2 escaper where the CPU has it (checked once, cached by std).
+/// Returns the bytes written and whether every byte of `s` was ASCII.
 #[inline]
-fn escape_dispatch(room: &mut [MaybeUninit<u8>], s: &[u8]) -> usize {
+fn escape_dispatch(room: &mut [MaybeUninit<u8>], s: &[u8]) -> (usize, bool) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
@@ -102,15 +137,19 @@ fn escape_dispatch(room: &mut [MaybeUninit<u8>], s: &[u8]) -> usize {
 }
 
 /// Escapes `s` into `room` (at least `6 * s.len()` bytes); returns the bytes
-/// written. Eight bytes at a time: a clean word is copied whole, a word with
-/// something to escape goes byte by byte through the table.
-fn escape_part(room: &mut [MaybeUninit<u8>], s: &[u8]) -> usize {
+/// written and whether every byte was ASCII. Eight bytes at a time: a clean
+/// word is copied whole, a word with something to escape goes byte by byte
+/// through the table.
+fn escape_part(room: &mut [MaybeUninit<u8>], s: &[u8]) -> (usize, bool) {
     let mut w = 0;
+    let mut seen = 0u64;
     let mut words = s.chunks_exact(8);
     for word in &mut words {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(word);
-        if escape_mask(u64::from_le_bytes(bytes)) == 0 {
+        let word_bits = u64::from_le_bytes(bytes);
+        seen |= word_bits;
+        if escape_mask(word_bits) == 0 {
             for (d, &b) in room[w..w + 8].iter_mut().zip(word) {
                 *d = MaybeUninit::new(b);
             }
@@ -122,9 +161,10 @@ fn escape_part(room: &mut [MaybeUninit<u8>], s: &[u8]) -> usize {
         }
     }
     for &b in words.remainder() {
+        seen |= u64::from(b);
         w = put_escaped(room, w, b);
     }
-    w
+    (w, seen & HI == 0)
 }
 
 /// Writes one byte, escaped if JSON needs it, at `room[w..]`; returns the new `w`.
@@ -215,7 +255,7 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2, and `room` must hold at least `6 * s.len()` bytes.
     #[target_feature(enable = "avx2,popcnt")]
-    pub(super) unsafe fn escape_part(room: &mut [MaybeUninit<u8>], s: &[u8]) -> usize {
+    pub(super) unsafe fn escape_part(room: &mut [MaybeUninit<u8>], s: &[u8]) -> (usize, bool) {
         assert!(room.len() >= s.len() * 6);
         let quote = _mm256_set1_epi8(b'"' as i8);
         let backslash = _mm256_set1_epi8(b'\\' as i8);
@@ -225,10 +265,13 @@ mod avx2 {
         let short = unsafe { _mm_loadu_si128(SHORT.as_ptr().cast()) };
         let short = _mm256_broadcastsi128_si256(short);
         let zero = _mm256_setzero_si256();
+        // Every block loaded, OR-ed: its top bits say whether a byte was not ASCII.
+        let mut seen = zero;
         let (mut w, mut i) = (0usize, 0usize);
         while i + 32 <= s.len() {
             // SAFETY: `i + 32 <= s.len()`, so the 32-byte load is in bounds.
             let v = unsafe { _mm256_loadu_si256(s.as_ptr().add(i).cast()) };
+            seen = _mm256_or_si256(seen, v);
             // Bytes below 0x20: min(v, 0x1f) == v, unsigned.
             let ctrl = _mm256_cmpeq_epi8(_mm256_min_epu8(v, ctrl_max), v);
             let hits = _mm256_or_si256(
@@ -292,10 +335,12 @@ mod avx2 {
             }
             i += 32;
         }
+        let mut ascii = _mm256_movemask_epi8(seen) == 0;
         for &b in &s[i..] {
+            ascii &= b.is_ascii();
             w = put_escaped(room, w, b);
         }
-        w
+        (w, ascii)
     }
 }
 
@@ -338,11 +383,11 @@ mod tests {
         }
     }
 
-    fn portable(s: &[u8]) -> Vec<u8> {
+    fn portable(s: &[u8]) -> (Vec<u8>, bool) {
         escaped_both(s).0
     }
 
-    fn dispatched(s: &[u8]) -> Vec<u8> {
+    fn dispatched(s: &[u8]) -> (Vec<u8>, bool) {
         escaped_both(s).1
     }
 
@@ -353,7 +398,9 @@ mod tests {
             for at in 0..64 {
                 let mut input = vec![b'x'; 64];
                 input[at] = b;
-                assert_eq!(portable(&input), dispatched(&input), "byte {b:#x} at {at}");
+                let (p, d) = (portable(&input), dispatched(&input));
+                assert_eq!(p, d, "byte {b:#x} at {at}");
+                assert_eq!(p.1, b.is_ascii(), "byte {b:#x} at {at}: ASCII flag");
             }
         }
     }

@@ -18,7 +18,7 @@ use std::mem::MaybeUninit;
 
 pub use escape::escape_into;
 pub(crate) use escape::escaped_both;
-use escape::escaped_len;
+use escape::{escape_text_into, escaped_len};
 
 use crate::config::ContentTypes;
 pub use crate::timestamp::Timestamp;
@@ -265,18 +265,23 @@ impl LineWriter {
         out.extend_from_slice(CLOSE);
     }
 
+    /// One payload, encoded as [`EncodingRules::encoding`] says: the
+    /// content type picks, and a text body that is not UTF-8 is BASE64.
+    /// The escaper settles the UTF-8 question for ASCII bodies as it goes.
     fn payload<B: LineBuf>(&self, out: &mut B, side: Side, p: &Payload) {
-        let enc = self.rules.encoding(p);
         out.extend_from_slice(side.key);
         out.extend_from_slice(CONTENT_TYPE);
         escape_into(out, p.content_type.as_bytes());
         out.extend_from_slice(MODE);
         out.extend_from_slice(side.mode);
         out.extend_from_slice(DATA);
-        match enc {
-            Encoding::Base64 => out.append_base64(p.data),
-            Encoding::Csv | Encoding::Json => escape_into(out, p.data),
-        }
+        let enc = match self.rules.encoding_for_type(p.content_type) {
+            text @ (Encoding::Csv | Encoding::Json) if escape_text_into(out, p.data) => text,
+            _ => {
+                out.append_base64(p.data);
+                Encoding::Base64
+            }
+        };
         out.extend_from_slice(ENCODING);
         out.extend_from_slice(enc.as_str().as_bytes());
         out.extend_from_slice(PAYLOAD_CLOSE);
