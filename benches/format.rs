@@ -4,9 +4,8 @@
 //! `cargo bench -p capline-benches --bench format`
 
 use base64::Engine as _;
-use capline::config::ContentTypes;
-use capline::format::{Encoding, EncodingRules, Event, LineWriter, Payload, Timestamp};
-use capline_benches::{Shape, format_shapes};
+use capline::format::{Encoding, EncodingRules, LineWriter, Payload};
+use capline_benches::{Shape, format_rules, format_shapes};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde::Serialize;
 use std::hint::black_box;
@@ -73,21 +72,12 @@ fn serde_line(out: &mut Vec<u8>, rules: &EncodingRules, s: &Shape) {
 }
 
 fn bench(c: &mut Criterion) {
-    let rules = EncodingRules::new(Some(ContentTypes {
-        csv: vec!["text/csv".into()],
-        json: vec!["application/json".into()],
-    }));
+    let rules = format_rules();
     let writer = LineWriter::new(rules.clone(), false);
-    let time = Timestamp::from_unix_millis(1_705_692_477_000).unwrap();
     let mut group = c.benchmark_group("format");
     for shape in format_shapes() {
-        let event = Event {
-            input: Some(Payload::new(shape.request_type, &shape.request)),
-            output: Some(Payload::new(shape.response_type, &shape.response)),
-            event_id: *b"\x7d\xdb\x2d\x7c\x4d\x6a\x4e\x67\xa6\x8e\x23\x87\x03\x99\x82\x9d",
-            inference_id: None,
-            time,
-        };
+        let event =
+            shape.event(*b"\x7d\xdb\x2d\x7c\x4d\x6a\x4e\x67\xa6\x8e\x23\x87\x03\x99\x82\x9d");
         // Both produce the same line.
         let (mut a, mut b) = (Vec::new(), Vec::new());
         writer.write(&mut a, &event);

@@ -5,9 +5,8 @@
 //! `valgrind --tool=callgrind target/release/format-lines csv_1k_pair 2000`,
 //! minus the same with 0 lines, divided by 2000: instructions per line.
 
-use capline::config::ContentTypes;
-use capline::format::{EncodingRules, Event, LineWriter, Payload, Timestamp};
-use capline_benches::format_shapes;
+use capline::format::LineWriter;
+use capline_benches::{format_rules, format_shapes};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -20,18 +19,8 @@ fn main() {
         eprintln!("no shape {name}; shapes: {:?}", names());
         std::process::exit(2);
     };
-    let rules = EncodingRules::new(Some(ContentTypes {
-        csv: vec!["text/csv".into()],
-        json: vec!["application/json".into()],
-    }));
-    let writer = LineWriter::new(rules, false);
-    let event = Event {
-        input: Some(Payload::new(shape.request_type, &shape.request)),
-        output: Some(Payload::new(shape.response_type, &shape.response)),
-        event_id: [7; 16],
-        inference_id: None,
-        time: Timestamp::from_unix_millis(1_705_692_477_000).expect("a valid time"),
-    };
+    let writer = LineWriter::new(format_rules(), false);
+    let event = shape.event([7; 16]);
     let mut out = Vec::with_capacity(1 << 20);
     let mut total = 0u64;
     for _ in 0..n {

@@ -78,6 +78,36 @@ pub fn binary(n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The serializer benches' encoding rules: CSV for `text/csv`, JSON for
+/// `application/json` (what the format shapes use), BASE64 otherwise.
+pub fn format_rules() -> capline::format::EncodingRules {
+    capline::format::EncodingRules::new(Some(capline::config::ContentTypes {
+        csv: vec!["text/csv".into()],
+        json: vec!["application/json".into()],
+    }))
+}
+
+impl Shape {
+    /// This pair as one line's event for the serializer benches: both
+    /// sides, no inference id, at 2024-01-19T19:27:57Z.
+    pub fn event(&self, event_id: [u8; 16]) -> capline::format::Event<'_> {
+        capline::format::Event {
+            input: Some(capline::format::Payload::new(
+                self.request_type,
+                &self.request,
+            )),
+            output: Some(capline::format::Payload::new(
+                self.response_type,
+                &self.response,
+            )),
+            event_id,
+            inference_id: None,
+            time: capline::format::Timestamp::from_unix_millis(1_705_692_477_000)
+                .expect("a valid time"),
+        }
+    }
+}
+
 /// The format bench shapes: 1 KiB CSV pair, 1 KiB JSON pair, 16 KiB + 1 KiB
 /// quote-dense JSON (the throughput harness's `json_16k`), 16 KiB binary (BASE64).
 pub fn format_shapes() -> Vec<Shape> {

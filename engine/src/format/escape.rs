@@ -73,11 +73,19 @@ const ESCAPE_STEP: usize = 64 * 1024;
 /// per-byte capacity checks.
 pub fn escape_into<B: LineBuf>(out: &mut B, s: &[u8]) {
     for part in s.chunks(ESCAPE_STEP) {
-        let room = out.spare(part.len() * 6);
-        let (written, _) = escape_dispatch(&mut room[..part.len() * 6], part);
-        // SAFETY: `escape_part` initialized the first `written` bytes of `room`.
+        let (written, _) = escape_to_spare(out, part);
+        // SAFETY: `escape_to_spare` initialized the first `written` bytes
+        // of the spare room.
         unsafe { out.advance(written) };
     }
+}
+
+/// Escapes `s` into `out`'s spare room without taking it as data; returns
+/// the bytes written and whether every byte was ASCII.
+#[inline]
+fn escape_to_spare<B: LineBuf>(out: &mut B, s: &[u8]) -> (usize, bool) {
+    let room = out.spare(s.len() * 6);
+    escape_dispatch(&mut room[..s.len() * 6], s)
 }
 
 /// Appends `s` escaped if it is UTF-8 and returns true; returns false, having
@@ -96,12 +104,12 @@ pub(super) fn escape_text_into<B: LineBuf>(out: &mut B, s: &[u8]) -> bool {
         escape_into(out, s);
         return true;
     }
-    let room = out.spare(s.len() * 6);
-    let (written, ascii) = escape_dispatch(&mut room[..s.len() * 6], s);
+    let (written, ascii) = escape_to_spare(out, s);
     if !ascii && !is_utf8(s) {
         return false;
     }
-    // SAFETY: `escape_part` initialized the first `written` bytes of `room`.
+    // SAFETY: `escape_to_spare` initialized the first `written` bytes of
+    // the spare room.
     unsafe { out.advance(written) };
     true
 }
