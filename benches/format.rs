@@ -73,7 +73,7 @@ fn serde_line(out: &mut Vec<u8>, rules: &EncodingRules, s: &Shape) {
 
 fn bench(c: &mut Criterion) {
     let rules = format_rules();
-    let writer = LineWriter::new(rules.clone(), false);
+    let mut writer = LineWriter::new(rules.clone(), false);
     let mut group = c.benchmark_group("format");
     for shape in format_shapes() {
         let event =

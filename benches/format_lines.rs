@@ -19,7 +19,7 @@ fn main() {
         eprintln!("no shape {name}; shapes: {:?}", names());
         std::process::exit(2);
     };
-    let writer = LineWriter::new(format_rules(), false);
+    let mut writer = LineWriter::new(format_rules(), false);
     let event = shape.event([7; 16]);
     let mut out = Vec::with_capacity(1 << 20);
     let mut total = 0u64;

@@ -167,7 +167,7 @@ proptest! {
         no_types in any::<bool>(),
     ) {
         let rules = if no_types { EncodingRules::new(None) } else { rules() };
-        let lines = LineWriter::new(rules, with_millis);
+        let mut lines = LineWriter::new(rules, with_millis);
         let ev = Event {
             input: has_input.then(|| Payload::new(&in_ct, &in_data)),
             output: has_output.then(|| Payload::new(&out_ct, &out_data)),
@@ -328,5 +328,43 @@ proptest! {
             Encoding::Base64
         };
         prop_assert_eq!(rules().encoding_for_type(&ct), expected, "{:?}", ct);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// A writer remembers each side's last content type and the last
+    /// second it wrote: over a stream of lines whose content types and
+    /// times repeat, change and come back (one of them longer than a writer
+    /// remembers), every line is the one a new writer makes for that event.
+    #[test]
+    fn one_writer_for_many_lines_writes_what_a_new_one_would(
+        events in proptest::collection::vec(
+            (0usize..6, 0usize..6, data(), 0u64..4, 0u64..1000, any::<bool>(), any::<bool>()),
+            1..40,
+        ),
+        with_millis in any::<bool>(),
+        no_types in any::<bool>(),
+    ) {
+        let long = format!("text/csv; note={}", "x".repeat(1100));
+        // "text/csw" is as long as "text/csv", and BASE64.
+        let types = ["text/csv", "TEXT/CSV ; charset=utf-8", "application/json", "text/csw", "", long.as_str()];
+        let rules = if no_types { EncodingRules::new(None) } else { rules() };
+        let mut kept = LineWriter::new(rules.clone(), with_millis);
+        for (in_ct, out_ct, data, second, millis, has_input, has_output) in events {
+            let ev = Event {
+                input: has_input.then(|| Payload::new(types[in_ct], &data)),
+                output: has_output.then(|| Payload::new(types[out_ct], &data)),
+                event_id: [7; 16],
+                inference_id: None,
+                time: Timestamp::from_unix_millis(1_705_692_477_000 + second * 1000 + millis).unwrap(),
+            };
+            let mut ours = b"earlier".to_vec();
+            kept.write(&mut ours, &ev);
+            let mut fresh = b"earlier".to_vec();
+            LineWriter::new(rules.clone(), with_millis).write(&mut fresh, &ev);
+            prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&fresh));
+        }
     }
 }

@@ -22,7 +22,7 @@ fn samples_reserialize_byte_for_byte() {
     for (i, line) in SAMPLES.lines().enumerate() {
         let rec = parse_line(line.as_bytes(), Some(&rules))
             .unwrap_or_else(|e| panic!("sample {}: {e}", i + 1));
-        let writer = LineWriter::new(rules.clone(), rec.time_has_millis);
+        let mut writer = LineWriter::new(rules.clone(), rec.time_has_millis);
         let mut out = Vec::new();
         writer.write(
             &mut out,

@@ -10,13 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Engine;
 use crate::clock::{Clock, MAX_TIME_MILLIS};
-use crate::format::{Payload, is_valid_inference_id};
+use crate::format::{MAX_CONTENT_TYPE, Payload, is_valid_inference_id};
 use crate::ring::RecordParts;
 use crate::sample::Closed;
 use crate::stats::{Lane, claim_slot};
-
-/// Longest accepted Content-Type header, in bytes.
-pub const MAX_CONTENT_TYPE: usize = 1024;
 
 /// One inference to capture.
 #[derive(Debug, Clone, Copy)]

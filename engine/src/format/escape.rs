@@ -260,88 +260,103 @@ mod avx2 {
 
     use super::{SHORT, SPREAD, SPREAD_SLASH, put_escaped};
 
+    /// The vectors every block is compared with.
+    #[derive(Clone, Copy)]
+    struct Consts {
+        quote: __m256i,
+        backslash: __m256i,
+        ctrl_max: __m256i,
+        nibble_max: __m256i,
+        short: __m256i,
+        zero: __m256i,
+    }
+
+    impl Consts {
+        #[target_feature(enable = "avx2")]
+        fn new() -> Self {
+            // SAFETY: SHORT is 16 bytes; the load reads exactly those.
+            let short = unsafe { _mm_loadu_si128(SHORT.as_ptr().cast()) };
+            Consts {
+                quote: _mm256_set1_epi8(b'"' as i8),
+                backslash: _mm256_set1_epi8(b'\\' as i8),
+                ctrl_max: _mm256_set1_epi8(0x1f),
+                nibble_max: _mm256_set1_epi8(0x0f),
+                short: _mm256_broadcastsi128_si256(short),
+                zero: _mm256_setzero_si256(),
+            }
+        }
+
+        /// Bytes below 0x20: min(v, 0x1f) == v, unsigned.
+        #[target_feature(enable = "avx2")]
+        fn ctrl(&self, v: __m256i) -> __m256i {
+            _mm256_cmpeq_epi8(_mm256_min_epu8(v, self.ctrl_max), v)
+        }
+
+        /// One bit per byte of `v` to escape (`"`, `\\`, below 0x20).
+        #[target_feature(enable = "avx2")]
+        fn mask(&self, v: __m256i) -> u32 {
+            let hits = _mm256_or_si256(
+                _mm256_or_si256(
+                    _mm256_cmpeq_epi8(v, self.quote),
+                    _mm256_cmpeq_epi8(v, self.backslash),
+                ),
+                self.ctrl(v),
+            );
+            _mm256_movemask_epi8(hits) as u32
+        }
+    }
+
     /// # Safety
     /// The CPU must support AVX2, and `room` must hold at least `6 * s.len()` bytes.
     #[target_feature(enable = "avx2,popcnt")]
     pub(super) unsafe fn escape_part(room: &mut [MaybeUninit<u8>], s: &[u8]) -> (usize, bool) {
         assert!(room.len() >= s.len() * 6);
-        let quote = _mm256_set1_epi8(b'"' as i8);
-        let backslash = _mm256_set1_epi8(b'\\' as i8);
-        let ctrl_max = _mm256_set1_epi8(0x1f);
-        let nibble_max = _mm256_set1_epi8(0x0f);
-        // SAFETY: SHORT is 16 bytes; the load reads exactly those.
-        let short = unsafe { _mm_loadu_si128(SHORT.as_ptr().cast()) };
-        let short = _mm256_broadcastsi128_si256(short);
-        let zero = _mm256_setzero_si256();
+        let k = Consts::new();
         // Every block loaded, OR-ed: its top bits say whether a byte was not ASCII.
-        let mut seen = zero;
+        let mut seen = k.zero;
         let (mut w, mut i) = (0usize, 0usize);
+        // Two blocks at a time: a clean pair is stored whole (one test for
+        // both); otherwise each block goes through `block` with the mask
+        // already computed, so escape-dense input does no work twice.
+        'pairs: while i + 64 <= s.len() {
+            // SAFETY: `i + 64 <= s.len()`, so both 32-byte loads are in bounds.
+            let (a, b) = unsafe {
+                (
+                    _mm256_loadu_si256(s.as_ptr().add(i).cast()),
+                    _mm256_loadu_si256(s.as_ptr().add(i + 32).cast()),
+                )
+            };
+            seen = _mm256_or_si256(seen, _mm256_or_si256(a, b));
+            let (ma, mb) = (k.mask(a), k.mask(b));
+            if ma | mb == 0 {
+                // SAFETY: at the pair's start `w <= 6 * i` (no input byte
+                // makes more than 6 output bytes), so both stores end by
+                // `6 * i + 64 <= 6 * (i + 64) <= room.len()`.
+                unsafe {
+                    _mm256_storeu_si256(room.as_mut_ptr().add(w).cast(), a);
+                    _mm256_storeu_si256(room.as_mut_ptr().add(w + 32).cast(), b);
+                }
+                w += 64;
+                i += 64;
+                continue;
+            }
+            for (v, mask) in [(a, ma), (b, mb)] {
+                // SAFETY: `i + 32 <= s.len()` for either block of the pair,
+                // `v` is the block at `i`, `mask` its mask, and the room is
+                // the caller's (at least `6 * s.len()`).
+                let whole = unsafe { block(&k, room, s, &mut w, &mut i, v, mask) };
+                if !whole {
+                    // A `\u00XX` control ended the block early: start again at `i`.
+                    continue 'pairs;
+                }
+            }
+        }
         while i + 32 <= s.len() {
             // SAFETY: `i + 32 <= s.len()`, so the 32-byte load is in bounds.
             let v = unsafe { _mm256_loadu_si256(s.as_ptr().add(i).cast()) };
             seen = _mm256_or_si256(seen, v);
-            // Bytes below 0x20: min(v, 0x1f) == v, unsigned.
-            let ctrl = _mm256_cmpeq_epi8(_mm256_min_epu8(v, ctrl_max), v);
-            let hits = _mm256_or_si256(
-                _mm256_or_si256(_mm256_cmpeq_epi8(v, quote), _mm256_cmpeq_epi8(v, backslash)),
-                ctrl,
-            );
-            let mask = _mm256_movemask_epi8(hits) as u32;
-            // Bounds of every store below: at the block's start `w <= 6 * i`
-            // (no input byte makes more than 6 output bytes) and
-            // `i + 32 <= s.len()`. A 32-byte store at `w` ends by
-            // `6 * i + 32`; the four groups' 16-byte stores start at most 16
-            // apart and end by `w + 64`: both within `6 * (i + 32) <= room.len()`.
-            if mask == 0 {
-                // SAFETY: see the bounds above.
-                unsafe { _mm256_storeu_si256(room.as_mut_ptr().add(w).cast(), v) };
-                w += 32;
-                i += 32;
-                continue;
-            }
-            // The letter of each short control (0 for the others; the
-            // lookup uses the low nibble, so only bytes below 0x10 count).
-            let letter = _mm256_shuffle_epi8(short, v);
-            let below_16 = _mm256_cmpeq_epi8(_mm256_min_epu8(v, nibble_max), v);
-            let short_ctrl = _mm256_andnot_si256(_mm256_cmpeq_epi8(letter, zero), below_16);
-            let long = _mm256_movemask_epi8(_mm256_andnot_si256(short_ctrl, ctrl)) as u32;
-            if long != 0 {
-                // A control that needs `\u00XX`: this block goes the old
-                // way, up to and including that byte.
-                // SAFETY: see the bounds above.
-                unsafe { _mm256_storeu_si256(room.as_mut_ptr().add(w).cast(), v) };
-                let clean = mask.trailing_zeros() as usize;
-                w += clean;
-                i += clean;
-                w = put_escaped(room, w, s[i]);
-                i += 1;
-                continue;
-            }
-            // Letters in place of the short controls; `"` and `\\` stay.
-            let t = _mm256_blendv_epi8(v, letter, short_ctrl);
-            let halves = [_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t)];
-            for (h, half) in halves.into_iter().enumerate() {
-                for g in 0..2 {
-                    let group = if g == 0 {
-                        half
-                    } else {
-                        _mm_srli_si128::<8>(half)
-                    };
-                    let m = ((mask >> (16 * h + 8 * g)) & 0xff) as usize;
-                    // SAFETY: the tables are 16 bytes per entry and `m < 256`.
-                    let (spread, slash) = unsafe {
-                        (
-                            _mm_loadu_si128(SPREAD[m].as_ptr().cast()),
-                            _mm_loadu_si128(SPREAD_SLASH[m].as_ptr().cast()),
-                        )
-                    };
-                    let out = _mm_or_si128(_mm_shuffle_epi8(group, spread), slash);
-                    // SAFETY: see the bounds above.
-                    unsafe { _mm_storeu_si128(room.as_mut_ptr().add(w).cast(), out) };
-                    w += 8 + m.count_ones() as usize;
-                }
-            }
-            i += 32;
+            // SAFETY: as in the pair loop: the block at `i` and its mask.
+            unsafe { block(&k, room, s, &mut w, &mut i, v, k.mask(v)) };
         }
         let mut ascii = _mm256_movemask_epi8(seen) == 0;
         for &b in &s[i..] {
@@ -349,6 +364,82 @@ mod avx2 {
             w = put_escaped(room, w, b);
         }
         (w, ascii)
+    }
+
+    /// Writes the 32-byte block `v`, the input at `s[*i..]`, whose escape
+    /// mask is `mask`, at `room[*w..]`, and moves both on. Returns `false`
+    /// when the block held a control that needs `\u00XX`: then only the
+    /// bytes up to and including it were taken, and `*i` is just past it.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `*i + 32 <= s.len()`; `room` holds at
+    /// least `6 * s.len()` bytes and `*w <= 6 * *i`.
+    #[target_feature(enable = "avx2,popcnt")]
+    #[inline]
+    unsafe fn block(
+        k: &Consts,
+        room: &mut [MaybeUninit<u8>],
+        s: &[u8],
+        w: &mut usize,
+        i: &mut usize,
+        v: __m256i,
+        mask: u32,
+    ) -> bool {
+        // Bounds of every store below: `*w <= 6 * *i` and `*i + 32 <=
+        // s.len()`. A 32-byte store at `*w` ends by `6 * *i + 32`; the four
+        // groups' 16-byte stores start at most 16 apart and end by
+        // `*w + 64`: both within `6 * (*i + 32) <= room.len()`.
+        if mask == 0 {
+            // SAFETY: see the bounds above.
+            unsafe { _mm256_storeu_si256(room.as_mut_ptr().add(*w).cast(), v) };
+            *w += 32;
+            *i += 32;
+            return true;
+        }
+        // The letter of each short control (0 for the others; the lookup
+        // uses the low nibble, so only bytes below 0x10 count).
+        let letter = _mm256_shuffle_epi8(k.short, v);
+        let below_16 = _mm256_cmpeq_epi8(_mm256_min_epu8(v, k.nibble_max), v);
+        let short_ctrl = _mm256_andnot_si256(_mm256_cmpeq_epi8(letter, k.zero), below_16);
+        let long = _mm256_movemask_epi8(_mm256_andnot_si256(short_ctrl, k.ctrl(v))) as u32;
+        if long != 0 {
+            // A control that needs `\u00XX`: this block goes the old way,
+            // up to and including its first byte to escape.
+            // SAFETY: see the bounds above.
+            unsafe { _mm256_storeu_si256(room.as_mut_ptr().add(*w).cast(), v) };
+            let clean = mask.trailing_zeros() as usize;
+            *w += clean;
+            *i += clean;
+            *w = put_escaped(room, *w, s[*i]);
+            *i += 1;
+            return false;
+        }
+        // Letters in place of the short controls; `"` and `\\` stay.
+        let t = _mm256_blendv_epi8(v, letter, short_ctrl);
+        let halves = [_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t)];
+        for (h, half) in halves.into_iter().enumerate() {
+            for g in 0..2 {
+                let group = if g == 0 {
+                    half
+                } else {
+                    _mm_srli_si128::<8>(half)
+                };
+                let m = ((mask >> (16 * h + 8 * g)) & 0xff) as usize;
+                // SAFETY: the tables are 16 bytes per entry and `m < 256`.
+                let (spread, slash) = unsafe {
+                    (
+                        _mm_loadu_si128(SPREAD[m].as_ptr().cast()),
+                        _mm_loadu_si128(SPREAD_SLASH[m].as_ptr().cast()),
+                    )
+                };
+                let out = _mm_or_si128(_mm_shuffle_epi8(group, spread), slash);
+                // SAFETY: see the bounds above.
+                unsafe { _mm_storeu_si128(room.as_mut_ptr().add(*w).cast(), out) };
+                *w += 8 + m.count_ones() as usize;
+            }
+        }
+        *i += 32;
+        true
     }
 }
 

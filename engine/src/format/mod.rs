@@ -151,6 +151,9 @@ pub fn is_utf8(data: &[u8]) -> bool {
     simdutf8::basic::from_utf8(data).is_ok()
 }
 
+/// Longest Content-Type header `capture()` accepts, in bytes.
+pub const MAX_CONTENT_TYPE: usize = 1024;
+
 /// Largest `inferenceId`, in bytes (SageMaker's limit).
 pub const MAX_INFERENCE_ID: usize = 64;
 
@@ -219,16 +222,123 @@ impl LineBuf for Vec<u8> {
 }
 
 /// Serializes events into SageMaker lines.
+///
+/// A writer remembers the last content type it saw on each side, and what
+/// it decided for it (`TypeMemo`): keep one writer for a stream of lines.
 #[derive(Debug, Clone, Default)]
 pub struct LineWriter {
     rules: EncodingRules,
     millis: bool,
+    /// The input side's last content type, then the output side's.
+    memo: [TypeMemo; 2],
+    /// The last `inferenceTime` written.
+    time: TimeMemo,
+}
+
+/// The last `inferenceTime` written, kept for its second: lines come in
+/// time order, many to a second, so the date and time are formatted once
+/// a second and only the milliseconds (when written) once a line.
+#[derive(Debug, Clone, Default)]
+struct TimeMemo {
+    /// The second `text` is for (`millis` 0); `None` before the first line.
+    second: Option<Timestamp>,
+    /// [`Timestamp::write_to`]'s output for it; its first `len` bytes count.
+    text: [u8; 24],
+    len: usize,
+}
+
+impl TimeMemo {
+    /// `t` as [`Timestamp::write_to`] writes it.
+    fn text(&mut self, t: &Timestamp, millis: bool) -> &[u8] {
+        let second = Timestamp { millis: 0, ..*t };
+        if self.second != Some(second) {
+            self.len = second.write_to(&mut self.text, millis);
+            self.second = Some(second);
+        }
+        if millis {
+            let m = t.millis;
+            self.text[20..23].copy_from_slice(&[
+                b'0' + (m / 100 % 10) as u8,
+                b'0' + (m / 10 % 10) as u8,
+                b'0' + (m % 10) as u8,
+            ]);
+        }
+        &self.text[..self.len]
+    }
+}
+
+/// One side's last content type, and what the writer made of it: the
+/// encoding its media type picks, and the payload's opening up to its data
+/// (key, escaped content type, mode). Consecutive records of an endpoint
+/// nearly always carry the same content types, so the writer matches a type
+/// against the rules and escapes it once per change, not once per payload
+/// (DECISIONS.md, "The writer remembers the last content types").
+#[derive(Debug, Clone, Default)]
+struct TypeMemo {
+    /// The content type's bytes, as observed.
+    content_type: Vec<u8>,
+    /// The encoding its media type picks; `None` while nothing is remembered.
+    by_type: Option<Encoding>,
+    /// `"endpointInput":{"observedContentType":"…","mode":"INPUT","data":"`.
+    head: Vec<u8>,
+}
+
+/// Longest content type a writer remembers: the longest `capture()`
+/// accepts. A longer one (from another caller) is matched and escaped
+/// every time.
+const MEMO_MAX: usize = MAX_CONTENT_TYPE;
+
+impl TypeMemo {
+    /// The encoding `content_type`'s media type picks, with the payload's
+    /// opening appended to `out`: from memory when it is the type seen last.
+    fn open<B: LineBuf>(
+        &mut self,
+        rules: &EncodingRules,
+        side: Side,
+        content_type: &str,
+        out: &mut B,
+    ) -> Encoding {
+        if let Some(enc) = self.by_type
+            && self.content_type == content_type.as_bytes()
+        {
+            out.extend_from_slice(&self.head);
+            return enc;
+        }
+        let enc = rules.encoding_for_type(content_type);
+        if content_type.len() > MEMO_MAX {
+            self.by_type = None;
+            write_head(out, side, content_type);
+            return enc;
+        }
+        self.content_type.clear();
+        self.content_type.extend_from_slice(content_type.as_bytes());
+        self.head.clear();
+        write_head(&mut self.head, side, content_type);
+        self.by_type = Some(enc);
+        out.extend_from_slice(&self.head);
+        enc
+    }
+}
+
+/// A payload's opening, up to its data.
+fn write_head<B: LineBuf>(out: &mut B, side: Side, content_type: &str) {
+    out.extend_from_slice(side.key);
+    out.extend_from_slice(CONTENT_TYPE);
+    escape_into(out, content_type.as_bytes());
+    out.extend_from_slice(MODE);
+    out.extend_from_slice(side.mode);
+    out.extend_from_slice(DATA);
 }
 
 impl LineWriter {
     /// A writer with the given encoding rules; `millis` adds milliseconds to `inferenceTime`.
     pub fn new(rules: EncodingRules, millis: bool) -> Self {
-        LineWriter { rules, millis }
+        LineWriter {
+            rules,
+            millis,
+            memo: Default::default(),
+            time: TimeMemo::default(),
+        }
     }
 
     /// The encoding rules in use.
@@ -237,7 +347,7 @@ impl LineWriter {
     }
 
     /// Appends one line, `\n` included, to `out`.
-    pub fn write<B: LineBuf>(&self, out: &mut B, ev: &Event) {
+    pub fn write<B: LineBuf>(&mut self, out: &mut B, ev: &Event) {
         out.extend_from_slice(OPEN);
         if let Some(p) = &ev.input {
             self.payload(out, INPUT, p);
@@ -259,23 +369,16 @@ impl LineWriter {
             escape_into(out, id.as_bytes());
         }
         out.extend_from_slice(INFERENCE_TIME);
-        let mut time = [0u8; 24];
-        let n = ev.time.write_to(&mut time, self.millis);
-        out.extend_from_slice(&time[..n]);
+        out.extend_from_slice(self.time.text(&ev.time, self.millis));
         out.extend_from_slice(CLOSE);
     }
 
     /// One payload, encoded as [`EncodingRules::encoding`] says: the
     /// content type picks, and a text body that is not UTF-8 is BASE64.
     /// The escaper settles the UTF-8 question for ASCII bodies as it goes.
-    fn payload<B: LineBuf>(&self, out: &mut B, side: Side, p: &Payload) {
-        out.extend_from_slice(side.key);
-        out.extend_from_slice(CONTENT_TYPE);
-        escape_into(out, p.content_type.as_bytes());
-        out.extend_from_slice(MODE);
-        out.extend_from_slice(side.mode);
-        out.extend_from_slice(DATA);
-        let enc = match self.rules.encoding_for_type(p.content_type) {
+    fn payload<B: LineBuf>(&mut self, out: &mut B, side: Side, p: &Payload) {
+        let memo = &mut self.memo[side.index];
+        let enc = match memo.open(&self.rules, side, p.content_type, out) {
             text @ (Encoding::Csv | Encoding::Json) if escape_text_into(out, p.data) => text,
             _ => {
                 out.append_base64(p.data);
@@ -347,15 +450,19 @@ const CLOSE: &[u8] = b"\"},\"eventVersion\":\"0\"}\n";
 /// Which side of the inference a payload is.
 #[derive(Clone, Copy)]
 struct Side {
+    /// Its memo's index in [`LineWriter`].
+    index: usize,
     key: &'static [u8],
     mode: &'static [u8],
 }
 
 const INPUT: Side = Side {
+    index: 0,
     key: b"\"endpointInput\":{",
     mode: b"INPUT",
 };
 const OUTPUT: Side = Side {
+    index: 1,
     key: b"\"endpointOutput\":{",
     mode: b"OUTPUT",
 };
