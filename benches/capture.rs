@@ -1,7 +1,8 @@
 //! The capture path, each group beside the "afternoon" baseline (a
 //! crossbeam channel of `Vec<u8>`, see `ChannelCapture`) measured in the same
 //! run; the sampled-in groups also beside `memcpy`, the bare copy of the
-//! same bytes into a reused buffer. `scripts/bench-capture.sh` runs this and
+//! same bytes into a reused buffer, and `handoff`, the same copy into a
+//! window that a thread on the other core reads behind the copier. `scripts/bench-capture.sh` runs this and
 //! prints every group's medians as ratios, with the CPU model.
 //!
 //! `cargo bench -p capline-benches --bench capture`
@@ -10,13 +11,14 @@
 //! the ring (or channel), and between chunks, untimed, wait for the consumer
 //! to drain. The engine's writer discards records here (`start_discarding`),
 //! so the figures are the capture path's cost, not the disk's; the writer
-//! still drains the ring concurrently on the other core.
+//! still drains the ring concurrently on the other core, and reads a byte
+//! of every cache line of each record, as serializing it would.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use capline::{Engine, Outcome};
-use capline_benches::{ChannelCapture, Shape, capture_shapes, discarding_engine};
+use capline_benches::{ChannelCapture, Handoff, Shape, capture_shapes, discarding_engine};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 /// Records per timed chunk in steady state: bursts that stay inside the
@@ -105,6 +107,17 @@ fn bench(c: &mut Criterion) {
                 })
             });
             if mode == "sampled_in" {
+                // The floor of a hand-off to the other core: the same bodies
+                // copied into a window a reader thread reads behind the copier.
+                let handoff = Handoff::new();
+                g.bench_function("handoff", |b| {
+                    b.iter_custom(|iters| {
+                        timed(iters, chunk, &|| handoff.copy(black_box(s)), &|| {
+                            handoff.drain()
+                        })
+                    })
+                });
+                drop(handoff);
                 // The floor: the same bytes copied into one reused buffer of
                 // the same size (warm in this core's cache).
                 let mut buf = vec![0u8; s.request.len() + s.response.len()];

@@ -217,6 +217,140 @@ impl Drop for ChannelCapture {
     }
 }
 
+/// Bytes of the window [`Handoff`] copies into: the ring's warm window.
+const HANDOFF_WINDOW: usize = 256 * 1024;
+
+/// One cache line of the [`Handoff`] window.
+#[repr(align(64))]
+struct HandoffLine([AtomicU64; 8]);
+
+/// Pads a position to a line of its own (as the ring pads its own).
+#[repr(align(128))]
+struct HandoffPos(AtomicU64);
+
+/// What the [`Handoff`] copier and reader share.
+struct HandoffShared {
+    lines: Box<[HandoffLine]>,
+    /// Bytes copied in so far (the copier's position).
+    tail: HandoffPos,
+    /// What the reader is asked to read up to: `tail` when `drain` was
+    /// called, published with Release.
+    drain_to: HandoffPos,
+    /// Bytes the reader has read so far, published with Release.
+    head: HandoffPos,
+    stop: AtomicBool,
+}
+
+/// The floor of a hand-off to another core: the pair copied into a 256 KiB
+/// window of cache lines (the size of the ring's warm window) that a thread
+/// on the other core reads, one load per line, when asked to drain, as
+/// capline's writer reads every record. Each copy then writes lines the
+/// other core has read since they were last written, and must take them
+/// back from its cache, which a copy into a reused buffer (`memcpy`) never
+/// does. No claim, header, clock or counter: only the copy and the lines'
+/// trips between the cores' caches. (A reader that follows right behind
+/// the copier costs far more: its loads, and its prefetcher's, pull lines
+/// away from the copier while it is still writing next to them.)
+pub struct Handoff {
+    shared: std::sync::Arc<HandoffShared>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Handoff {
+    /// The window and its reader thread.
+    pub fn new() -> Self {
+        let shared = std::sync::Arc::new(HandoffShared {
+            lines: (0..HANDOFF_WINDOW / 64)
+                .map(|_| HandoffLine(Default::default()))
+                .collect(),
+            tail: HandoffPos(AtomicU64::new(0)),
+            drain_to: HandoffPos(AtomicU64::new(0)),
+            head: HandoffPos(AtomicU64::new(0)),
+            stop: AtomicBool::new(false),
+        });
+        let r = shared.clone();
+        let reader = std::thread::spawn(move || {
+            let mut pos = 0u64;
+            let mut sum = 0u64;
+            while !r.stop.load(Ordering::Relaxed) {
+                // Acquire: the copier's bytes before `drain_to` are visible.
+                let to = r.drain_to.0.load(Ordering::Acquire);
+                while pos < to {
+                    let line = (pos as usize % HANDOFF_WINDOW) / 64;
+                    sum = sum.wrapping_add(r.lines[line].0[0].load(Ordering::Relaxed));
+                    pos += 64;
+                }
+                // Release: our reads happen before the copier reuses the lines.
+                r.head.0.store(pos, Ordering::Release);
+                std::hint::spin_loop();
+            }
+            std::hint::black_box(sum);
+        });
+        Handoff {
+            shared,
+            reader: Some(reader),
+        }
+    }
+
+    /// Copies the pair's bodies in at the copier's position, in whole lines
+    /// (wrapping at the window's end); `false` when the reader has not freed
+    /// the room. One thread copies.
+    pub fn copy(&self, s: &Shape) -> bool {
+        let sh = &*self.shared;
+        let need = (s.request.len() + s.response.len()).next_multiple_of(64) as u64;
+        let tail = sh.tail.0.load(Ordering::Relaxed);
+        // Acquire: pairs with the reader's Release of `head`.
+        if tail + need - sh.head.0.load(Ordering::Acquire) > HANDOFF_WINDOW as u64 {
+            return false;
+        }
+        let base = sh.lines.as_ptr().cast::<u8>().cast_mut();
+        let mut at = tail as usize;
+        for piece in [&s.request[..], &s.response[..]] {
+            let mut left = piece;
+            while !left.is_empty() {
+                let off = at % HANDOFF_WINDOW;
+                let n = left.len().min(HANDOFF_WINDOW - off);
+                // SAFETY: `off + n <= HANDOFF_WINDOW`, the window's size; the
+                // bytes lie between the reader's `head` and `head + window`,
+                // which the reader does not read until `drain_to` passes them; the
+                // window is atomics (`UnsafeCell`), so writing them through a
+                // pointer from a shared reference is allowed.
+                unsafe { std::ptr::copy_nonoverlapping(left.as_ptr(), base.add(off), n) };
+                left = &left[n..];
+                at += n;
+            }
+        }
+        sh.tail.0.store(tail + need, Ordering::Relaxed);
+        true
+    }
+
+    /// Has the reader read everything copied in, and waits until it has.
+    pub fn drain(&self) {
+        let sh = &*self.shared;
+        let tail = sh.tail.0.load(Ordering::Relaxed);
+        // Release: the bytes before `tail` are visible to the reader that sees this.
+        sh.drain_to.0.store(tail, Ordering::Release);
+        while sh.head.0.load(Ordering::Acquire) != tail {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+impl Default for Handoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.reader.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// An engine for capture-path benchmarks: sampling `percent`, a ring of
 /// `ring_bytes`, and a writer that discards records (nothing touches disk).
 pub fn discarding_engine(dir: &Path, percent: u32, ring_bytes: u64) -> Engine {
