@@ -2,8 +2,9 @@
 //! crossbeam channel of `Vec<u8>`, see `ChannelCapture`) measured in the same
 //! run; the sampled-in groups also beside `memcpy`, the bare copy of the
 //! same bytes into a reused buffer, and `handoff`, the same copy into a
-//! window that a thread on the other core reads behind the copier. `scripts/bench-capture.sh` runs this and
-//! prints every group's medians as ratios, with the CPU model.
+//! window that a thread on the other core reads at each drain.
+//! `scripts/bench-capture.sh` runs this and prints every group's medians as
+//! ratios, with the CPU model.
 //!
 //! `cargo bench -p capline-benches --bench capture`
 //!
@@ -108,7 +109,7 @@ fn bench(c: &mut Criterion) {
             });
             if mode == "sampled_in" {
                 // The floor of a hand-off to the other core: the same bodies
-                // copied into a window a reader thread reads behind the copier.
+                // copied into a window a reader thread reads at each drain.
                 let handoff = Handoff::new();
                 g.bench_function("handoff", |b| {
                     b.iter_custom(|iters| {

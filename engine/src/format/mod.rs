@@ -272,7 +272,7 @@ impl TimeMemo {
 /// (key, escaped content type, mode). Consecutive records of an endpoint
 /// nearly always carry the same content types, so the writer matches a type
 /// against the rules and escapes it once per change, not once per payload
-/// (DECISIONS.md, "The writer remembers the last content types").
+/// (DECISIONS.md, "The writer remembers each side's last content type").
 #[derive(Debug, Clone, Default)]
 struct TypeMemo {
     /// The content type's bytes, as observed.
