@@ -231,10 +231,8 @@ struct HandoffPos(AtomicU64);
 /// What the [`Handoff`] copier and reader share.
 struct HandoffShared {
     lines: Box<[HandoffLine]>,
-    /// Bytes copied in so far (the copier's position).
-    tail: HandoffPos,
-    /// What the reader is asked to read up to: `tail` when `drain` was
-    /// called, published with Release.
+    /// What the reader is asked to read up to: the copier's position when
+    /// `drain` was called, published with Release.
     drain_to: HandoffPos,
     /// Bytes the reader has read so far, published with Release.
     head: HandoffPos,
@@ -253,6 +251,8 @@ struct HandoffShared {
 /// away from the copier while it is still writing next to them.)
 pub struct Handoff {
     shared: std::sync::Arc<HandoffShared>,
+    /// Bytes copied in so far; only the copier's thread uses it.
+    tail: std::cell::Cell<u64>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -263,7 +263,6 @@ impl Handoff {
             lines: (0..HANDOFF_WINDOW / 64)
                 .map(|_| HandoffLine(Default::default()))
                 .collect(),
-            tail: HandoffPos(AtomicU64::new(0)),
             drain_to: HandoffPos(AtomicU64::new(0)),
             head: HandoffPos(AtomicU64::new(0)),
             stop: AtomicBool::new(false),
@@ -288,6 +287,7 @@ impl Handoff {
         });
         Handoff {
             shared,
+            tail: std::cell::Cell::new(0),
             reader: Some(reader),
         }
     }
@@ -298,7 +298,7 @@ impl Handoff {
     pub fn copy(&self, s: &Shape) -> bool {
         let sh = &*self.shared;
         let need = (s.request.len() + s.response.len()).next_multiple_of(64) as u64;
-        let tail = sh.tail.0.load(Ordering::Relaxed);
+        let tail = self.tail.get();
         // Acquire: pairs with the reader's Release of `head`.
         if tail + need - sh.head.0.load(Ordering::Acquire) > HANDOFF_WINDOW as u64 {
             return false;
@@ -320,14 +320,14 @@ impl Handoff {
                 at += n;
             }
         }
-        sh.tail.0.store(tail + need, Ordering::Relaxed);
+        self.tail.set(tail + need);
         true
     }
 
     /// Has the reader read everything copied in, and waits until it has.
     pub fn drain(&self) {
         let sh = &*self.shared;
-        let tail = sh.tail.0.load(Ordering::Relaxed);
+        let tail = self.tail.get();
         // Release: the bytes before `tail` are visible to the reader that sees this.
         sh.drain_to.0.store(tail, Ordering::Release);
         while sh.head.0.load(Ordering::Acquire) != tail {

@@ -54,13 +54,6 @@ impl Timestamp {
     /// Writes `YYYY-MM-DDThh:mm:ssZ` (20 bytes), or `YYYY-MM-DDThh:mm:ss.mmmZ`
     /// (24 bytes) with `millis`, into `out`; returns the length.
     pub fn write_to(&self, out: &mut [u8; 24], millis: bool) -> usize {
-        fn digits(out: &mut [u8], v: u16) {
-            let mut v = v;
-            for d in out.iter_mut().rev() {
-                *d = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
-        }
         digits(&mut out[0..4], self.year);
         out[4] = b'-';
         digits(&mut out[5..7], self.month.into());
@@ -81,6 +74,12 @@ impl Timestamp {
             out[19] = b'Z';
             20
         }
+    }
+
+    /// Writes the milliseconds where [`write_to`](Self::write_to) puts
+    /// them with `millis` (bytes 20..23), leaving the rest of `out` as it is.
+    pub(crate) fn write_millis_to(&self, out: &mut [u8; 24]) {
+        digits(&mut out[20..23], self.millis);
     }
 
     /// Parses `YYYY-MM-DDThh:mm:ssZ` or `YYYY-MM-DDThh:mm:ss.mmmZ` (UTC, a real calendar date).
@@ -115,5 +114,15 @@ impl Timestamp {
         let month = time::Month::try_from(t.month).ok()?;
         time::Date::from_calendar_date(i32::from(t.year), month, t.day).ok()?;
         (t.hour < 24 && t.minute < 60 && t.second < 60).then_some((t, millis))
+    }
+}
+
+/// Writes `v` in decimal into all of `out`, zero-padded (its lowest
+/// `out.len()` digits).
+fn digits(out: &mut [u8], v: u16) {
+    let mut v = v;
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
     }
 }

@@ -256,12 +256,7 @@ impl TimeMemo {
             self.second = Some(second);
         }
         if millis {
-            let m = t.millis;
-            self.text[20..23].copy_from_slice(&[
-                b'0' + (m / 100 % 10) as u8,
-                b'0' + (m / 10 % 10) as u8,
-                b'0' + (m % 10) as u8,
-            ]);
+            t.write_millis_to(&mut self.text);
         }
         &self.text[..self.len]
     }
@@ -283,11 +278,6 @@ struct TypeMemo {
     head: Vec<u8>,
 }
 
-/// Longest content type a writer remembers: the longest `capture()`
-/// accepts. A longer one (from another caller) is matched and escaped
-/// every time.
-const MEMO_MAX: usize = MAX_CONTENT_TYPE;
-
 impl TypeMemo {
     /// The encoding `content_type`'s media type picks, with the payload's
     /// opening appended to `out`: from memory when it is the type seen last.
@@ -305,7 +295,9 @@ impl TypeMemo {
             return enc;
         }
         let enc = rules.encoding_for_type(content_type);
-        if content_type.len() > MEMO_MAX {
+        // Remembered only up to the longest type `capture()` accepts; a
+        // longer one (from another caller) is matched and escaped every time.
+        if content_type.len() > MAX_CONTENT_TYPE {
             self.by_type = None;
             write_head(out, side, content_type);
             return enc;
