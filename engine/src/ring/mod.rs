@@ -96,6 +96,11 @@ const COLD_FROM: u64 = 1024 * 1024;
 /// for a 2 KiB record fetching those lines beat streaming to memory and
 /// fencing (PERFORMANCE.md); at 17 KiB and 64 KiB streaming won.
 const STREAM_MIN: u64 = 8 * 1024;
+/// The largest record after which a producer prefetches its next claim
+/// (`Shared::prefetch_claim`). Larger copies are long enough for the CPU to
+/// overlap their own line transfers, and prefetching 4 KiB after a 17 KiB
+/// record made a single call's median 20 % slower (PERFORMANCE.md).
+const PREFETCH_MAX: u64 = 4096;
 const KIND_RECORD: u64 = 1;
 const KIND_PAD: u64 = 2;
 /// The unit records start on, with one header word each: a cache line.

@@ -25,6 +25,10 @@ pub(super) struct Storage {
     lines: Box<[Line]>,
     /// `capacity / 64` header words, one per unit.
     headers: Box<[AtomicU64]>,
+    /// The CPU has `PREFETCHW` (CPUID `PRFCHW`), which takes a line in the
+    /// state a store needs; otherwise [`Storage::prefetch_for_write`] reads.
+    #[cfg(target_arch = "x86_64")]
+    prefetchw: bool,
 }
 
 #[cfg(not(capline_loom))]
@@ -51,7 +55,43 @@ impl Storage {
             .take(capacity / UNIT as usize)
             .collect();
         headers.iter().step_by(4096 / 8).for_each(touch);
-        Storage { lines, headers }
+        Storage {
+            lines,
+            headers,
+            #[cfg(target_arch = "x86_64")]
+            prefetchw: has_prefetchw(),
+        }
+    }
+
+    /// Hints that `off .. off + len` will be written soon, a prefetch per
+    /// line (a write prefetch where the CPU has one).
+    #[inline]
+    pub(super) fn prefetch_for_write(&self, off: usize, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let p = self.bytes().wrapping_add(off);
+            for at in (0..len).step_by(UNIT as usize) {
+                let line = p.wrapping_add(at);
+                if self.prefetchw {
+                    // SAFETY: a prefetch is only a hint: it never faults,
+                    // changes no memory, and the CPU has the instruction
+                    // (`has_prefetchw`).
+                    unsafe {
+                        std::arch::asm!("prefetchw [{}]", in(reg) line, options(nostack, preserves_flags, readonly))
+                    };
+                } else {
+                    // SAFETY: a prefetch is only a hint; it never faults and
+                    // reads nothing the program sees.
+                    unsafe {
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                            line.cast(),
+                        )
+                    };
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (off, len);
     }
 
     /// The header of the unit at byte offset `off`.
@@ -107,6 +147,23 @@ impl Storage {
     }
 }
 
+/// Whether the CPU has `PREFETCHW`: CPUID leaf 0x8000_0001, ECX bit 8
+/// (`PRFCHW`; Linux calls it `3dnowprefetch`). Rust's `is_x86_feature_detected!`
+/// does not know it on stable, and `_MM_HINT_ET0` compiles to a read
+/// prefetch unless the whole crate is built for it.
+#[cfg(all(target_arch = "x86_64", not(capline_loom)))]
+pub(super) fn has_prefetchw() -> bool {
+    // `__cpuid` is a safe function in recent Rust (1.95 here) and an unsafe
+    // one in older releases the crate still builds with (rust-version 1.88).
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID exists on every x86-64 CPU; leaf 0x8000_0000 says which
+    // extended leaves exist, and 0x8000_0001 is read only if it does.
+    unsafe {
+        std::arch::x86_64::__cpuid(0x8000_0000).eax >= 0x8000_0001
+            && std::arch::x86_64::__cpuid(0x8000_0001).ecx & (1 << 8) != 0
+    }
+}
+
 #[cfg(capline_loom)]
 #[derive(Debug)]
 pub(super) struct Storage {
@@ -136,6 +193,9 @@ impl Storage {
     pub(super) fn header(&self, off: usize) -> &AtomicU64 {
         &self.words[off / UNIT as usize]
     }
+
+    /// A hint only; nothing under loom.
+    pub(super) fn prefetch_for_write(&self, _off: usize, _len: usize) {}
 
     pub(super) unsafe fn write_record(&self, off: usize, rec: &RecordParts, _cold: bool) {
         let fixed = fixed_fields(rec);

@@ -250,3 +250,46 @@ fn many_producers_one_consumer_lose_and_duplicate_nothing() {
     }
     assert!(seen.iter().all(|s| *s));
 }
+
+#[test]
+fn prefetch_stays_in_released_space_and_out_of_streamed_records() {
+    // 8 MiB: warm window 256 KiB, cold from 1 MiB, streamed from 8 KiB.
+    let (w, _r) = ring(8 << 20);
+    let s = &*w.shared;
+    // As much as the record took, if it took at most PREFETCH_MAX.
+    assert_eq!(s.prefetch_span(4096, 2112, 0), (4096, 2112));
+    assert_eq!(s.prefetch_span(4096, PREFETCH_MAX, 0), (4096, PREFETCH_MAX));
+    assert_eq!(s.prefetch_span(4096, PREFETCH_MAX + 64, 0), (4096, 0));
+    // Never past the buffer's end: the next claim starts at 0 after padding.
+    let near_end = s.capacity - 1024;
+    assert_eq!(s.prefetch_span(near_end, 2112, near_end), (near_end, 1024));
+    // Never past what the consumer has released: a lap ahead of its head.
+    let head = 10 << 20;
+    let at = head + s.capacity - 640;
+    assert_eq!(
+        s.prefetch_span(at, 2112, head),
+        (at & (s.capacity - 1), 640)
+    );
+    assert_eq!(s.prefetch_span(head + s.capacity, 2112, head).1, 0);
+    // Small records are prefetched in cold memory too (they are not streamed)...
+    assert_eq!(s.prefetch_span(2 << 20, 2112, 0), (2 << 20, 2112));
+    // ...but not where the next one, alike, would be: in a 16 KiB ring,
+    // cold from 8 KiB and streamed from 2 KiB.
+    let (small, _r) = ring(16 << 10);
+    let s = &*small.shared;
+    assert_eq!(s.prefetch_span(4096, 2112, 0), (4096, 2112));
+    assert_eq!(s.prefetch_span(8192, 2112, 0), (8192, 0));
+    assert_eq!(s.prefetch_span(8192, 1024, 0), (8192, 1024));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn prefetchw_is_detected_as_linux_reports_it() {
+    let info = std::fs::read_to_string("/proc/cpuinfo").expect("/proc/cpuinfo");
+    let flags = info
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .expect("a flags line");
+    let linux = flags.split_whitespace().any(|f| f == "3dnowprefetch");
+    assert_eq!(storage::has_prefetchw(), linux);
+}
