@@ -29,6 +29,12 @@
 //!              | data lens u32,u32 | in ct | in data | out ct | out data | id | pad to 64
 //! ```
 //!
+//! After committing a record of up to 4 KiB, a producer prefetches, for
+//! writing, as many free bytes past it as the record took: the next claim's
+//! lines then come back from the writer's core while the caller goes on,
+//! not inside the next call, whose compare-and-swap would otherwise wait for
+//! this record's stores to reach them.
+//!
 //! A record never wraps: when it does not fit before the end of the buffer,
 //! the producer first claims the rest of the buffer as padding. When the ring
 //! is full, [`Producer::try_push`] returns `false` and the caller drops the
@@ -99,7 +105,8 @@ const STREAM_MIN: u64 = 8 * 1024;
 /// The largest record after which a producer prefetches its next claim
 /// (`Shared::prefetch_claim`). Larger copies are long enough for the CPU to
 /// overlap their own line transfers, and prefetching 4 KiB after a 17 KiB
-/// record made a single call's median 20 % slower (PERFORMANCE.md).
+/// record made a single call's median slower (210–240 → 290–310 ns,
+/// PERFORMANCE.md).
 const PREFETCH_MAX: u64 = 4096;
 const KIND_RECORD: u64 = 1;
 const KIND_PAD: u64 = 2;
