@@ -9,7 +9,12 @@
 //! timed in batches of 64 and each batch's per-call mean is recorded, so their
 //! percentiles are percentiles of 64-call means. Sampled-in calls run in
 //! steady-state chunks (200 KiB of payload, then an untimed drain), as in the
-//! criterion `capture/sampled_in_*` groups.
+//! criterion `capture/sampled_in_*` groups: back to back, and `spaced`, with
+//! untimed work of the serving thread's own between calls (writing a 32 KiB
+//! scratch buffer, as an inference touches its activations), as a server
+//! calls capture() once per inference. Beside them, `memcpy`: the same pair
+//! copied into one reused buffer, timed and spaced the same way (issue 17's
+//! floor for a kept call).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -73,35 +78,81 @@ fn main() {
     drop(engine);
     drop(base);
 
-    // Sampled in, one call per sample, steady-state chunks.
-    for s in &shapes {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let engine = discarding_engine(dir.path(), 100, 64 << 20);
-        let base = ChannelCapture::new(65536, 100.0);
-        let cap = s.capture();
-        let chunk = (200 * 1024 / (s.request.len() + s.response.len())) as u64;
-        let (mut hc, mut hb) = (new_hist(), new_hist());
-        let mut done = 0;
-        while done < SAMPLES {
-            for _ in 0..chunk {
-                let mut kept = false;
-                hc.record(timer.time(1, || {
-                    kept = engine.capture(black_box(&cap)) == Outcome::Kept
-                }))
-                .expect("record");
-                assert!(kept);
-            }
-            engine.flush(Duration::from_secs(60)).expect("flush");
-            for _ in 0..chunk {
-                let mut kept = false;
-                hb.record(timer.time(1, || kept = base.capture(black_box(s))))
+    // Sampled in, one call per sample, steady-state chunks; back to back,
+    // then spaced by the thread's own work.
+    let mut scratch = vec![0u64; 32 * 1024 / 8];
+    for spaced in [false, true] {
+        for s in &shapes {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let engine = discarding_engine(dir.path(), 100, 64 << 20);
+            let base = ChannelCapture::new(65536, 100.0);
+            let cap = s.capture();
+            let chunk = (200 * 1024 / (s.request.len() + s.response.len())) as u64;
+            let (mut hc, mut hb, mut hm) = (new_hist(), new_hist(), new_hist());
+            let mut copy = vec![0u8; s.request.len() + s.response.len()];
+            let mut work = || {
+                if spaced {
+                    inference(&mut scratch);
+                }
+            };
+            let mut done = 0;
+            while done < SAMPLES {
+                for _ in 0..chunk {
+                    work();
+                    let mut kept = false;
+                    hc.record(timer.time(1, || {
+                        kept = engine.capture(black_box(&cap)) == Outcome::Kept
+                    }))
                     .expect("record");
-                assert!(kept);
+                    assert!(kept);
+                }
+                engine.flush(Duration::from_secs(60)).expect("flush");
+                for _ in 0..chunk {
+                    work();
+                    let mut kept = false;
+                    hb.record(timer.time(1, || kept = base.capture(black_box(s))))
+                        .expect("record");
+                    assert!(kept);
+                }
+                base.drain();
+                for _ in 0..chunk {
+                    work();
+                    hm.record(timer.time(1, || {
+                        let (req, resp) = copy.split_at_mut(s.request.len());
+                        req.copy_from_slice(black_box(&s.request));
+                        resp.copy_from_slice(black_box(&s.response));
+                        black_box(&mut copy);
+                    }))
+                    .expect("record");
+                }
+                done += chunk;
             }
-            base.drain();
-            done += chunk;
+            let name = format!(
+                "sampled_in {}{}",
+                s.name,
+                if spaced { " spaced" } else { "" }
+            );
+            row(&format!("{name} channel"), &hb, None);
+            row(&format!("{name} capline"), &hc, Some(&hb));
+            let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p).max(1) as f64;
+            println!(
+                "{:<34} p50 {:>6} ns  p99 {:>6} ns  p99.9 {:>7} ns   capline / memcpy: p50 {:.1}x p99 {:.1}x",
+                format!("{name} memcpy"),
+                hm.value_at_quantile(0.5),
+                hm.value_at_quantile(0.99),
+                hm.value_at_quantile(0.999),
+                q(&hc, 0.5) / q(&hm, 0.5),
+                q(&hc, 0.99) / q(&hm, 0.99),
+            );
         }
-        row(&format!("sampled_in {} channel", s.name), &hb, None);
-        row(&format!("sampled_in {} capline", s.name), &hc, Some(&hb));
     }
+}
+
+/// The serving thread's own work between two calls: every word of a 32 KiB
+/// buffer read and written once (about a microsecond).
+fn inference(scratch: &mut [u64]) {
+    for (i, w) in scratch.iter_mut().enumerate() {
+        *w = w.wrapping_mul(6364136223846793005).wrapping_add(i as u64);
+    }
+    black_box(scratch);
 }
