@@ -26,15 +26,17 @@ use hdrhistogram::Histogram;
 const SAMPLES: u64 = 300_000;
 const BATCH: u64 = 64;
 
-fn row(name: &str, h: &Histogram<u64>, base: Option<&Histogram<u64>>) {
+/// One row: `h`'s percentiles, and `other`'s p50 and p99 over `h`'s under
+/// `label` (empty ratios when there is no `other`).
+fn row(name: &str, h: &Histogram<u64>, label: &str, other: Option<&Histogram<u64>>) {
     let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p);
     let ratio = |p: f64| {
-        base.map_or(String::new(), |b| {
-            format!("{:.1}x", q(b, p) as f64 / q(h, p).max(1) as f64)
+        other.map_or(String::new(), |o| {
+            format!("{:.1}x", q(o, p) as f64 / q(h, p).max(1) as f64)
         })
     };
     println!(
-        "{name:<34} p50 {:>6} ns  p99 {:>6} ns  p99.9 {:>7} ns   vs channel: p50 {:>6} p99 {:>6}",
+        "{name:<34} p50 {:>6} ns  p99 {:>6} ns  p99.9 {:>7} ns   {label}: p50 {:>6} p99 {:>6}",
         q(h, 0.5),
         q(h, 0.99),
         q(h, 0.999),
@@ -72,8 +74,18 @@ fn main() {
             }))
             .expect("record");
         }
-        row(&format!("{name} (64-call means) channel"), &hb, None);
-        row(&format!("{name} (64-call means) capline"), &hc, Some(&hb));
+        row(
+            &format!("{name} (64-call means) channel"),
+            &hb,
+            "vs channel",
+            None,
+        );
+        row(
+            &format!("{name} (64-call means) capline"),
+            &hc,
+            "vs channel",
+            Some(&hb),
+        );
     }
     drop(engine);
     drop(base);
@@ -89,7 +101,7 @@ fn main() {
             let cap = s.capture();
             let chunk = (200 * 1024 / (s.request.len() + s.response.len())) as u64;
             let (mut hc, mut hb, mut hm) = (new_hist(), new_hist(), new_hist());
-            let mut copy = vec![0u8; s.request.len() + s.response.len()];
+            let mut copy = vec![0u8; s.bytes() as usize];
             let mut work = || {
                 if spaced {
                     inference(&mut scratch);
@@ -117,13 +129,8 @@ fn main() {
                 base.drain();
                 for _ in 0..chunk {
                     work();
-                    hm.record(timer.time(1, || {
-                        let (req, resp) = copy.split_at_mut(s.request.len());
-                        req.copy_from_slice(black_box(&s.request));
-                        resp.copy_from_slice(black_box(&s.response));
-                        black_box(&mut copy);
-                    }))
-                    .expect("record");
+                    hm.record(timer.time(1, || s.copy_into(&mut copy)))
+                        .expect("record");
                 }
                 done += chunk;
             }
@@ -132,17 +139,13 @@ fn main() {
                 s.name,
                 if spaced { " spaced" } else { "" }
             );
-            row(&format!("{name} channel"), &hb, None);
-            row(&format!("{name} capline"), &hc, Some(&hb));
-            let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p).max(1) as f64;
-            println!(
-                "{:<34} p50 {:>6} ns  p99 {:>6} ns  p99.9 {:>7} ns   capline / memcpy: p50 {:.1}x p99 {:.1}x",
-                format!("{name} memcpy"),
-                hm.value_at_quantile(0.5),
-                hm.value_at_quantile(0.99),
-                hm.value_at_quantile(0.999),
-                q(&hc, 0.5) / q(&hm, 0.5),
-                q(&hc, 0.99) / q(&hm, 0.99),
+            row(&format!("{name} channel"), &hb, "vs channel", None);
+            row(&format!("{name} capline"), &hc, "vs channel", Some(&hb));
+            row(
+                &format!("{name} memcpy"),
+                &hm,
+                "capline / memcpy",
+                Some(&hc),
             );
         }
     }

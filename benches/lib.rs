@@ -37,6 +37,15 @@ impl Shape {
     pub fn bytes(&self) -> u64 {
         (self.request.len() + self.response.len()) as u64
     }
+
+    /// The `memcpy` floor's copy: the request, then the response, into
+    /// `buf` (exactly [`bytes`](Self::bytes) long), kept from being optimized away.
+    pub fn copy_into(&self, buf: &mut [u8]) {
+        let (req, resp) = buf.split_at_mut(self.request.len());
+        req.copy_from_slice(std::hint::black_box(&self.request));
+        resp.copy_from_slice(std::hint::black_box(&self.response));
+        std::hint::black_box(buf);
+    }
 }
 
 /// CSV text of exactly `n` bytes ending in `\n`: numbers and commas, like the churn rows.

@@ -160,14 +160,7 @@ fn thread_cpu_ns(name: &str) -> Option<u64> {
 /// The floor's copy: the pair into one reused buffer of its size, timed as
 /// a capture call is; its latency in nanoseconds.
 fn timed_copy(s: &Shape, buf: &mut [u8], timer: &Timer) -> u64 {
-    let a = timer.clock.raw();
-    let (req, resp) = buf.split_at_mut(s.request.len());
-    req.copy_from_slice(std::hint::black_box(&s.request));
-    resp.copy_from_slice(std::hint::black_box(&s.response));
-    std::hint::black_box(buf);
-    let b = timer.clock.raw();
-    let ns = timer.clock.delta_as_nanos(a, b);
-    ns.saturating_sub(timer.overhead).max(1)
+    timer.time(1, || s.copy_into(buf))
 }
 
 /// The floor for a capture call's latency: [`timed_copy`] `n` times, with

@@ -3,8 +3,8 @@
 # function's median per call and its ratio to the channel baseline and, in the
 # sampled-in groups, to memcpy (the bare copy of the same bytes into a reused
 # buffer) and to handoff (the same copy into a window a thread on the other
-# core reads behind the copier), all from this one run, with the CPU model
-# and the commit.
+# core reads at each drain), all from this one run, with the CPU model and
+# the commit.
 # Usage: scripts/bench-capture.sh [extra criterion args, e.g. --sample-size 50]
 set -euo pipefail
 cd "$(dirname "$0")/.."
