@@ -54,7 +54,7 @@ fn main() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let shapes = capture_shapes();
     let small = &shapes[0];
-    let new_hist = || Histogram::<u64>::new(3).expect("histogram");
+    let new_hist = capline_benches::histogram;
 
     // Sampled out and disabled, in 64-call batches.
     let engine = discarding_engine(tmp.path(), 0, 64 << 20);

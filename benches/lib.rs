@@ -395,6 +395,18 @@ pub fn capture_shapes() -> Vec<Shape> {
     ]
 }
 
+/// A histogram of nanoseconds (1 ns to 60 s, 3 significant figures) whose
+/// counts are allocated and written now. One that grows as values come
+/// would allocate during the timed loop, and a large enough allocation is
+/// a fresh mapping whose pages fault in at first touch, inside the loop.
+pub fn histogram() -> hdrhistogram::Histogram<u64> {
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+        .expect("histogram bounds");
+    // Writes every count: the pages are resident from here on.
+    h.reset();
+    h
+}
+
 /// Times calls with the CPU counter (quanta's raw clock), less the cost of a
 /// timer read pair measured at construction.
 #[derive(Debug)]

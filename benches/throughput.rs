@@ -167,7 +167,7 @@ fn timed_copy(s: &Shape, buf: &mut [u8], timer: &Timer) -> u64 {
 /// no writer running.
 fn memcpy_run(s: &Shape, n: u64, timer: &Timer) -> Figures {
     let mut buf = vec![0u8; s.request.len() + s.response.len()];
-    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    let mut h = capline_benches::histogram();
     let start = Instant::now();
     for _ in 0..n {
         let _ = h.record(timed_copy(s, &mut buf, timer));
@@ -292,7 +292,7 @@ fn capline_run_with(
         inference_id: None,
         time: None,
     };
-    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    let mut h = capline_benches::histogram();
     let mut refused = 0u64;
     // Each record's kept call: its latency, how many calls were kept since
     // the ring last refused one (its place in the run of free space it
@@ -303,12 +303,12 @@ fn capline_run_with(
     // The floor's copy, timed while the ring is full: the same bytes as the
     // bare floor, at the moments the writer is busiest.
     let mut copy_buf = vec![0u8; s.request.len() + s.response.len()];
-    let mut under_load = Histogram::<u64>::new(3).expect("histogram");
+    let mut under_load = capline_benches::histogram();
     // And into cold memory: the next slot of a 64 MiB area, as a ring's
     // space is once the writer has fallen behind (written in full now, so
     // no page is faulted in during the run).
     let mut cold = ColdArea::new(copy_buf.len());
-    let mut under_load_cold = Histogram::<u64>::new(3).expect("histogram");
+    let mut under_load_cold = capline_benches::histogram();
     // After Engine::start, so the writer did not inherit the pin.
     let pinned = Pinned::to(capture_cpu);
     let irqs_before = capture_cpu.map(interrupts_on);
@@ -566,7 +566,7 @@ fn baseline(dir: &Path, s: &Shape, n: u64, timer: &Timer) -> Figures {
             bytes
         })
     };
-    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    let mut h = capline_benches::histogram();
     let start = Instant::now();
     for _ in 0..n {
         let a = timer.clock.raw();

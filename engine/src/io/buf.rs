@@ -1,11 +1,23 @@
 //! The aligned buffer lines are serialized into: memory aligned for
 //! `O_DIRECT`, kept apart from the file it is written to (as glommio keeps
 //! its `DmaBuffer` apart from its `DmaFile`).
+//!
+//! The writer's buffers are [`AlignedBuf::resident`]: backed by transparent
+//! huge pages where the kernel allows them, and faulted in when made. A
+//! write from huge pages is a few physically contiguous pieces, which the
+//! block layer passes on as one request, where 4 KiB pages would be split
+//! at the device's segment limit (254 pieces on a virtio disk), each piece
+//! of a split write one more request, interrupt and completion.
 
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
 use crate::format::LineBuf;
+
+/// A transparent huge page on x86-64 and most aarch64 kernels.
+const HUGE_PAGE: usize = 2 << 20;
+/// The smallest page: a buffer is faulted in one byte per page.
+const PAGE: usize = 4096;
 
 /// A growable byte buffer whose memory is aligned for `O_DIRECT`.
 #[derive(Debug)]
@@ -14,47 +26,49 @@ pub struct AlignedBuf {
     /// Initialized bytes; in range `0 ..= cap`.
     len: usize,
     cap: usize,
+    /// The alignment of writes from this buffer (its padding unit).
     align: usize,
+    /// The alignment of the allocation: a huge page, or `align` if larger.
+    mem_align: usize,
 }
 
 // SAFETY: the buffer owns its allocation exclusively, like a `Vec<u8>`.
 unsafe impl Send for AlignedBuf {}
 
 impl AlignedBuf {
-    /// An empty buffer of `cap` bytes (rounded up to `align`).
-    pub(crate) fn new(cap: usize, align: usize) -> AlignedBuf {
+    /// An empty buffer of `cap` bytes (rounded up to a huge page), asked to
+    /// be backed by transparent huge pages (`madvise(MADV_HUGEPAGE)`; the
+    /// kernel's `transparent_hugepage` setting decides) and faulted in now,
+    /// so filling it never waits for the kernel. Where huge pages are not
+    /// available it is an ordinary buffer, resident all the same.
+    pub(crate) fn resident(cap: usize, align: usize) -> AlignedBuf {
         let mut b = AlignedBuf {
             ptr: NonNull::dangling(),
             len: 0,
             cap: 0,
             align,
+            mem_align: HUGE_PAGE.max(align),
         };
         b.grow_to(cap.max(align));
+        // SAFETY: `ptr .. ptr + cap` is this buffer's own allocation; every
+        // byte written is within it and is uninitialized space (len is 0).
+        unsafe {
+            (0..b.cap)
+                .step_by(PAGE)
+                .for_each(|i| b.ptr.as_ptr().add(i).write(0))
+        };
         b
     }
 
-    fn layout(cap: usize, align: usize) -> std::alloc::Layout {
-        // `align` is a power of two (statx alignments go through
-        // `next_power_of_two`) and `cap` a multiple of it, far below isize::MAX;
-        // a silent fallback layout would free memory with the wrong layout.
-        std::alloc::Layout::from_size_align(cap, align)
-            .expect("aligned buffer layout: power-of-two alignment, size below isize::MAX")
-    }
-
     fn grow_to(&mut self, want: usize) {
-        let cap = want.next_multiple_of(self.align);
-        let layout = Self::layout(cap, self.align);
-        // SAFETY: `layout` has a non-zero size (at least `align`).
-        let raw = unsafe { std::alloc::alloc(layout) };
-        let Some(ptr) = NonNull::new(raw) else {
-            std::alloc::handle_alloc_error(layout)
-        };
+        let cap = want.next_multiple_of(self.mem_align);
+        let ptr = map(cap, self.mem_align);
         if self.cap > 0 {
             // SAFETY: both regions are valid for `len` bytes and do not overlap
-            // (`ptr` is a fresh allocation); the old one is freed with its own layout.
+            // (`ptr` is a fresh mapping); the old one is unmapped whole.
             unsafe {
                 std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), ptr.as_ptr(), self.len);
-                std::alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.cap, self.align));
+                unmap(self.ptr.as_ptr(), self.cap);
             }
         }
         self.ptr = ptr;
@@ -147,9 +161,62 @@ impl AlignedBuf {
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         if self.cap > 0 {
-            // SAFETY: allocated in `grow_to` with exactly this layout.
-            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.cap, self.align)) };
+            // SAFETY: mapped in `grow_to` with exactly this length; nothing
+            // refers to it after the buffer (the output waits for its writes).
+            unsafe { unmap(self.ptr.as_ptr(), self.cap) };
         }
+    }
+}
+
+/// A fresh anonymous mapping of `cap` bytes aligned to `align`, advised to
+/// be backed by huge pages. A mapping of its own, not the allocator's memory:
+/// the advice stays with the buffer, and no later allocation of the process
+/// lands in memory the kernel would collapse into huge pages behind it.
+fn map(cap: usize, align: usize) -> NonNull<u8> {
+    let len = cap + align;
+    // SAFETY: a new private anonymous mapping, placed by the kernel; it
+    // aliases nothing.
+    let raw = unsafe {
+        rustix::mm::mmap_anonymous(
+            std::ptr::null_mut(),
+            len,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::PRIVATE,
+        )
+    };
+    let raw = match raw {
+        Ok(p) => p.cast::<u8>(),
+        Err(_) => std::alloc::handle_alloc_error(
+            std::alloc::Layout::from_size_align(cap, align)
+                .unwrap_or(std::alloc::Layout::new::<u8>()),
+        ),
+    };
+    let head = raw.align_offset(align);
+    // SAFETY: `head < align`, so `raw + head .. raw + head + cap` lies within
+    // the `cap + align` bytes just mapped; the pieces before and after it
+    // are whole pages (`align` and `cap` are multiples of the page size)
+    // that nothing refers to.
+    let ptr = unsafe {
+        unmap(raw, head);
+        unmap(raw.add(head + cap), align - head);
+        raw.add(head)
+    };
+    // A hint: refused (no THP in this kernel) it changes nothing.
+    // SAFETY: `ptr .. ptr + cap` is the mapping kept above; the advice
+    // changes only how it is backed, not its contents.
+    let _ = unsafe { rustix::mm::madvise(ptr.cast(), cap, rustix::mm::Advice::LinuxHugepage) };
+    NonNull::new(ptr).unwrap_or_else(|| unreachable!("mmap never returns address 0 here"))
+}
+
+/// Unmaps `len` bytes at `ptr` (nothing when `len` is 0).
+///
+/// # Safety
+/// `ptr .. ptr + len` must be mapped pages of ours that nothing refers to.
+unsafe fn unmap(ptr: *mut u8, len: usize) {
+    if len > 0 {
+        // SAFETY: the caller's contract; a failure (only for bad arguments)
+        // leaves the pages mapped, a leak rather than a fault.
+        let _ = unsafe { rustix::mm::munmap(ptr.cast(), len) };
     }
 }
 
@@ -178,5 +245,64 @@ impl LineBuf for AlignedBuf {
     unsafe fn advance(&mut self, n: usize) {
         // SAFETY: passed on from the caller.
         unsafe { AlignedBuf::advance(self, n) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Minor page faults of the calling thread so far (`/proc/thread-self/stat`).
+    fn minor_faults() -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("thread stat");
+        // Fields after the command (which may hold spaces) start after ") ".
+        stat.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(7))
+            .and_then(|v| v.parse().ok())
+            .expect("minflt field")
+    }
+
+    #[test]
+    fn a_resident_buffer_fills_without_a_page_fault() {
+        let mut b = AlignedBuf::resident(4 << 20, 4096);
+        let chunk = [7u8; 4096];
+        let before = minor_faults();
+        while b.len() + chunk.len() <= b.cap {
+            b.extend_from_slice(&chunk);
+        }
+        let faults = minor_faults() - before;
+        assert_eq!(faults, 0, "filling 4 MiB faulted {faults} pages in");
+        assert_eq!(b.len(), 4 << 20);
+        assert!(b.as_slice().iter().all(|&x| x == 7));
+    }
+
+    #[test]
+    fn a_resident_buffer_is_its_own_mapping_advised_for_huge_pages() {
+        let b = AlignedBuf::resident(4 << 20, 4096);
+        let at = b.ptr() as usize;
+        assert_eq!(at % HUGE_PAGE, 0, "a huge page's alignment");
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        // Each mapping is a line `start-end perms ...` and then its fields.
+        let mut flags = None;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line
+                .split_once(' ')
+                .and_then(|(r, _)| r.split_once('-'))
+                .and_then(|(s, e)| {
+                    Some((
+                        usize::from_str_radix(s, 16).ok()?,
+                        usize::from_str_radix(e, 16).ok()?,
+                    ))
+                });
+            if let Some((start, end)) = range {
+                inside = start <= at && at + b.cap <= end;
+            } else if inside && let Some(f) = line.strip_prefix("VmFlags:") {
+                flags = Some(f.split_whitespace().map(str::to_string).collect::<Vec<_>>());
+            }
+        }
+        let flags = flags.expect("a mapping holding the whole buffer");
+        // `hg`: MADV_HUGEPAGE was taken, whatever the kernel's THP setting.
+        assert!(flags.iter().any(|f| f == "hg"), "VmFlags {flags:?}");
     }
 }
