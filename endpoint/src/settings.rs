@@ -547,10 +547,10 @@ fn variant(
             .filter(|w| w.is_finite() && *w >= 0.0)
             .ok_or_else(|| bad(&field("InitialVariantWeight"), "must be a number >= 0"))?,
     };
-    let url = o
+    let authority = o
         .get("ModelUrl")
         .and_then(|v| v.as_str())
-        .filter(|u| u.starts_with("http://"))
+        .and_then(|u| u.strip_prefix("http://"))
         .ok_or_else(|| {
             bad(
                 &field("ModelUrl"),
@@ -558,7 +558,6 @@ fn variant(
             )
         })?
         .trim_end_matches('/');
-    let authority = &url["http://".len()..];
     let authority = HeaderValue::from_str(authority)
         .ok()
         .filter(|_| !authority.is_empty() && !authority.contains('/'))
@@ -735,6 +734,16 @@ mod tests {
             ),
             (
                 variants(r#"{"VariantName": "A", "ModelUrl": "http://h:1/models/churn"}"#),
+                "ProductionVariants[0].ModelUrl: must be http://HOST:PORT",
+            ),
+            // No host at all (the fuzz target `endpoint_settings` found
+            // that this once panicked instead).
+            (
+                variants(r#"{"VariantName": "A", "ModelUrl": "http://"}"#),
+                "ProductionVariants[0].ModelUrl: must be http://HOST:PORT",
+            ),
+            (
+                variants(r#"{"VariantName": "A", "ModelUrl": "http:///"}"#),
                 "ProductionVariants[0].ModelUrl: must be http://HOST:PORT",
             ),
             (
