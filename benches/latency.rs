@@ -99,7 +99,7 @@ fn main() {
             let engine = discarding_engine(dir.path(), 100, 64 << 20);
             let base = ChannelCapture::new(65536, 100.0);
             let cap = s.capture();
-            let chunk = (200 * 1024 / (s.request.len() + s.response.len())) as u64;
+            let chunk = 200 * 1024 / s.bytes();
             let (mut hc, mut hb, mut hm) = (new_hist(), new_hist(), new_hist());
             let mut copy = vec![0u8; s.bytes() as usize];
             let mut work = || {

@@ -403,7 +403,7 @@ pub fn histogram() -> hdrhistogram::Histogram<u64> {
     let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
         .expect("histogram bounds");
     // Writes every count: the pages are resident from here on.
-    h.reset();
+    h.clear();
     h
 }
 

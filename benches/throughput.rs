@@ -166,7 +166,7 @@ fn timed_copy(s: &Shape, buf: &mut [u8], timer: &Timer) -> u64 {
 /// The floor for a capture call's latency: [`timed_copy`] `n` times, with
 /// no writer running.
 fn memcpy_run(s: &Shape, n: u64, timer: &Timer) -> Figures {
-    let mut buf = vec![0u8; s.request.len() + s.response.len()];
+    let mut buf = vec![0u8; s.bytes() as usize];
     let mut h = capline_benches::histogram();
     let start = Instant::now();
     for _ in 0..n {
@@ -302,7 +302,7 @@ fn capline_run_with(
     let mut streak = 0u64;
     // The floor's copy, timed while the ring is full: the same bytes as the
     // bare floor, at the moments the writer is busiest.
-    let mut copy_buf = vec![0u8; s.request.len() + s.response.len()];
+    let mut copy_buf = vec![0u8; s.bytes() as usize];
     let mut under_load = capline_benches::histogram();
     // And into cold memory: the next slot of a 64 MiB area, as a ring's
     // space is once the writer has fallen behind (written in full now, so

@@ -28,8 +28,6 @@ pub struct AlignedBuf {
     cap: usize,
     /// The alignment of writes from this buffer (its padding unit).
     align: usize,
-    /// The alignment of the allocation: a huge page, or `align` if larger.
-    mem_align: usize,
 }
 
 // SAFETY: the buffer owns its allocation exclusively, like a `Vec<u8>`.
@@ -47,7 +45,6 @@ impl AlignedBuf {
             len: 0,
             cap: 0,
             align,
-            mem_align: HUGE_PAGE.max(align),
         };
         b.grow_to(cap.max(align));
         // SAFETY: `ptr .. ptr + cap` is this buffer's own allocation; every
@@ -61,8 +58,10 @@ impl AlignedBuf {
     }
 
     fn grow_to(&mut self, want: usize) {
-        let cap = want.next_multiple_of(self.mem_align);
-        let ptr = map(cap, self.mem_align);
+        // The mapping's alignment: a huge page, or `align` if larger.
+        let mem_align = HUGE_PAGE.max(self.align);
+        let cap = want.next_multiple_of(mem_align);
+        let ptr = map(cap, mem_align);
         if self.cap > 0 {
             // SAFETY: both regions are valid for `len` bytes and do not overlap
             // (`ptr` is a fresh mapping); the old one is unmapped whole.
