@@ -10,9 +10,10 @@
 //!
 //! For each record shape it measures:
 //! - **disk limit**: the same number of bytes as capline's JSON lines, written
-//!   through capline's own I/O path (1 MiB O_DIRECT batches through io_uring,
-//!   4 in flight, then fdatasync), with no serialization, right before and
-//!   right after capline's io_uring run; "of limit" is against their mean;
+//!   through capline's own I/O path (3.5 MiB O_DIRECT batches through
+//!   io_uring, 4 in flight, then fdatasync), with no serialization, right
+//!   before and right after capline's io_uring run; "of limit" is against
+//!   their mean;
 //! - **baseline**: a crossbeam channel (65 536) of owned `Vec`s to a writer
 //!   thread running serde_json into a `BufWriter<File>`, fsync at the end;
 //! - **capline** with `Io: uring` and with `Io: pwrite`: one producer thread
@@ -41,7 +42,11 @@
 //! calls had been kept since it last refused one; and, with
 //! `--capture-cpu`, the interrupts on that CPU, with how many of its timer
 //! interrupts are expected to have landed inside a kept call (their number
-//! times the share of the run spent in kept calls).
+//! times the share of the run spent in kept calls). And how busy the disk
+//! was: the share of each run's time during which the block device holding
+//! `--dir` had a request in flight (`io_ticks` in its sysfs `stat`). A writer
+//! below the limit with the disk idle part of the time is losing to waits
+//! of its own, not to the disk.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -92,6 +97,30 @@ struct Figures {
     copy_under_load: [u64; 4],
     /// capline: the same copy into cold memory ([`ColdArea`]), same moments.
     cold_copy_under_load: [u64; 4],
+    /// The share of the run during which the disk had a request in flight
+    /// (`io_ticks`); `None` where the directory is on no block device.
+    disk_busy: Option<f64>,
+}
+
+/// Milliseconds the block device holding `dir` has had requests in flight
+/// (`io_ticks`, the tenth field of `/sys/dev/block/MAJOR:MINOR/stat`).
+fn disk_busy_ms(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir).ok()?.dev();
+    let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/stat"))
+        .ok()?
+        .split_whitespace()
+        .nth(9)?
+        .parse()
+        .ok()
+}
+
+/// The share of `secs` during which the disk had requests in flight, from
+/// [`disk_busy_ms`] before and after.
+fn busy_share(before: Option<u64>, after: Option<u64>, secs: f64) -> Option<f64> {
+    let ms = after?.checked_sub(before?)?;
+    Some(ms as f64 / 1e3 / secs)
 }
 
 /// Hardware interrupts so far on `cpu` (the sum of its column in
@@ -315,6 +344,7 @@ fn capline_run_with(
     let timer_before = capture_cpu.map(timer_interrupts_on);
     let faults_before = my_minor_faults();
     let preempted_before = my_preemptions();
+    let busy_before = disk_busy_ms(dir);
     let start = Instant::now();
     for call in &mut kept {
         let mut retried = false;
@@ -361,6 +391,7 @@ fn capline_run_with(
     drop(pinned);
     engine.flush(Duration::from_secs(600)).expect("flush");
     let secs = start.elapsed().as_secs_f64();
+    let disk_busy = busy_share(busy_before, disk_busy_ms(dir), secs);
     let writer_cpu_ns = thread_cpu_ns("capline-writer")
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
@@ -387,6 +418,7 @@ fn capline_run_with(
         tail_retried: tail().filter(|k| k.retried).count() as u64,
         copy_under_load: quantiles(&under_load),
         cold_copy_under_load: quantiles(&under_load_cold),
+        disk_busy,
     }
 }
 
@@ -459,6 +491,7 @@ fn disk_limit(dir: &Path, bytes: u64) -> Figures {
         Output::new(IoMode::Uring, std::sync::Arc::new(capline::RealFs)).expect("io_uring");
     let path = dir.join("limit.bin");
     let chunk = vec![b'x'; 1 << 20];
+    let busy_before = disk_busy_ms(dir);
     let start = Instant::now();
     out.open(&path, 8 << 20).expect("open");
     let mut left = bytes;
@@ -471,9 +504,11 @@ fn disk_limit(dir: &Path, bytes: u64) -> Figures {
     }
     out.close().1.expect("close the disk-limit file");
     let secs = start.elapsed().as_secs_f64();
+    let disk_busy = busy_share(busy_before, disk_busy_ms(dir), secs);
     let _ = std::fs::remove_file(&path);
     Figures {
         mb_per_s: bytes as f64 / secs / 1e6,
+        disk_busy,
         ..Figures::default()
     }
 }
@@ -824,6 +859,17 @@ fn main() {
             uring.preempted,
             pwrite.preempted,
             n / 1000
+        );
+        let pct = |f: &Figures| {
+            f.disk_busy
+                .map_or("-".into(), |b| format!("{:.0} %", b * 100.0))
+        };
+        println!(
+            "  disk busy (the share of each run's time the device had a request in flight): limit before / after {} / {}, uring {}, pwrite {}",
+            pct(&before),
+            pct(&after),
+            pct(&uring),
+            pct(&pwrite)
         );
         for (name, f) in [("uring", &uring), ("pwrite", &pwrite)] {
             for (into, [count, p50, p99, p999]) in [

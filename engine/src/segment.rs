@@ -31,8 +31,8 @@ use crate::spool::{Key, Sealed, Spool, State};
 use crate::stats::{Counters, add, inc};
 use crate::timestamp::Timestamp;
 
-/// Segments are preallocated this far ahead of their data (or to
-/// `SegmentMaxBytes`, if smaller).
+/// A new segment is preallocated this far (or to `SegmentMaxBytes`, if
+/// smaller); the output doubles each further step, up to 64 MiB.
 const PREALLOC: u64 = 8 << 20;
 
 /// A failed seal is tried again after this, doubling up to `RESEAL_MAX`.

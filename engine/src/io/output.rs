@@ -37,6 +37,11 @@ pub const BUFFER_BYTES: usize = 4 << 20;
 /// wrote from unwritten on a kernel worker there (DECISIONS.md, "The writer
 /// writes in batches of 3.5 to 4 MiB, from huge pages").
 pub const BATCH: usize = BUFFER_BYTES - (512 << 10);
+/// Preallocation steps double from the first (the `prealloc` of
+/// [`Output::open`]) up to this. ext4's `fallocate` waits for every write in
+/// flight on the file, emptying the disk's queue, so a busy file should grow
+/// in few steps; doubling keeps a file's reservation within twice its data.
+const PREALLOC_STEP_MAX: u64 = 64 << 20;
 /// The smallest alignment used for `O_DIRECT`, whatever the device reports.
 const ALIGN_FLOOR: usize = 4096;
 
@@ -82,9 +87,21 @@ struct OpenFile {
     /// Line ends not yet known written, in file offsets.
     line_ends: VecDeque<u64>,
     failed: bool,
-    /// The file is preallocated up to here, and grown by `prealloc_step` ahead of writes.
+    /// The file is preallocated up to here, and grown by `prealloc_step`
+    /// ahead of writes; each step doubles the last, up to `PREALLOC_STEP_MAX`.
     prealloc_end: u64,
     prealloc_step: u64,
+}
+
+/// How long [`Output::reap`] waits for writes in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Not at all: collects what has finished.
+    No,
+    /// Until at least one more has finished.
+    One,
+    /// Until none is in flight.
+    All,
 }
 
 /// The writer's output: a backend, aligned buffers, and the open file.
@@ -192,7 +209,7 @@ impl Output {
     /// Submits the current buffer's whole blocks once it holds a batch, and
     /// collects finished writes.
     pub fn pump(&mut self) -> Progress {
-        let mut p = self.reap(false);
+        let mut p = self.reap(Wait::No);
         if self.bufs[self.current].len() >= BATCH && !self.failed() {
             p += self.submit_blocks();
         }
@@ -213,7 +230,7 @@ impl Output {
             let padded = self.bufs[slot].pad();
             p += self.submit(slot, start, padded, start + len as u64);
         }
-        p += self.reap(true);
+        p += self.reap(Wait::All);
         if let Some(f) = self.file.as_mut() {
             if !f.failed
                 && let Err(e) = self.fs.fdatasync(&f.file)
@@ -270,9 +287,11 @@ impl Output {
         }
         let slot = self.current;
         let next = (slot + 1) % self.bufs.len();
-        // The next buffer must be free: wait for its write if it is in flight.
+        // The next buffer must be free: wait for its write if it is in
+        // flight, and only for that. Waiting for every write would empty the
+        // disk's queue while this buffer is not yet submitted.
         while self.in_flight.iter().any(|w| w.slot == next && !w.done) {
-            p += self.reap(true);
+            p += self.reap(Wait::One);
         }
         let (head, tail) = self.bufs.split_at_mut(slot.max(next));
         let (src, dst) = if slot < next {
@@ -297,6 +316,7 @@ impl Output {
         };
         let end = start + len as u64;
         if end > f.prealloc_end && f.prealloc_step > 0 {
+            f.prealloc_step = (f.prealloc_step * 2).min(PREALLOC_STEP_MAX.max(f.prealloc_step));
             let to = end.next_multiple_of(f.prealloc_step);
             f.prealloc_end = preallocate(&f.file, f.prealloc_end, to - f.prealloc_end);
         }
@@ -331,11 +351,11 @@ impl Output {
         self.advance()
     }
 
-    /// Collects finished writes; with `wait`, until none is in flight.
-    fn reap(&mut self, wait: bool) -> Progress {
+    /// Collects finished writes, waiting as `wait` says.
+    fn reap(&mut self, wait: Wait) -> Progress {
         while self.in_flight.iter().any(|w| !w.done) {
             let in_flight = &mut self.in_flight;
-            let reported = self.backend.complete(wait, |slot, res| {
+            let reported = self.backend.complete(wait != Wait::No, |slot, res| {
                 if let Some(w) = in_flight.iter_mut().find(|w| w.slot == slot && !w.done) {
                     w.done = true;
                     let result = if res < 0 {
@@ -347,7 +367,8 @@ impl Output {
                 }
             });
             match reported {
-                Ok(any) if !wait && !any => break,
+                Ok(any) if wait == Wait::No && !any => break,
+                Ok(_) if wait == Wait::One => break,
                 Ok(_) => {}
                 Err(e) => {
                     // Report what is in flight as failed rather than wait forever.
@@ -415,7 +436,7 @@ fn fail(f: &mut OpenFile) -> Progress {
 impl Drop for Output {
     fn drop(&mut self) {
         // Buffers must outlive every write that uses them.
-        let _ = self.reap(true);
+        let _ = self.reap(Wait::All);
     }
 }
 
@@ -504,5 +525,47 @@ mod tests {
                 "{mode:?}: {lens:?}"
             );
         }
+    }
+
+    /// Space the file system has given a file, in bytes.
+    fn allocated(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).expect("metadata").blocks() * 512
+    }
+
+    #[test]
+    fn a_growing_file_is_preallocated_in_doubling_steps_within_twice_its_data() {
+        const MIB: u64 = 1 << 20;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("segment");
+        let mut out = Output::new(IoMode::Auto, Arc::new(crate::io::RealFs)).expect("output");
+        out.open(&path, 8 * MIB).expect("open");
+        // Whole MiB: the extent tree's own blocks count in a file's blocks too.
+        let mut reserved = vec![allocated(&path) / MIB];
+        let line = [b'x'; 4095];
+        // 136 MiB: the steps end at 16, 32, 64, 128 and 192 MiB.
+        for _ in 0..(136 * MIB / 4096) {
+            out.buf().extend_from_slice(&line);
+            out.buf().extend_from_slice(b"\n");
+            out.line_end();
+            out.pump();
+            let now = allocated(&path);
+            let data = out.data_len();
+            assert!(
+                now <= (2 * data).max(8 * MIB) + BUFFER_BYTES as u64,
+                "{now} bytes reserved for {data} of data"
+            );
+            if reserved.last() != Some(&(now / MIB)) {
+                reserved.push(now / MIB);
+            }
+        }
+        let (p, len) = out.close();
+        assert_eq!((p.lost, len.expect("close")), (0, 136 * MIB));
+        // 8 MiB steps would have grown the file 16 times.
+        assert_eq!(
+            reserved,
+            [8, 16, 32, 64, 128, 192],
+            "MiB reserved as the file grew"
+        );
     }
 }
