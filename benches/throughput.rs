@@ -47,7 +47,8 @@
 //! was: the share of each run's time during which the block device holding
 //! `--dir` had a request in flight (`io_ticks` in its sysfs `stat`). A writer
 //! below the limit with the disk idle part of the time is losing to waits
-//! of its own, not to the disk.
+//! of its own, not to the disk. And where the writer thread's time went:
+//! on a CPU, runnable but waiting for one, or asleep.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,10 @@ struct Figures {
     refused: u64,
     /// capline: CPU time of the writer thread over the run, in nanoseconds.
     writer_cpu_ns: Option<u64>,
+    /// capline: time the writer thread was runnable but waited for a CPU.
+    writer_wait_ns: Option<u64>,
+    /// capline: the run's time from the first capture to the final flush.
+    secs: f64,
     /// Minor page faults taken by the capturing thread during the run.
     faults: u64,
     /// Times the capturing thread was preempted during the run.
@@ -166,9 +171,10 @@ fn my_preemptions() -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time so far of this process's threads named `name`, in nanoseconds
-/// (`/proc/self/task/*/schedstat`); `None` when there is no such thread.
-fn thread_cpu_ns(name: &str) -> Option<u64> {
+/// Time so far of this process's threads named `name`, in nanoseconds, on
+/// a CPU and waiting for one while runnable (the first two fields of
+/// `/proc/self/task/*/schedstat`); `None` when there is no such thread.
+fn thread_sched_ns(name: &str) -> Option<[u64; 2]> {
     let mut total = None;
     for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
@@ -176,12 +182,11 @@ fn thread_cpu_ns(name: &str) -> Option<u64> {
             continue;
         }
         let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-        if let Some(ns) = stat
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            *total.get_or_insert(0) += ns;
+        let mut fields = stat.split_whitespace().map(|v| v.parse::<u64>().ok());
+        if let (Some(Some(on)), Some(Some(waiting))) = (fields.next(), fields.next()) {
+            let sum: &mut [u64; 2] = total.get_or_insert([0, 0]);
+            sum[0] += on;
+            sum[1] += waiting;
         }
     }
     total
@@ -314,10 +319,8 @@ fn capline_run_with(
 ) -> Figures {
     let engine = Engine::start(config(dir, io, extra)).expect("start");
     // The writer names itself once it runs: wait for it (at most 1 s).
-    let mut cpu_before = None;
     for _ in 0..1000 {
-        cpu_before = thread_cpu_ns("capline-writer");
-        if cpu_before.is_some() {
+        if thread_sched_ns("capline-writer").is_some() {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -352,6 +355,7 @@ fn capline_run_with(
     let faults_before = my_minor_faults();
     let preempted_before = my_preemptions();
     let busy_before = disk_busy_ms(dir);
+    let cpu_before = thread_sched_ns("capline-writer");
     let start = Instant::now();
     for call in &mut kept {
         let mut retried = false;
@@ -401,9 +405,9 @@ fn capline_run_with(
     engine.flush(Duration::from_secs(600)).expect("flush");
     let secs = start.elapsed().as_secs_f64();
     let disk_busy = busy_share(busy_before, disk_busy_ms(dir), secs);
-    let writer_cpu_ns = thread_cpu_ns("capline-writer")
+    let writer = thread_sched_ns("capline-writer")
         .zip(cpu_before)
-        .map(|(after, before)| after.saturating_sub(before));
+        .map(|(after, before)| [0, 1].map(|i| after[i].saturating_sub(before[i])));
     let stats = engine.shutdown(Duration::from_secs(600)).expect("shutdown");
     let p999 = h.value_at_quantile(0.999);
     let tail = || kept.iter().filter(|k| k.ns > p999);
@@ -415,7 +419,9 @@ fn capline_run_with(
         p99: h.value_at_quantile(0.99),
         p999,
         refused,
-        writer_cpu_ns,
+        writer_cpu_ns: writer.map(|w| w[0]),
+        writer_wait_ns: writer.map(|w| w[1]),
+        secs,
         faults,
         preempted,
         irqs,
@@ -880,6 +886,17 @@ fn main() {
             pct(&uring),
             pct(&pwrite)
         );
+        let shares = |f: &Figures| -> Option<[f64; 3]> {
+            let on = f.writer_cpu_ns? as f64 / 1e9 / f.secs;
+            let waiting = f.writer_wait_ns? as f64 / 1e9 / f.secs;
+            Some([on, waiting, (1.0 - on - waiting).max(0.0)].map(|x| x * 100.0))
+        };
+        if let (Some(u), Some(p)) = (shares(&uring), shares(&pwrite)) {
+            println!(
+                "  the writer thread's time, uring / pwrite: on a CPU {:.0} % / {:.0} %, runnable but waiting for a CPU {:.0} % / {:.0} %, asleep (waiting for writes or syncs, or for records) {:.0} % / {:.0} %",
+                u[0], p[0], u[1], p[1], u[2], p[2]
+            );
+        }
         for (name, f) in [("uring", &uring), ("pwrite", &pwrite)] {
             for (into, [count, p50, p99, p999]) in [
                 ("a reused buffer", f.copy_under_load),
