@@ -98,8 +98,9 @@ struct Figures {
     tail_by_streak: [u64; 4],
     /// capline: all kept calls, in the same buckets.
     kept_by_streak: [u64; 4],
-    /// capline: the floor's copy timed at one refusal in `UNDER_LOAD_EVERY` (the ring full, the
-    /// writer saturated): how many, and their p50, p99 and p99.9.
+    /// capline: the floor's copy timed at one refusal in `UNDER_LOAD_EVERY`
+    /// (the ring full, the writer saturated): how many, and their p50, p99
+    /// and p99.9.
     copy_under_load: [u64; 4],
     /// capline: the same copy into cold memory ([`ColdArea`]), same moments.
     cold_copy_under_load: [u64; 4],
@@ -192,10 +193,11 @@ fn thread_sched_ns(name: &str) -> Option<[u64; 2]> {
     total
 }
 
-/// The copies under load are timed at one refusal in this many. At every
-/// refusal, their traffic (two pairs copied, one into cold memory, per
-/// refusal) was several times the writer's own for 64 KiB records, and took
-/// disk throughput from the run it measured (PERFORMANCE.md).
+/// The copies under load are timed at one refusal in this many. Timed at
+/// every refusal (two pairs copied, one into cold memory), their memory
+/// traffic was about three times capture's and the writer's together for
+/// 64 KiB records, and took disk throughput from the run they measured
+/// (PERFORMANCE.md).
 const UNDER_LOAD_EVERY: u64 = 8;
 
 /// The floor's copy: the pair into one reused buffer of its size, timed as
