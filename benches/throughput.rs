@@ -43,7 +43,13 @@
 //! calls had been kept since it last refused one; and, with
 //! `--capture-cpu`, the interrupts on that CPU, with how many of its timer
 //! interrupts are expected to have landed inside a kept call (their number
-//! times the share of the run spent in kept calls). And how busy the disk
+//! times the share of the run spent in kept calls). How often the
+//! capturing thread's CPU is taken away with no engine running: a thread
+//! spins on the CPU counter for a second (on `--capture-cpu`'s CPU, if
+//! given) and counts gaps of over 10 µs, and how many of those are expected
+//! to land inside kept calls (their rate times the time spent in kept
+//! calls), beside the number of calls slower than p99.9; in a virtual
+//! machine most of them are the host's. And how busy the disk
 //! was: the share of each run's time during which the block device holding
 //! `--dir` had a request in flight (`io_ticks` in its sysfs `stat`). A writer
 //! below the limit with the disk idle part of the time is losing to waits
@@ -93,6 +99,8 @@ struct Figures {
     tail_retried: u64,
     /// capline: the share of the run's time spent inside kept calls.
     kept_share: f64,
+    /// capline: the time spent inside kept calls, in seconds.
+    kept_secs: f64,
     /// capline: kept calls slower than p99.9 by how many calls were kept
     /// since the ring last refused one: 0, 1–9, 10–99, 100 or more.
     tail_by_streak: [u64; 4],
@@ -429,6 +437,7 @@ fn capline_run_with(
         irqs,
         timer_irqs,
         kept_share: h.mean() * h.len() as f64 / (capture_secs * 1e9),
+        kept_secs: h.mean() * h.len() as f64 / 1e9,
         tail_by_streak: by_streak(tail()),
         kept_by_streak: by_streak(kept.iter()),
         tail_first: tail().filter(|k| !k.retried).count() as u64,
@@ -436,6 +445,60 @@ fn capline_run_with(
         copy_under_load: quantiles(&under_load),
         cold_copy_under_load: quantiles(&under_load_cold),
         disk_busy,
+    }
+}
+
+/// A gap longer than this between two reads of the CPU counter by a thread
+/// that does nothing else is time its CPU spent elsewhere.
+const STALL_NS: u64 = 10_000;
+/// How long [`cpu_stalls`] spins.
+const STALL_PROBE: Duration = Duration::from_secs(1);
+
+/// How often the capturing thread's CPU is taken away when nothing of the
+/// run is going on: gaps of more than [`STALL_NS`] between two reads of
+/// the CPU counter, and of more than 50 µs.
+#[derive(Debug, Default)]
+struct Stalls {
+    /// Gaps over [`STALL_NS`] per second.
+    per_s: f64,
+    /// Gaps over 50 µs per second.
+    over_50us_per_s: f64,
+    /// The share of the probe's time lost in gaps over [`STALL_NS`].
+    share: f64,
+    /// The longest gap, in nanoseconds.
+    longest_ns: u64,
+}
+
+/// Spins on the CPU counter for [`STALL_PROBE`] on `cpu` (or wherever the
+/// thread runs), with no engine running, and counts the gaps. They are the
+/// guest's interrupts and kernel work (the limit run's, finishing) and, in
+/// a virtual machine, the host running something else on the virtual CPU:
+/// whatever a capture call is doing when one comes, it is that much slower.
+fn cpu_stalls(timer: &Timer, cpu: Option<usize>) -> Stalls {
+    let _pinned = Pinned::to(cpu);
+    let (mut over, mut over_50us, mut lost, mut longest) = (0u64, 0u64, 0u64, 0u64);
+    let start = Instant::now();
+    let mut prev = timer.clock.raw();
+    while start.elapsed() < STALL_PROBE {
+        // Read the counter 1000 times between checks of the wall clock.
+        for _ in 0..1000 {
+            let now = timer.clock.raw();
+            let gap = timer.clock.delta_as_nanos(prev, now);
+            prev = now;
+            if gap > STALL_NS {
+                over += 1;
+                lost += gap;
+                over_50us += u64::from(gap > 50_000);
+                longest = longest.max(gap);
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Stalls {
+        per_s: over as f64 / secs,
+        over_50us_per_s: over_50us as f64 / secs,
+        share: lost as f64 / 1e9 / secs,
+        longest_ns: longest,
     }
 }
 
@@ -794,6 +857,7 @@ fn main() {
         let d = run("limit");
         let before = disk_limit(d.path(), bytes);
         drop(d);
+        let stalls = cpu_stalls(&timer, capture_cpu);
         let d = run("uring");
         let uring = capline_run(d.path(), "uring", &s, n, &timer, capture_cpu);
         drop(d);
@@ -915,6 +979,20 @@ fn main() {
         println!(
             "  calls slower than p99.9, kept at the first try / after the ring refused them: uring {} / {}, pwrite {} / {}",
             uring.tail_first, uring.tail_retried, pwrite.tail_first, pwrite.tail_retried
+        );
+        // Stalls come at times unrelated to the calls: those expected inside
+        // kept calls are their rate times the time spent in kept calls.
+        println!(
+            "  the capturing thread's CPU taken away, a thread spinning on the counter for {} s between the first limit run and the uring run, no engine running: gaps over {} µs {:.0} a second ({:.2} % of the time), over 50 µs {:.0} a second, longest {:.0} µs; expected inside kept calls: uring {:.0}, pwrite {:.0} (calls slower than p99.9: {})",
+            STALL_PROBE.as_secs(),
+            STALL_NS / 1000,
+            stalls.per_s,
+            stalls.share * 100.0,
+            stalls.over_50us_per_s,
+            stalls.longest_ns as f64 / 1e3,
+            stalls.per_s * uring.kept_secs,
+            stalls.per_s * pwrite.kept_secs,
+            n / 1000
         );
         println!(
             "  kept calls by how many were kept since the ring last refused one (0 / 1-9 / 10-99 / 100+): uring all {:?}, slower than p99.9 {:?}; pwrite all {:?}, slower than p99.9 {:?}",
