@@ -31,6 +31,11 @@ pub(crate) enum Pop {
 }
 
 impl Consumer {
+    /// The ring's size in bytes.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.shared.capacity
+    }
+
     /// Hands the oldest committed record to `f`, in place, then frees its bytes.
     pub(crate) fn pop(&mut self, f: impl FnOnce(RecordParts<'_>)) -> Pop {
         let s = &*self.shared;
