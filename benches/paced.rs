@@ -20,32 +20,10 @@ use std::time::{Duration, Instant};
 use capline::{Config, Engine, Outcome};
 use capline_benches::csv;
 
-/// The writer thread's CPU time so far (ns) and its voluntary context
-/// switches, summed over threads named `capline-writer`.
+/// The writer thread's CPU time so far (ns) and how many times it slept.
 fn writer_counters() -> Option<(u64, u64)> {
-    let mut found = None;
-    for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() != "capline-writer" {
-            continue;
-        }
-        let sched = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-        let on_cpu: u64 = sched
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-        let switches: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        let sum = found.get_or_insert((0, 0));
-        sum.0 += on_cpu;
-        sum.1 += switches;
-    }
-    found
+    let [on_cpu, _] = capline_benches::thread_sched_ns("capline-writer")?;
+    Some((on_cpu, capline_benches::thread_sleeps("capline-writer")?))
 }
 
 fn main() {

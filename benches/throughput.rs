@@ -180,27 +180,6 @@ fn my_preemptions() -> u64 {
         .unwrap_or(0)
 }
 
-/// Time so far of this process's threads named `name`, in nanoseconds, on
-/// a CPU and waiting for one while runnable (the first two fields of
-/// `/proc/self/task/*/schedstat`); `None` when there is no such thread.
-fn thread_sched_ns(name: &str) -> Option<[u64; 2]> {
-    let mut total = None;
-    for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-        let mut fields = stat.split_whitespace().map(|v| v.parse::<u64>().ok());
-        if let (Some(Some(on)), Some(Some(waiting))) = (fields.next(), fields.next()) {
-            let sum: &mut [u64; 2] = total.get_or_insert([0, 0]);
-            sum[0] += on;
-            sum[1] += waiting;
-        }
-    }
-    total
-}
-
 /// The copies under load are timed at one refusal in this many. Timed at
 /// every refusal (two pairs copied, one into cold memory), their memory
 /// traffic was about three times capture's and the writer's together for
@@ -330,7 +309,7 @@ fn capline_run_with(
     let engine = Engine::start(config(dir, io, extra)).expect("start");
     // The writer names itself once it runs: wait for it (at most 1 s).
     for _ in 0..1000 {
-        if thread_sched_ns("capline-writer").is_some() {
+        if capline_benches::thread_sched_ns("capline-writer").is_some() {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -365,7 +344,7 @@ fn capline_run_with(
     let faults_before = my_minor_faults();
     let preempted_before = my_preemptions();
     let busy_before = disk_busy_ms(dir);
-    let cpu_before = thread_sched_ns("capline-writer");
+    let cpu_before = capline_benches::thread_sched_ns("capline-writer");
     let start = Instant::now();
     for call in &mut kept {
         let mut retried = false;
@@ -415,7 +394,7 @@ fn capline_run_with(
     engine.flush(Duration::from_secs(600)).expect("flush");
     let secs = start.elapsed().as_secs_f64();
     let disk_busy = busy_share(busy_before, disk_busy_ms(dir), secs);
-    let writer = thread_sched_ns("capline-writer")
+    let writer = capline_benches::thread_sched_ns("capline-writer")
         .zip(cpu_before)
         .map(|(after, before)| [0, 1].map(|i| after[i].saturating_sub(before[i])));
     let stats = engine.shutdown(Duration::from_secs(600)).expect("shutdown");

@@ -29,6 +29,8 @@ const IDLE_MAX: Duration = Duration::from_millis(10);
 /// A wake that finds more than `capacity / REFILL_SHARE` bytes filled since
 /// the previous one brings the sleep back to [`IDLE_MIN`].
 const REFILL_SHARE: u64 = 64;
+/// Records taken per pass before looking at timers and requests.
+const PASS: usize = 4096;
 
 /// How long to park when the ring is found empty, given `idle`, the last
 /// sleep, and `filled`, the bytes of records taken since the writer last
@@ -38,15 +40,13 @@ const REFILL_SHARE: u64 = 64;
 /// stays under about a 32nd full between wakes, and a server capturing a
 /// few thousand records a second wakes the writer about a hundred times a
 /// second rather than a thousand.
-pub(crate) fn next_idle(idle: Duration, filled: u64, capacity: u64) -> Duration {
+fn next_idle(idle: Duration, filled: u64, capacity: u64) -> Duration {
     if filled > capacity / REFILL_SHARE {
         IDLE_MIN
     } else {
         (idle * 2).min(IDLE_MAX)
     }
 }
-/// Records taken per pass before looking at timers and requests.
-const PASS: usize = 4096;
 
 /// Requests to the writer.
 #[derive(Debug)]
