@@ -130,7 +130,8 @@ impl Engine {
             spool,
             sealed_tx,
             counters.clone(),
-        );
+        )
+        .map_err(|e| Error::io("spawn thread", "capline-seal", e))?;
         let clock = Clock::new(es.inference_time_millis);
         let writer = Writer {
             ring: consumer,
