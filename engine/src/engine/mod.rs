@@ -1,7 +1,8 @@
 //! The engine: starts the pipeline's threads, and stops them.
 //!
 //! [`Engine::start`] takes the spool, recovers what an earlier run left
-//! there, and starts three threads: the writer (ring → format → segment), the
+//! there, and starts four threads: the writer (ring → format → segment), the
+//! sealer (written-out segments → `sealed/`, started by the segments), the
 //! uploader (sealed segments → destination) and the disk monitor. The hot
 //! path, [`Engine::capture`], is in [`capture`] on its own.
 
