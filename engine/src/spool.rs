@@ -27,7 +27,7 @@ use std::time::SystemTime;
 use crate::config::is_valid_name;
 use crate::error::{Error, Result};
 use crate::format::check::parse_line;
-use crate::io::{Finished, Fs};
+use crate::io::Fs;
 use crate::timestamp::Timestamp;
 
 /// A segment's object key below the destination prefix:
@@ -233,17 +233,6 @@ impl Spool {
             sealed_at: SystemTime::now(),
             recovered: false,
         })
-    }
-
-    /// Cuts the active segment `key`, whose writes have all finished, to
-    /// its true length `f.len`, makes it durable, and seals it ([`Spool::seal`]).
-    /// An error means the segment is still in `active/`, possibly ending in
-    /// padding: [`Spool::cut_and_seal`] is the way out then.
-    pub(crate) fn cut_to_and_seal(&self, key: &Key, f: Finished) -> std::io::Result<Sealed> {
-        self.fs.ftruncate(&f.file, f.len)?;
-        self.fs.fdatasync(&f.file)?;
-        drop(f.file);
-        self.seal(key)
     }
 
     /// Cuts the active segment `key` back to its last complete, valid line

@@ -170,7 +170,7 @@ counters! {
         segments_unsealed,
         /// Bytes of sealed segments not yet delivered.
         spool_sealed_bytes,
-        /// Bytes of data in the open segment and in segments waiting for their seal.
+        /// Bytes of data in the open segment.
         spool_active_bytes,
         /// Times the disk monitor opened or closed the gate.
         gate_changes,
@@ -292,12 +292,6 @@ pub(crate) fn inc(c: &AtomicU64) {
 #[inline]
 pub(crate) fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
-}
-
-/// Takes `n` off a gauge that more than one thread adds to.
-#[inline]
-pub(crate) fn sub(c: &AtomicU64, n: u64) {
-    c.fetch_sub(n, Ordering::Relaxed);
 }
 
 /// One sample of a family: an optional extra label, and the value.
@@ -454,7 +448,7 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "capline_spool_active_bytes",
         kind: "gauge",
-        help: "Bytes of data in the open segment and in segments waiting for their seal.",
+        help: "Bytes of data in the open segment.",
         samples: one!(|s: &Stats| s.spool_active_bytes as f64),
     },
     Family {

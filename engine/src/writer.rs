@@ -179,7 +179,7 @@ impl Writer {
             if let Some(Control::Flush(reply)) = request {
                 // Every record kept before the request is in the ring by now.
                 let closed = self.take(usize::MAX).2;
-                self.sink.segments.flush();
+                self.sink.segments.sync();
                 dirty = false;
                 let _ = reply.send(());
                 if closed {

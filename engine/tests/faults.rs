@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use capline::format::check::parse_line;
@@ -434,95 +434,5 @@ fn a_destination_on_another_filesystem_is_filled_by_copy_and_rename() {
         assert_eq!(s.delivery_failures, 0, "{io}: {s:?}");
         assert_eq!(s.segments_delivered, 1, "{io}: {s:?}");
         assert_eq!(s.bytes_uploaded, s.bytes_written, "{io}: {s:?}");
-    }
-}
-
-/// A disk whose seals take as long as the test likes: `ftruncate` (a
-/// seal's cut to the last line) waits until the gate is opened.
-#[derive(Debug, Default)]
-struct SlowSeal {
-    open: Mutex<bool>,
-    opened: Condvar,
-    /// Calls that have reached the gate.
-    arrived: AtomicU32,
-}
-
-impl SlowSeal {
-    fn open(&self) {
-        *self.open.lock().unwrap() = true;
-        self.opened.notify_all();
-    }
-}
-
-impl Fs for SlowSeal {
-    fn ftruncate(&self, file: &std::fs::File, len: u64) -> std::io::Result<()> {
-        self.arrived.fetch_add(1, Ordering::SeqCst);
-        let mut open = self.open.lock().unwrap();
-        while !*open {
-            open = self.opened.wait(open).unwrap();
-        }
-        drop(open);
-        RealFs.ftruncate(file, len)
-    }
-}
-
-#[test]
-fn a_seal_that_takes_long_holds_up_neither_the_writer_nor_the_next_segments() {
-    for io in MODES {
-        let d = dirs();
-        let fs = Arc::new(SlowSeal::default());
-        // 64 KiB segments: about 200 of these records each.
-        let engine = Engine::start_on(
-            config_with(&d, io, r#","SegmentMaxBytes":65536"#),
-            fs.clone(),
-        )
-        .unwrap();
-        let mut kept = Vec::new();
-        for i in 0..1000 {
-            let id = format!("r{i}");
-            let outcome = engine.capture(&Capture {
-                request: Payload::new("text/csv", b"1,2,3,4,5,6,7,8,9,10"),
-                response: Payload::new("text/csv", b"0.25"),
-                inference_id: Some(&id),
-                time: None,
-            });
-            assert_eq!(outcome, Outcome::Kept, "{io}");
-            kept.push(id);
-        }
-        // The first seal waits at the gate; the writer goes on, writing and
-        // handing over the segments that fill after it. (A writer that
-        // sealed by itself would write nothing more.)
-        let until = std::time::Instant::now() + Duration::from_secs(30);
-        let mut s = engine.stats();
-        while s.records_written < 600 {
-            if std::time::Instant::now() > until {
-                // Let the engine shut down before failing.
-                fs.open();
-                panic!("{io}: the writer stopped while a seal waited: {s:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-            s = engine.stats();
-        }
-        assert_eq!(fs.arrived.load(Ordering::SeqCst), 1, "{io}: {s:?}");
-        assert_eq!(s.segments_sealed, 0, "{io}: {s:?}");
-        // Segments waiting for their seal still count against SpoolMaxBytes.
-        assert!(s.spool_active_bytes >= 3 * 64_000, "{io}: {s:?}");
-        // A flush covers the segments handed over before it: not done while
-        // the first of them is not sealed.
-        assert!(
-            matches!(
-                engine.flush(Duration::from_millis(300)),
-                Err(Error::Timeout(_))
-            ),
-            "{io}"
-        );
-        fs.open();
-        engine.flush(Duration::from_secs(10)).unwrap();
-        let stats = engine.shutdown(Duration::from_secs(10)).unwrap();
-        assert!(stats.segments_sealed >= 5, "{io}: {stats:?}");
-        assert_eq!(stats.spool_active_bytes, 0, "{io}: {stats:?}");
-        assert_eq!(stats.dropped_io_error, 0, "{io}: {stats:?}");
-        check(&stats, 1000, &kept, &delivered(&d.dest));
-        assert_eq!(in_spool(&d.spool), 0, "{io}");
     }
 }

@@ -1,8 +1,7 @@
 //! The engine: starts the pipeline's threads, and stops them.
 //!
 //! [`Engine::start`] takes the spool, recovers what an earlier run left
-//! there, and starts four threads: the writer (ring → format → segment), the
-//! sealer (written-out segments → `sealed/`, started by the segments), the
+//! there, and starts three threads: the writer (ring → format → segment), the
 //! uploader (sealed segments → destination) and the disk monitor. The hot
 //! path, [`Engine::capture`], is in [`capture`] on its own.
 
@@ -131,8 +130,7 @@ impl Engine {
             spool,
             sealed_tx,
             counters.clone(),
-        )
-        .map_err(|e| Error::io("spawn thread", "capline-seal", e))?;
+        );
         let clock = Clock::new(es.inference_time_millis);
         let writer = Writer {
             ring: consumer,

@@ -61,16 +61,6 @@ impl std::ops::AddAssign for Progress {
     }
 }
 
-/// A file given up by [`Output::finish`]: every write finished, the data
-/// ending at the last line written whole.
-#[derive(Debug)]
-pub struct Finished {
-    /// The file, still in `active/`, ending in padding.
-    pub file: File,
-    /// Its true length: the end of its last line written whole.
-    pub len: u64,
-}
-
 /// One submitted write.
 #[derive(Debug)]
 struct InFlight {
@@ -226,33 +216,21 @@ impl Output {
         p
     }
 
-    /// Submits everything buffered (the last block zero-padded) and waits
-    /// for every write. Returns the progress and the buffer's data length
-    /// before padding.
-    fn write_out(&mut self) -> (Progress, usize) {
+    /// Writes everything buffered (the last block zero-padded, to be
+    /// rewritten in place later), waits for every write, and `fdatasync`s.
+    pub fn sync(&mut self) -> Progress {
         let mut p = Progress::default();
+        let Some(f) = self.file.as_ref() else {
+            return p;
+        };
         let slot = self.current;
         let len = self.bufs[slot].len();
-        if let Some(f) = self.file.as_ref()
-            && !f.failed
-            && len > 0
-        {
+        if !f.failed && len > 0 {
             let start = f.buf_start;
             let padded = self.bufs[slot].pad();
             p += self.submit(slot, start, padded, start + len as u64);
         }
         p += self.reap(Wait::All);
-        (p, len)
-    }
-
-    /// Writes everything buffered (the last block zero-padded, to be
-    /// rewritten in place later), waits for every write, and `fdatasync`s.
-    pub fn sync(&mut self) -> Progress {
-        if self.file.is_none() {
-            return Progress::default();
-        }
-        let (mut p, len) = self.write_out();
-        let slot = self.current;
         if let Some(f) = self.file.as_mut() {
             if !f.failed
                 && let Err(e) = self.fs.fdatasync(&f.file)
@@ -269,43 +247,27 @@ impl Output {
         p
     }
 
-    /// Writes out and waits for every write, and gives the file up: it
-    /// ends in padding, and is cut to [`Finished::len`] and made durable
-    /// by whoever seals it. `None` when no file is open.
-    pub fn finish(&mut self) -> (Progress, Option<Finished>) {
-        let (mut p, _) = self.write_out();
-        let Some(f) = self.file.take() else {
-            return (p, None);
-        };
-        // Lines still pending here were never written (the file failed).
-        p.lost += f.line_ends.len() as u64;
-        for b in &mut self.bufs {
-            b.clear();
-        }
-        self.current = 0;
-        (
-            p,
-            Some(Finished {
-                file: f.file,
-                len: f.good_len,
-            }),
-        )
-    }
-
     /// Writes out, truncates to the true length, syncs and closes the file.
     /// Returns the progress and the final length, or, in place of the
     /// length, why the file could not be cut to it and made durable (it then
     /// ends in padding, and must go through recovery before delivery).
     pub fn close(&mut self) -> (Progress, std::io::Result<u64>) {
-        let (p, finished) = self.finish();
-        let Some(f) = finished else {
+        let mut p = self.sync();
+        let Some(f) = self.file.take() else {
             return (p, Ok(0));
         };
+        // Lines still pending here were never written (the file failed).
+        p.lost += f.line_ends.len() as u64;
+        let len = f.good_len;
         let result = self
             .fs
-            .ftruncate(&f.file, f.len)
+            .ftruncate(&f.file, len)
             .and_then(|()| self.fs.fdatasync(&f.file))
-            .map(|()| f.len);
+            .map(|()| len);
+        for b in &mut self.bufs {
+            b.clear();
+        }
+        self.current = 0;
         (p, result)
     }
 
