@@ -1,7 +1,9 @@
 //! `latency`: per-call capture() latency percentiles, capline beside the
 //! channel baseline, in one run.
 //!
-//! `cargo run --release -p capline-benches --bin latency`
+//! `cargo run --release -p capline-benches --bin latency [-- --ring-mib N]`
+//! (`--ring-mib`: the ring's size for the sampled-in rows, default 64 MiB,
+//! the engine's default)
 //!
 //! Each call is timed with the CPU's counter (quanta's raw clock, a few ns per
 //! read); the cost of one timer read pair, measured in the same run, is
@@ -46,9 +48,23 @@ fn row(name: &str, h: &Histogram<u64>, label: &str, other: Option<&Histogram<u64
 }
 
 fn main() {
+    let mut ring_mib: u64 = 64;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--ring-mib" => {
+                ring_mib = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| n > 0)
+                    .expect("--ring-mib N (MiB, at least 1)");
+            }
+            other => panic!("unknown argument {other}"),
+        }
+    }
     let timer = Timer::new();
     println!(
-        "timer overhead subtracted: {:.0} ns per timed region",
+        "timer overhead subtracted: {:.0} ns per timed region; ring for sampled-in rows: {ring_mib} MiB",
         timer.overhead
     );
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -96,7 +112,7 @@ fn main() {
     for spaced in [false, true] {
         for s in &shapes {
             let dir = tempfile::tempdir().expect("tempdir");
-            let engine = discarding_engine(dir.path(), 100, 64 << 20);
+            let engine = discarding_engine(dir.path(), 100, ring_mib << 20);
             let base = ChannelCapture::new(65536, 100.0);
             let cap = s.capture();
             let chunk = 200 * 1024 / s.bytes();
