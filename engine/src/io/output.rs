@@ -37,6 +37,11 @@ pub const BUFFER_BYTES: usize = 4 << 20;
 /// wrote from unwritten on a kernel worker there (DECISIONS.md, "The writer
 /// writes in batches of 3.5 to 4 MiB, from huge pages").
 pub const BATCH: usize = BUFFER_BYTES - (512 << 10);
+/// A file's first write is submitted once this much is buffered, and each
+/// next one at twice the last, up to [`BATCH`]: after a seal nothing is in
+/// flight until the new file's first write, and the disk should not wait
+/// for a whole batch to be serialized.
+const FIRST_BATCH: usize = 512 << 10;
 /// Preallocation steps double from the first (the `prealloc` of
 /// [`Output::open`]) up to this. ext4's `fallocate` waits for every write in
 /// flight on the file, emptying the disk's queue, so a busy file should grow
@@ -91,6 +96,9 @@ struct OpenFile {
     /// ahead of writes; each step doubles the last, up to `PREALLOC_STEP_MAX`.
     prealloc_end: u64,
     prealloc_step: u64,
+    /// The buffered bytes at which the next write is submitted: from
+    /// `FIRST_BATCH`, doubling up to `BATCH`.
+    batch: usize,
 }
 
 /// How long [`Output::reap`] waits for writes in flight.
@@ -176,6 +184,7 @@ impl Output {
             failed: false,
             prealloc_end,
             prealloc_step,
+            batch: FIRST_BATCH,
         });
         Ok(())
     }
@@ -210,7 +219,11 @@ impl Output {
     /// collects finished writes.
     pub fn pump(&mut self) -> Progress {
         let mut p = self.reap(Wait::No);
-        if self.bufs[self.current].len() >= BATCH && !self.failed() {
+        if let Some(f) = self.file.as_mut()
+            && self.bufs[self.current].len() >= f.batch
+            && !f.failed
+        {
+            f.batch = (f.batch * 2).min(BATCH);
             p += self.submit_blocks();
         }
         p
@@ -232,6 +245,8 @@ impl Output {
         }
         p += self.reap(Wait::All);
         if let Some(f) = self.file.as_mut() {
+            // Nothing is in flight now: the next write starts small again.
+            f.batch = FIRST_BATCH;
             if !f.failed
                 && let Err(e) = self.fs.fdatasync(&f.file)
             {
@@ -490,7 +505,7 @@ mod tests {
     }
 
     #[test]
-    fn lines_go_out_in_writes_of_at_least_3_mib() {
+    fn a_file_starts_with_small_writes_then_writes_of_at_least_3_mib() {
         for mode in [IoMode::Auto, IoMode::Pwrite] {
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().join("segment");
@@ -515,9 +530,18 @@ mod tests {
                 "{mode:?}: file content"
             );
             let lens = fs.0.lock().expect("lengths").clone();
-            // All but the last (the partial buffer written at close).
-            let (_, batches) = lens.split_last().expect("writes");
-            assert!(batches.len() >= 4, "{mode:?}: {lens:?}");
+            // The first three: 512 KiB, 1 MiB, 2 MiB (whole blocks of what
+            // was buffered when a line crossed the mark).
+            for (i, &len) in lens.iter().take(3).enumerate() {
+                let mark = FIRST_BATCH << i;
+                assert!(
+                    (mark - 4096..=mark + 8192).contains(&len),
+                    "{mode:?}: {lens:?}"
+                );
+            }
+            // The rest but the last (the partial buffer written at close).
+            let (_, batches) = lens[3..].split_last().expect("writes");
+            assert!(batches.len() >= 3, "{mode:?}: {lens:?}");
             assert!(
                 batches
                     .iter()
