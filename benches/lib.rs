@@ -395,17 +395,26 @@ pub fn capture_shapes() -> Vec<Shape> {
     ]
 }
 
+/// The file `file` under `/proc/self/task/TID/` of each of this process's
+/// threads named `name`; `None` when there is no such thread.
+fn threads_named(name: &str, file: &str) -> Option<Vec<String>> {
+    let texts: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .map(|t| std::fs::read_to_string(t.path().join(file)).unwrap_or_default())
+        .collect();
+    (!texts.is_empty()).then_some(texts)
+}
+
 /// Time so far of this process's threads named `name`, in nanoseconds, on
 /// a CPU and waiting for one while runnable (the first two fields of
 /// `/proc/self/task/*/schedstat`); `None` when there is no such thread.
 pub fn thread_sched_ns(name: &str) -> Option<[u64; 2]> {
     let mut total = None;
-    for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+    for stat in threads_named(name, "schedstat")? {
         let mut fields = stat.split_whitespace().map(|v| v.parse::<u64>().ok());
         if let (Some(Some(on)), Some(Some(waiting))) = (fields.next(), fields.next()) {
             let sum: &mut [u64; 2] = total.get_or_insert([0, 0]);
@@ -419,21 +428,15 @@ pub fn thread_sched_ns(name: &str) -> Option<[u64; 2]> {
 /// Voluntary context switches so far (times it went to sleep) of this
 /// process's threads named `name`; `None` when there is no such thread.
 pub fn thread_sleeps(name: &str) -> Option<u64> {
-    let mut total = None;
-    for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() != name {
-            continue;
-        }
-        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-        let n: u64 = status
+    let statuses = threads_named(name, "status")?;
+    let sleeps = statuses.iter().map(|status| {
+        status
             .lines()
             .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        *total.get_or_insert(0) += n;
-    }
-    total
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    });
+    Some(sleeps.sum())
 }
 
 /// A histogram of nanoseconds (1 ns to 60 s, 3 significant figures) whose

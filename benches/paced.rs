@@ -38,6 +38,7 @@ fn main() {
             other => panic!("unknown argument {other}"),
         }
     }
+    assert!(rate > 0 && secs > 0, "--rate and --secs must be at least 1");
     let base = dir.unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::Builder::new()
         .prefix("capline-paced-")
@@ -62,12 +63,12 @@ fn main() {
     // Let the writer start and settle.
     std::thread::sleep(Duration::from_millis(200));
     let before = writer_counters().expect("the writer thread");
-    let gap = Duration::from_secs_f64(1.0 / rate as f64);
     let n = rate * secs;
     let start = Instant::now();
     let mut kept = 0u64;
     for i in 0..n {
-        let due = start + gap * i as u32;
+        // The i-th call's moment, exact for any count (no per-call step rounded).
+        let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
