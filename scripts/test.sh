@@ -101,7 +101,7 @@ step "passthrough routes: the openai client against an OpenAI-style SSE model th
 step "shadow variants: a good, a slow, a dead and a failing shadow model behind capline endpoint; clients unchanged; bounded; captured per variant"
 (cd tests/python && "$VENV/bin/python" shadow_test.py "$CARGO_TARGET_DIR/debug/capline")
 
-step "capline replay and cat against moto: a changed model's answers found exactly, SigV4 through capline endpoint, selection and pacing"
+step "capline replay and cat against moto: a changed model's answers found exactly, SigV4 through capline endpoint over http and https (private CA), selection and pacing"
 (cd tests/python && "$VENV/bin/python" replay_test.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3")
 
 step "chaos: capline endpoint SIGKILLed 50 times under traffic, delivering to moto; every answer older than the flush window in S3 exactly once"

@@ -10,6 +10,10 @@
    exactly those inference ids.
 4. Through a capline endpoint in front of v2 (SigV4, as boto3 signs): the
    same 13 with a tolerance; --no-sign is refused there (403, counted).
+   The same over https (a TLS terminator with a private CA in front of it,
+   as the real runtime API is https): trusted through --ca-bundle or
+   AWS_CA_BUNDLE; without the CA every request fails on the certificate,
+   counted; a missing bundle is an error naming the flag.
 5. --limit, a time window, --rate, an Output-only capture (counted and
    skipped with a message), progress lines when stderr is not a terminal.
 
@@ -29,6 +33,7 @@ from http.server import ThreadingHTTPServer
 import boto3
 
 from container import ContainerModel, free_port, start_endpoint
+from tls import Terminator, make_ca_and_cert
 
 capline_bin, s3_url = sys.argv[1], sys.argv[2]
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
@@ -209,8 +214,37 @@ assert "SigV4-signed" in rep["target"], rep["target"]
 r, rep = replay(source, "--to", f"http://127.0.0.1:{port2}/endpoints/candidate/invocations", "--no-sign",
                 "--limit", "5")
 assert rep["answers"]["errorsByKind"] == {"HTTP 403": 5}, rep["answers"]
-stop(proc2)
 print("replay through capline endpoint: SigV4-signed, the same changed answers; unsigned refused (403), counted")
+
+# The same over https, as the real runtime API is (`https://runtime.sagemaker.REGION.amazonaws.com`).
+ca, cert, key = make_ca_and_cert(work)
+tls = Terminator(cert, key, port2)
+to_tls = f"https://localhost:{tls.port}/endpoints/candidate"
+r, rep = replay(source, "--to", to_tls, "--tolerance", "1e-6", "--ca-bundle", ca)
+assert rep["answers"]["errors"] == 0, (rep["answers"], rep["errors"][:3])
+assert ids(rep) == CHANGED and "SigV4-signed" in rep["target"], (sorted(ids(rep) ^ CHANGED), rep["target"])
+assert tls.handshakes >= 1, tls.handshakes
+os.environ["AWS_CA_BUNDLE"] = ca
+r, rep = replay(source, "--to", to_tls, "--limit", "5", "--tolerance", "1e-6")
+assert rep["answers"]["errors"] == 0 and rep["read"]["sent"] == 5, rep["answers"]
+del os.environ["AWS_CA_BUNDLE"]
+# Without the CA the system's roots do not trust the certificate: no request reaches the model.
+refused_before = tls.refused
+r, rep = replay(source, "--to", to_tls, "--limit", "5")
+assert r.returncode == 1 and rep["answers"]["errors"] == 5, (r.returncode, rep["answers"])
+assert all("certificate" in e["why"].lower() for e in rep["errors"]), rep["errors"][:2]
+assert tls.refused > refused_before, (tls.refused, refused_before)
+r = capline("replay", source, "--to", to_tls, "--ca-bundle", os.path.join(work, "missing.pem"), check=False)
+assert r.returncode == 2 and "--ca-bundle" in r.stderr, (r.returncode, r.stderr)
+not_pem = os.path.join(work, "not-a-bundle.pem")
+with open(not_pem, "w") as f:
+    f.write("no certificate here\n")
+r = capline("replay", source, "--to", to_tls, "--ca-bundle", not_pem, check=False)
+assert r.returncode == 2 and "--ca-bundle" in r.stderr and "no usable PEM certificate" in r.stderr, r.stderr
+tls.close()
+stop(proc2)
+print("replay over https: trusted through --ca-bundle or AWS_CA_BUNDLE, the same changed answers; "
+      "an untrusted certificate fails every request, counted; a missing or empty bundle names the flag")
 
 # 5. Selection and pacing.
 r, rep = replay(source, "--to", to_v2, "--limit", "10")

@@ -35,8 +35,10 @@ pub(crate) struct Args {
     #[arg(required = true)]
     sources: Vec<String>,
     /// Where to send: a SageMaker runtime URL
-    /// (`http://HOST:PORT/endpoints/NAME/invocations`, signed with SigV4) or
-    /// a model container (`http://HOST:PORT/invocations`, unsigned).
+    /// (`https://runtime.sagemaker.REGION.amazonaws.com/endpoints/NAME`, or
+    /// `http://HOST:PORT/endpoints/NAME/invocations` for a capline
+    /// endpoint; signed with SigV4) or a model container
+    /// (`http://HOST:PORT/invocations`, unsigned). http or https.
     #[arg(long, value_name = "URL")]
     to: String,
     /// Requests per second, evenly spaced. Default: as fast as
@@ -74,9 +76,15 @@ pub(crate) struct Args {
     /// Send runtime API requests unsigned (for an endpoint without auth).
     #[arg(long)]
     no_sign: bool,
-    /// The region to sign for. Default: the AWS default chain, else us-east-1.
+    /// The region to sign for. Default: the one in a
+    /// `runtime.sagemaker.REGION.amazonaws.com` host, else the AWS default
+    /// chain's, else us-east-1.
     #[arg(long, value_name = "REGION")]
     region: Option<String>,
+    /// PEM certificates to trust for an https `--to`, in place of the
+    /// system's (a private CA, a TLS-inspecting proxy).
+    #[arg(long, env = "AWS_CA_BUNDLE", value_name = "PATH")]
+    ca_bundle: Option<PathBuf>,
     #[command(flatten)]
     s3: S3Args,
 }
@@ -143,7 +151,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Error> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let target = rt.block_on(Target::new(&args.to, !args.no_sign, args.region.as_deref()))?;
+    let target = rt.block_on(Target::new(
+        &args.to,
+        !args.no_sign,
+        args.region.as_deref(),
+        args.ca_bundle.as_deref(),
+    ))?;
     let files = Files::list(&args.sources, &args.s3)?;
     if files.is_empty() {
         eprintln!("capline replay: no .jsonl files found");

@@ -1,7 +1,9 @@
 //! Where `capline replay` sends: the SageMaker runtime API (SigV4-signed,
 //! as boto3 signs) or a model container's `/invocations` (unsigned), over
-//! HTTP/1.1 with connections kept alive.
+//! HTTP/1.1 or HTTPS (rustls, with the system's trusted roots or a CA
+//! bundle of the user's) with connections kept alive.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -11,6 +13,7 @@ use bytes::Bytes;
 use capline::format::check::ParsedRecord;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -37,30 +40,40 @@ pub(crate) struct Target {
     authority: String,
     runtime_api: bool,
     signer: Option<Arc<(Credentials, String)>>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Target {
-    /// Reads `--to`: `http://HOST:PORT/endpoints/NAME[/invocations]` is the
-    /// runtime API, signed when `sign` (credentials from the AWS default
-    /// chain); any other path is a container's, `/invocations` when empty.
-    pub(crate) async fn new(to: &str, sign: bool, region: Option<&str>) -> Result<Target, Error> {
+    /// Reads `--to`: `http[s]://HOST[:PORT]/endpoints/NAME[/invocations]`
+    /// is the runtime API, signed when `sign` (credentials from the AWS
+    /// default chain) for `region`, else the region in a
+    /// `runtime.sagemaker.REGION.amazonaws.com` host, else the default
+    /// chain's; any other path is a container's, `/invocations` when empty.
+    /// An `https` target is checked against `ca_bundle` (PEM) when given,
+    /// else against the system's trusted roots.
+    pub(crate) async fn new(
+        to: &str,
+        sign: bool,
+        region: Option<&str>,
+        ca_bundle: Option<&Path>,
+    ) -> Result<Target, Error> {
         let uri: hyper::Uri = to.parse().map_err(|e| format!("--to {to:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let scheme = match uri.scheme_str() {
+            Some(s @ ("http" | "https")) => s.to_string(),
             Some(other) => {
-                return Err(format!(
-                    "--to {to:?}: {other} is not supported; replay speaks plain http \
-                     (to a capline endpoint or a container)"
-                )
-                .into());
+                return Err(
+                    format!("--to {to:?}: {other} is not supported; use http or https").into(),
+                );
             }
-            None => return Err(format!("--to {to:?}: expected http://HOST:PORT/...").into()),
-        }
+            None => {
+                return Err(format!("--to {to:?}: expected http[s]://HOST[:PORT]/...").into());
+            }
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| format!("--to {to:?}: no host"))?
             .to_string();
+        let region = region.or_else(|| host_region(uri.host().unwrap_or("")));
         let mut path = uri.path().trim_end_matches('/').to_string();
         let runtime_api = path.starts_with("/endpoints/");
         if runtime_api {
@@ -94,11 +107,24 @@ impl Target {
         } else {
             None
         };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        // Plain http needs no roots; an https target gets them here, so a
+        // missing or bad bundle is an error before anything is sent.
+        let tls = if scheme == "https" {
+            tls_config(ca_bundle)?
+        } else {
+            client_config(rustls::RootCertStore::empty())
+        };
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Target {
-            url: format!("http://{authority}{path}"),
+            url: format!("{scheme}://{authority}{path}"),
             authority,
             runtime_api,
             signer,
@@ -190,5 +216,96 @@ impl Target {
         tokio::time::timeout(timeout, exchange)
             .await
             .unwrap_or_else(|_| Err(format!("timeout: no answer within {timeout:?}")))
+    }
+}
+
+/// The region in a SageMaker runtime host name
+/// (`runtime.sagemaker.REGION.amazonaws.com`, `runtime-fips.sagemaker...`,
+/// `.amazonaws.com.cn`): what a request to it must be signed for.
+fn host_region(host: &str) -> Option<&str> {
+    let mut labels = host.split('.');
+    let service = labels.next()?;
+    if !(service == "runtime" || service == "runtime-fips") || labels.next()? != "sagemaker" {
+        return None;
+    }
+    let region = labels.next()?;
+    (labels.next()? == "amazonaws" && !region.is_empty()).then_some(region)
+}
+
+/// TLS for an https target: the certificates of `ca_bundle` (a PEM file,
+/// as `AWS_CA_BUNDLE` is for the AWS CLI) when given, in place of the
+/// system's trusted roots (which honour `SSL_CERT_FILE` and `SSL_CERT_DIR`).
+fn tls_config(ca_bundle: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_bundle {
+        Some(path) => {
+            let what = || format!("--ca-bundle {}", path.display());
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("{}: {e}", what()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}: {e}", what()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!("{}: no usable PEM certificate in it", what()).into());
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                let why: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+                return Err(format!(
+                    "no trusted root certificates found on this system ({}); \
+                     give the CA's certificates with --ca-bundle (or AWS_CA_BUNDLE)",
+                    if why.is_empty() {
+                        "none installed".into()
+                    } else {
+                        why.join("; ")
+                    }
+                )
+                .into());
+            }
+        }
+    }
+    Ok(client_config(roots))
+}
+
+fn client_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_region;
+
+    #[test]
+    fn the_region_is_read_from_sagemaker_runtime_host_names_only() {
+        assert_eq!(
+            host_region("runtime.sagemaker.eu-west-1.amazonaws.com"),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            host_region("runtime-fips.sagemaker.us-gov-west-1.amazonaws.com"),
+            Some("us-gov-west-1")
+        );
+        assert_eq!(
+            host_region("runtime.sagemaker.cn-north-1.amazonaws.com.cn"),
+            Some("cn-north-1")
+        );
+        for other in [
+            "127.0.0.1",
+            "localhost",
+            "runtime.sagemaker.amazonaws.com",
+            "api.sagemaker.us-east-1.amazonaws.com",
+            "runtime.sagemaker.us-east-1.example.com",
+            "runtime.sagemaker..amazonaws.com",
+        ] {
+            assert_eq!(host_region(other), None, "{other}");
+        }
     }
 }
