@@ -95,10 +95,10 @@ SAGEMAKER_SUPPRESS_V2_WARNING=1 "$VENV/bin/python" tests/python/walkthrough.py "
 step "InvokeEndpointWithResponseStream: boto3 and the SageMaker SDK's predict_stream against a streaming model through capline endpoint; parts as they come, captured whole, streams broken on either side"
 (cd tests/python && SAGEMAKER_SUPPRESS_V2_WARNING=1 "$VENV/bin/python" stream_test.py "$CARGO_TARGET_DIR/debug/capline" | grep -v '^sagemaker.config INFO')
 
-step "passthrough routes: the openai client against an OpenAI-style SSE model through capline endpoint; unchanged bytes, auth, broken streams, captured whole"
+step "passthrough routes: the openai client against an OpenAI-style SSE model through capline endpoint; unchanged bytes, auth, models.list() forwarded uncaptured, broken streams, captured whole"
 (cd tests/python && "$VENV/bin/python" passthrough_test.py "$CARGO_TARGET_DIR/debug/capline")
 
-step "shadow variants: a good, a slow, a dead and a failing shadow model behind capline endpoint; clients unchanged; bounded; captured per variant"
+step "shadow variants: a good, a slow, a dead and a failing shadow model behind capline endpoint, then streaming and stalling shadows behind the streaming and passthrough routes; clients unchanged; bounded; captured per variant"
 (cd tests/python && "$VENV/bin/python" shadow_test.py "$CARGO_TARGET_DIR/debug/capline")
 
 step "capline replay and cat against moto: a changed model's answers found exactly, SigV4 through capline endpoint over http and https (private CA), selection and pacing"

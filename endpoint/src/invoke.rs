@@ -10,10 +10,11 @@
 //!   the model's answer streamed back as event-stream frames (`stream`).
 //! - `POST` on a passthrough route (`PassthroughRoutes`, such as
 //!   `/v1/chat/completions`): forwarded unchanged to the same path on a
-//!   variant's model, the answer streamed back unchanged.
-//! - Every request that reaches a production model through the runtime and
-//!   sidecar routes is also mirrored to the shadow variants whose share
-//!   draws it (`shadow`), without waiting.
+//!   variant's model, the answer streamed back unchanged; `GET` and `HEAD`
+//!   there (`/v1/models`) too, never captured.
+//! - Every inference that reaches a production model (runtime, streaming,
+//!   sidecar and passthrough routes) is also mirrored to the shadow
+//!   variants whose share draws it (`shadow`), without waiting.
 //! - Only successful invocations are captured (request body and
 //!   Content-Type, response body and Content-Type, the inference id header);
 //!   headers such as Authorization or cookies never are. `capture()` never blocks.
@@ -116,16 +117,25 @@ pub(crate) enum Route<'a> {
     Runtime(&'a str),
     /// `POST /endpoints/{name}/invocations-response-stream`.
     Stream(&'a str),
-    /// `POST` on one of the `PassthroughRoutes`.
+    /// `POST`, `GET` or `HEAD` on one of the `PassthroughRoutes`.
     Passthrough,
     Unknown,
+}
+
+/// The methods a passthrough route forwards: `POST` (an inference, captured)
+/// and the reads clients make of the same paths, such as OpenAI's
+/// `GET /v1/models` (forwarded, never captured).
+fn passthrough_method(method: &Method) -> bool {
+    *method == Method::POST || *method == Method::GET || *method == Method::HEAD
 }
 
 pub(crate) fn route<'a>(state: &State, method: &Method, path: &'a str) -> Route<'a> {
     match (method, path) {
         (&Method::GET, "/ping") => Route::Ping,
         (&Method::POST, "/invocations") => Route::Sidecar,
-        (&Method::POST, p) if state.passthrough.iter().any(|r| r == p) => Route::Passthrough,
+        (m, p) if passthrough_method(m) && state.passthrough.iter().any(|r| r == p) => {
+            Route::Passthrough
+        }
         (&Method::POST, p) => match p.strip_prefix("/endpoints/") {
             None => Route::Unknown,
             Some(r) => {
@@ -696,6 +706,14 @@ async fn invoke_stream(
     let Ok(up) = to_container(variant, &parts.headers, &STREAM_ACCEPT, &body) else {
         return invalid(state, "invalid request headers").map(whole);
     };
+    // Checked, signed and valid: copies go to the shadows, off this path.
+    crate::shadow::mirror_streamed(
+        state,
+        &up,
+        content_type(&parts.headers),
+        header(&INFERENCE_ID),
+        &body,
+    );
     let (answer, sender) = match open(state, i, pinned, up).await {
         Ok(a) => a,
         Err(e) => {
@@ -788,9 +806,11 @@ const HOP_BY_HOP: [&str; 9] = [
 /// model's and is passed on).
 ///
 /// The model's answer, its status and headers included, streams back
-/// unchanged, server-sent events or not; a 2xx answer is captured once it
-/// ends. A model that cannot be reached or does not answer within
-/// `UpstreamTimeoutSeconds` gets 502 or 504. Shadows are not mirrored here.
+/// unchanged, server-sent events or not; a 2xx answer to a `POST` is
+/// captured once it ends (`GET` and `HEAD` are forwarded the same way, but
+/// ask for no inference and are not captured). A model that cannot be
+/// reached or does not answer within `UpstreamTimeoutSeconds` gets 502 or
+/// 504. A `POST` is mirrored to the shadows (`shadow::mirror_streamed`).
 async fn passthrough(
     state: &Arc<State>,
     pinned: &Arc<Pinned>,
@@ -829,6 +849,21 @@ async fn passthrough(
     else {
         return invalid(state, "invalid request headers").map(whole);
     };
+    let inference = parts.method == Method::POST;
+    let inference_id = parts
+        .headers
+        .get(&INFERENCE_ID)
+        .and_then(|v| v.to_str().ok());
+    if inference {
+        // An inference, checked and valid: copies go to the shadows.
+        crate::shadow::mirror_streamed(
+            state,
+            &up,
+            content_type(&parts.headers),
+            inference_id,
+            &body,
+        );
+    }
     let (answer, sender) = match open(state, i, pinned, up).await {
         Ok(a) => a,
         Err(e) => {
@@ -846,14 +881,10 @@ async fn passthrough(
         }
     };
     let (head, incoming) = answer.into_parts();
-    let record = head.status.is_success().then(|| Record {
+    let record = (inference && head.status.is_success()).then(|| Record {
         content_type: content_type(&parts.headers).to_string(),
         body,
-        inference_id: parts
-            .headers
-            .get(&INFERENCE_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+        inference_id: inference_id.map(str::to_string),
         out_type: content_type(&head.headers).to_string(),
     });
     let frames = crate::stream::relay(

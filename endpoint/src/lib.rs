@@ -127,6 +127,7 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
     }
     let mut shadows = Vec::new();
     for s in settings.shadows {
+        let max_record = s.config.engine.max_record_bytes;
         let engine = Engine::start(s.config)?;
         let shadow = Shadow::new(
             s.name,
@@ -134,6 +135,7 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
             s.mirror_percentage,
             engine,
             settings.max_shadow_in_flight,
+            max_record,
         )
         .map_err(StartError::Shadow)?;
         shadows.push(Arc::new(shadow));

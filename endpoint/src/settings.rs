@@ -164,7 +164,8 @@ pub struct Settings {
     pub max_shadow_in_flight: usize,
     /// `PassthroughRoutes` (none by default): extra paths (`/v1/chat/completions`)
     /// whose `POST` requests go unchanged to the same path on a production
-    /// variant's model, answers streamed back as they come, and are captured.
+    /// variant's model, answers streamed back as they come, and are captured;
+    /// `GET` and `HEAD` on them (`/v1/models`) go the same way, uncaptured.
     pub passthrough: Vec<String>,
     /// `BearerTokens` (none by default): tokens a passthrough request may
     /// present as `Authorization: Bearer TOKEN` instead of a SigV4 signature.

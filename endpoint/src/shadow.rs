@@ -5,18 +5,27 @@
 //! never sees it. A shadow's 2xx answers are captured, with the request,
 //! under the shadow's own variant folder.
 //!
+//! Every route that reaches a production model mirrors: invocations (the
+//! runtime API and the sidecar) to the shadow's `/invocations`, streamed
+//! invocations there too, and passthrough `POST`s to the same path on the
+//! shadow's model, with the headers production's model gets.
+//!
 //! Bounded: at most `MaxShadowInFlight` mirrored requests per shadow are in
 //! flight; a request over the bound is not mirrored, and is counted. Each
-//! mirrored exchange has the production limits: `UpstreamTimeoutSeconds`
-//! and `MaxResponseBytes`. The request body is shared, not copied.
+//! mirrored exchange has the production limits: a buffered answer must come
+//! whole within `UpstreamTimeoutSeconds` and `MaxResponseBytes`; a streamed
+//! one must send its head and each next chunk within
+//! `UpstreamTimeoutSeconds`, and is held up to `MaxRecordBytes` (longer is
+//! counted as too large, as production's streams are). The request body is
+//! shared, not copied.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HeaderMap};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderMap};
 use hyper::{Request, Response, body::Incoming};
 
 use capline::{Capture, Payload};
@@ -39,9 +48,86 @@ pub(crate) fn client() -> ShadowClient {
         .build(connector)
 }
 
-/// Mirrors one request to every shadow whose share draws it. Never waits:
-/// each copy is a task of its own, or is skipped and counted.
+/// Mirrors one invocation (the runtime API's or the sidecar's) to every
+/// shadow whose share draws it, as a `POST /invocations` with the request's
+/// Content-Type and the container contract's headers. Never waits: each copy
+/// is a task of its own, or is skipped and counted.
 pub(crate) fn mirror(state: &State, headers: &HeaderMap, content_type: &str, body: &Bytes) {
+    let inference_id = headers
+        .get("x-amzn-sagemaker-inference-id")
+        .and_then(|v| v.to_str().ok());
+    let copy = Copy {
+        content_type,
+        inference_id,
+        body,
+        streamed: false,
+    };
+    each_drawn(state, &copy, |shadow| {
+        let mut up = Request::post(shadow.uri.clone()).header(CONTENT_TYPE, content_type);
+        for name in PASSED_ON {
+            if let Some(v) = headers.get(name) {
+                up = up.header(name, v.clone());
+            }
+        }
+        up.body(Full::new(body.clone())).ok()
+    });
+}
+
+/// Mirrors a request whose answer production streams (the streaming runtime
+/// API's, or a passthrough route's `POST`): `up` is the request production's
+/// model gets, and each drawn shadow's model gets the same method, path,
+/// query, headers and body (its own `Host`). The shadow's answer is read as
+/// a stream and captured whole.
+pub(crate) fn mirror_streamed(
+    state: &State,
+    up: &Request<Full<Bytes>>,
+    content_type: &str,
+    inference_id: Option<&str>,
+    body: &Bytes,
+) {
+    let copy = Copy {
+        content_type,
+        inference_id,
+        body,
+        streamed: true,
+    };
+    let path = up
+        .uri()
+        .path_and_query()
+        .map_or("/", hyper::http::uri::PathAndQuery::as_str);
+    each_drawn(state, &copy, |shadow| {
+        let authority = shadow.uri.authority()?;
+        let uri = hyper::Uri::builder()
+            .scheme("http")
+            .authority(authority.clone())
+            .path_and_query(path)
+            .build()
+            .ok()?;
+        let mut copied = Request::builder().method(up.method().clone()).uri(uri);
+        for (name, value) in up.headers() {
+            if name != HOST {
+                copied = copied.header(name, value.clone());
+            }
+        }
+        copied.body(Full::new(body.clone())).ok()
+    });
+}
+
+/// What every copy of one request shares.
+struct Copy<'a> {
+    content_type: &'a str,
+    inference_id: Option<&'a str>,
+    body: &'a Bytes,
+    streamed: bool,
+}
+
+/// For each shadow whose share draws this request and that has room in
+/// flight: builds its copy with `build` and sends it on a task of its own.
+fn each_drawn(
+    state: &State,
+    copy: &Copy<'_>,
+    build: impl Fn(&Shadow) -> Option<Request<Full<Bytes>>>,
+) {
     for shadow in &state.shadows {
         let share = shadow.share();
         if share <= 0.0 || (share < 100.0 && fastrand::f64() * 100.0 >= share) {
@@ -51,13 +137,7 @@ pub(crate) fn mirror(state: &State, headers: &HeaderMap, content_type: &str, bod
             shadow.skipped_busy.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let mut up = Request::post(shadow.uri.clone()).header(CONTENT_TYPE, content_type);
-        for name in PASSED_ON {
-            if let Some(v) = headers.get(name) {
-                up = up.header(name, v.clone());
-            }
-        }
-        let Ok(up) = up.body(Full::new(body.clone())) else {
+        let Some(up) = build(shadow) else {
             shadow.failed.fetch_add(1, Ordering::Relaxed);
             continue;
         };
@@ -65,14 +145,12 @@ pub(crate) fn mirror(state: &State, headers: &HeaderMap, content_type: &str, bod
         let exchange = Exchange {
             shadow: Arc::clone(shadow),
             client: state.shadow_client.clone(),
-            content_type: content_type.to_string(),
-            inference_id: headers
-                .get("x-amzn-sagemaker-inference-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            body: body.clone(),
+            content_type: copy.content_type.to_string(),
+            inference_id: copy.inference_id.map(str::to_string),
+            body: copy.body.clone(),
             max_response: state.max_response,
             timeout: state.upstream_timeout,
+            streamed: copy.streamed,
         };
         tokio::spawn(async move {
             exchange.run(up).await;
@@ -89,22 +167,30 @@ struct Exchange {
     inference_id: Option<String>,
     body: Bytes,
     max_response: usize,
-    timeout: std::time::Duration,
+    timeout: Duration,
+    /// The answer is read as a stream (see the module's limits).
+    streamed: bool,
 }
 
 impl Exchange {
     async fn run(self, up: Request<Full<Bytes>>) {
         let started = Instant::now();
-        let answer = tokio::time::timeout(self.timeout, async {
-            let response: Response<Incoming> = self.client.request(up).await.ok()?;
-            let (parts, incoming) = response.into_parts();
-            let out = read_body(incoming, self.max_response, self.timeout)
-                .await
-                .ok()?;
-            Some((parts, out))
-        })
-        .await;
-        let Ok(Some((parts, out))) = answer else {
+        let answer = if self.streamed {
+            self.read_streamed(up).await
+        } else {
+            tokio::time::timeout(self.timeout, async {
+                let response: Response<Incoming> = self.client.request(up).await.ok()?;
+                let (parts, incoming) = response.into_parts();
+                let out = read_body(incoming, self.max_response, self.timeout)
+                    .await
+                    .ok()?;
+                Some((parts, Some(out)))
+            })
+            .await
+            .ok()
+            .flatten()
+        };
+        let Some((parts, out)) = answer else {
             self.shadow.failed.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -114,6 +200,11 @@ impl Exchange {
         if !parts.status.is_success() {
             return;
         }
+        let Some(out) = out else {
+            // Whole, but longer than a record may be.
+            self.shadow.engine.count_too_large();
+            return;
+        };
         let out_type = parts
             .headers
             .get(CONTENT_TYPE)
@@ -126,5 +217,40 @@ impl Exchange {
             inference_id: self.inference_id.as_deref(),
             time: None,
         });
+    }
+}
+
+impl Exchange {
+    /// Sends `up` and reads a streamed answer whole: its head, then each
+    /// next chunk, within the timeout; `None` for no answer, a broken or
+    /// stalled one; `Some((head, None))` for one that ended whole but
+    /// longer than `MaxRecordBytes` (read to its end, not held).
+    async fn read_streamed(
+        &self,
+        up: Request<Full<Bytes>>,
+    ) -> Option<(hyper::http::response::Parts, Option<Bytes>)> {
+        let response = tokio::time::timeout(self.timeout, self.client.request(up))
+            .await
+            .ok()?
+            .ok()?;
+        let (parts, mut incoming) = response.into_parts();
+        let limit = usize::try_from(self.shadow.max_record).unwrap_or(usize::MAX);
+        let mut whole: Option<Vec<u8>> = Some(Vec::new());
+        loop {
+            let frame = match tokio::time::timeout(self.timeout, incoming.frame()).await {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(None) => break,
+                Ok(Some(Err(_))) | Err(_) => return None,
+            };
+            let (Ok(data), Some(held)) = (frame.into_data(), whole.as_mut()) else {
+                continue;
+            };
+            if held.len() + data.len() > limit {
+                whole = None;
+            } else {
+                held.extend_from_slice(&data);
+            }
+        }
+        Some((parts, whole.map(Bytes::from)))
     }
 }

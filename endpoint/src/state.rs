@@ -122,6 +122,8 @@ pub(crate) struct Shadow {
     /// Permits for mirrored requests in flight (`MaxShadowInFlight`).
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     pub(crate) max_in_flight: usize,
+    /// `MaxRecordBytes` of its engine: how much of a streamed answer is held.
+    pub(crate) max_record: u64,
 }
 
 impl Shadow {
@@ -131,6 +133,7 @@ impl Shadow {
         share: f64,
         engine: Engine,
         max_in_flight: usize,
+        max_record: u64,
     ) -> Result<Self, String> {
         let uri = format!("http://{}/invocations", authority.to_str().unwrap_or(""))
             .parse()
@@ -146,6 +149,7 @@ impl Shadow {
             failed: AtomicU64::new(0),
             in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
             max_in_flight,
+            max_record,
         })
     }
 

@@ -230,7 +230,8 @@ pub(crate) fn relay(
                     break End::ModelBroken;
                 }
             };
-            if !too_large {
+            // Held only for a record (not for an answer never captured).
+            if record.is_some() && !too_large {
                 if whole.len() + data.len() > budget {
                     too_large = true;
                     whole = Vec::new();

@@ -8,6 +8,9 @@ SGLang), driven by the `openai` Python client and by `requests`:
   under the variant's folder holds the request and the whole stream;
 - a non-streamed completion, an error answer (passed on, not captured), the
   query string, the target-variant header;
+- `GET /v1/models` (the openai client's `models.list()`) and `HEAD`:
+  forwarded with the same authentication, never captured; other methods
+  not forwarded;
 - authentication: bearer tokens and SigV4 both accepted, anything else
   refused before the model sees it, and capline's credentials never passed
   on to the model;
@@ -53,6 +56,8 @@ def chunk(i, model="llama"):
 
 
 SSE = b"".join(chunk(i) for i in range(TOKENS)) + b"data: [DONE]\n\n"
+MODELS = json.dumps({"object": "list", "data": [
+    {"id": "llama", "object": "model", "created": 1, "owned_by": "vllm"}]}).encode()
 
 
 class OpenAIStyle(ContainerModel):
@@ -63,6 +68,19 @@ class OpenAIStyle(ContainerModel):
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
+
+    def do_GET(self):
+        if self.path != "/v1/models":
+            return super().do_GET()
+        seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(MODELS)))
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(MODELS)
+
+    do_HEAD = do_GET
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -123,7 +141,7 @@ def endpoint(name, extra):
         "Listen": f"127.0.0.1:{port}",
         "AdminListen": f"127.0.0.1:{free_port()}",
         "UpstreamTimeoutSeconds": 3,
-        "PassthroughRoutes": ["/v1/chat/completions", "/v1/completions"],
+        "PassthroughRoutes": ["/v1/chat/completions", "/v1/completions", "/v1/models"],
         "ProductionVariants": [{"VariantName": "A", "ModelUrl": model_url},
                                {"VariantName": "B", "InitialVariantWeight": 0, "ModelUrl": model_url}],
         "DataCaptureConfig": {
@@ -229,6 +247,21 @@ except openai.BadRequestError as e:
     assert e.status_code == 400 and "bad prompt" in str(e), e
 print("a model's 400 reaches the client unchanged")
 
+# The openai client lists models with GET /v1/models: forwarded, authenticated, never captured.
+models = client.models.list()
+assert [m.id for m in models.data] == ["llama"], models
+path, headers = seen[-1]
+assert path == "/v1/models" and "authorization" not in {k.lower() for k in headers}, (path, headers)
+head = requests.head(f"{base}/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+assert head.status_code == 200 and head.headers["Content-Length"] == str(len(MODELS)), head.headers
+before = len(seen)
+nobody = requests.get(f"{base}/v1/models", timeout=10)
+assert nobody.status_code == 403, nobody.status_code
+other = requests.delete(f"{base}/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+assert other.status_code == 404, other.status_code
+assert len(seen) == before, "a refused or unlisted request reached the model"
+print("openai client, models.list(): GET (and HEAD) forwarded with the same auth, not captured; DELETE not forwarded")
+
 # Authentication: a wrong token, none, a SigV4 signature.
 before = len(seen)
 try:
@@ -274,14 +307,15 @@ assert client_gone.wait(10), "the model kept its connection after the client lef
 print("a client that breaks off closes the model's connection")
 
 m = metrics(config)
-# chat-1, raw-1, plain-1, bad-1 (a 400, relayed whole) and the signed one.
-want = {"completed": 5, "model_broken": 1, "client_gone": 1}
+# chat-1, raw-1, plain-1, bad-1 (a 400, relayed whole), GET and HEAD /v1/models and the signed one.
+want = {"completed": 7, "model_broken": 1, "client_gone": 1}
 for outcome, n in want.items():
     line = f'capline_endpoint_streams_total{{route="passthrough",outcome="{outcome}"}} {n}'
     assert line in m, (line, [l for l in m.splitlines() if "streams" in l])
 captured = stop_and_read(proc, dest)
 ids = {r["eventMetadata"].get("inferenceId", "-"): (v, r) for v, rs in captured.items() for r in rs}
 assert set(ids) == {"chat-1", "raw-1", "plain-1", "-"}, sorted(ids)  # "-": the signed one
+assert sum(len(rs) for rs in captured.values()) == 4, {v: len(rs) for v, rs in captured.items()}
 variant, chat = ids["chat-1"]
 assert variant == "A"
 inp, out = chat["captureData"]["endpointInput"], chat["captureData"]["endpointOutput"]

@@ -14,6 +14,11 @@ server) and one that fails every other request.
   run time (0 %: none mirrored); /metrics has the shadow series.
 - Shadow answers are captured under the shadow's own folder, with the
   client's request and inference id.
+- Streamed routes mirror too: an InvokeEndpointWithResponseStream (boto3)
+  and a passthrough `POST` (with its path, query and headers) reach a
+  streaming shadow, whose streamed answer is captured whole; a passthrough
+  `GET` is not mirrored; a shadow that stalls mid-stream is counted as
+  failed while the client's stream is production's, on time.
 
 Usage: python shadow_test.py CAPLINE_BIN
 """
@@ -203,3 +208,130 @@ assert records("Shadow-dead") == []
 print(f"capture: {len(good_recs)} shadow records under churn/Shadow-good/ with the client's request and "
       f"inference id; the failing shadow's 2xx only ({fail_2xx}); none for the dead one")
 subprocess.run([capline_bin, "cat", "--validate", dest], check=True, capture_output=True)
+
+
+# --- Streamed routes: InvokeEndpointWithResponseStream and a passthrough route ---
+seen = {"shadow": [], "stall": 0}
+PARTS = 4
+
+
+def streaming(kind):
+    class Model(ContainerModel):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if kind == "shadow":
+                seen["shadow"].append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for n in range(PARTS):
+                    if kind == "stall" and n == 1:
+                        seen["stall"] += 1
+                        time.sleep(4)  # past UpstreamTimeoutSeconds (2) between chunks
+                    part = f"{kind}:{body.decode()}:{n};".encode()
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    self.wfile.flush()
+                    time.sleep(0.05)
+                self.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Model)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+s_prod, s_shadow, s_stall = streaming("prod"), streaming("shadow"), streaming("stall")
+s_port, s_admin = free_port(), free_port()
+s_dest = os.path.join(work, "capture-streams")
+s_config = {
+    "EndpointName": "llm",
+    "Listen": f"127.0.0.1:{s_port}",
+    "AdminListen": f"127.0.0.1:{s_admin}",
+    "UpstreamTimeoutSeconds": 2,
+    "PassthroughRoutes": ["/v1/completions"],
+    "ProductionVariants": [{"VariantName": "AllTraffic", "ModelUrl": f"http://127.0.0.1:{s_prod.server_port}"}],
+    "ShadowProductionVariants": [
+        {"VariantName": "Shadow-stream", "SamplingPercentage": 100,
+         "ModelUrl": f"http://127.0.0.1:{s_shadow.server_port}"},
+        {"VariantName": "Shadow-stall", "SamplingPercentage": 100,
+         "ModelUrl": f"http://127.0.0.1:{s_stall.server_port}"},
+    ],
+    "DataCaptureConfig": {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": 100,
+        "DestinationS3Uri": f"file://{s_dest}",
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv"]},
+    },
+    "Engine": {"SpoolDir": os.path.join(work, "spool-streams"), "SegmentMaxAgeSeconds": 1},
+}
+s_proc = start_endpoint(capline_bin, s_config, work, "streams")
+s_runtime = boto3.client("sagemaker-runtime", endpoint_url=f"http://127.0.0.1:{s_port}", region_name="us-east-1",
+                         aws_access_key_id="x", aws_secret_access_key="x")
+
+
+def whole(kind, body):
+    return "".join(f"{kind}:{body}:{n};" for n in range(PARTS))
+
+
+started = time.perf_counter()
+r = s_runtime.invoke_endpoint_with_response_stream(EndpointName="llm", Body=b"s1", ContentType="text/csv",
+                                                   InferenceId="stream-1")
+got = b"".join(e["PayloadPart"]["Bytes"] for e in r["Body"] if "PayloadPart" in e)
+took = time.perf_counter() - started
+assert got == whole("prod", "s1").encode(), got
+# The stalled shadow holds its copy for 2 s; the client's stream takes PARTS x 50 ms.
+assert took < 1.5, f"the client's stream waited for a shadow: {took:.2f} s"
+
+import requests  # noqa: E402  (the openai-style route needs raw headers)
+
+r = requests.post(f"http://127.0.0.1:{s_port}/v1/completions?api-version=2", data=b"p1", timeout=10,
+                  headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Inference-Id": "pass-1",
+                           "X-Request-Tag": "t1"}, stream=True)
+assert b"".join(r.iter_content(chunk_size=None)) == whole("prod", "p1").encode()
+r = requests.get(f"http://127.0.0.1:{s_port}/v1/completions", timeout=10)
+assert r.status_code == 404, r.status_code  # the model's own answer to a read, passed on
+deadline = time.time() + 15
+while True:
+    st = {x["name"]: x for x in json.loads(urllib.request.urlopen(
+        f"http://127.0.0.1:{s_admin}/shadows", timeout=10).read())}
+    if all(x["in_flight"] == 0 for x in st.values()) or time.time() > deadline:
+        break
+    time.sleep(0.2)
+assert st["Shadow-stream"]["mirrored"] == 2 and st["Shadow-stream"]["responses"]["2xx"] == 2, st["Shadow-stream"]
+assert st["Shadow-stall"]["mirrored"] == 2 and st["Shadow-stall"]["failed"] == 2, st["Shadow-stall"]
+paths = [p for p, _, _ in seen["shadow"]]
+assert paths == ["/invocations", "/v1/completions?api-version=2"], paths
+_, pass_headers, pass_body = seen["shadow"][1]
+assert pass_body == b"p1" and pass_headers.get("x-request-tag") == "t1", pass_headers
+assert pass_headers.get("x-amzn-sagemaker-inference-id") == "pass-1", pass_headers
+s_proc.send_signal(signal.SIGTERM)
+out, _ = s_proc.communicate(timeout=60)
+assert s_proc.returncode == 0, out
+
+
+def stream_records(variant):
+    out = []
+    for d, _, files in os.walk(os.path.join(s_dest, "llm", variant)):
+        out += [json.loads(l) for f in files if f.endswith(".jsonl") for l in open(os.path.join(d, f))]
+    return {r["eventMetadata"]["inferenceId"]: r["captureData"] for r in out}
+
+
+shadow_recs = stream_records("Shadow-stream")
+assert set(shadow_recs) == {"stream-1", "pass-1"}, sorted(shadow_recs)
+for iid, body in (("stream-1", "s1"), ("pass-1", "p1")):
+    cd = shadow_recs[iid]
+    assert cd["endpointInput"]["data"] == body, cd
+    assert cd["endpointOutput"]["data"] == whole("shadow", body), cd
+assert stream_records("Shadow-stall") == {}, "a stalled shadow stream is not captured"
+assert set(stream_records("AllTraffic")) == {"stream-1", "pass-1"}
+print(f"streamed routes: InvokeEndpointWithResponseStream and a passthrough POST mirrored "
+      f"(path, query and headers kept; the GET not), each shadow stream captured whole; a stalled shadow "
+      f"counted as failed while the client's stream took {took * 1000:.0f} ms")
