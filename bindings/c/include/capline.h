@@ -437,7 +437,7 @@ int32_t capline_engine_free(struct capline_engine *engine, uint32_t deadline_ms)
  * `CAPLINE_ERR_NULL`, `CAPLINE_ERR_MISALIGNED` or `CAPLINE_ERR_LENGTH`.
  *
  * Serve it on your own metrics endpoint as `text/plain; version=0.0.4`.
- * This text includes `segments_unsealed`, which `capline_stats_t` lacks.
+ * It holds every counter `capline_stats_t` has.
  *
  * Thread-safety: any thread, concurrently with `capline_capture`.
  *
