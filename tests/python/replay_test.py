@@ -243,8 +243,19 @@ r = capline("replay", source, "--to", to_tls, "--ca-bundle", not_pem, check=Fals
 assert r.returncode == 2 and "--ca-bundle" in r.stderr and "no usable PEM certificate" in r.stderr, r.stderr
 tls.close()
 stop(proc2)
+# S3 over https with a private CA: the AWS SDK trusts SSL_CERT_FILE (it does not read AWS_CA_BUNDLE).
+s3_tls = Terminator(cert, key, int(s3_url.rsplit(":", 1)[1]))
+s3_https = f"https://localhost:{s3_tls.port}"
+r = capline("cat", "--s3-endpoint-url", s3_https, source, check=False)
+assert r.returncode == 2 and "UnknownIssuer" in r.stderr, (r.returncode, r.stderr)
+os.environ["SSL_CERT_FILE"] = ca
+r = capline("cat", "--s3-endpoint-url", s3_https, source)
+del os.environ["SSL_CERT_FILE"]
+assert len(r.stdout.splitlines()) == 120, r.stderr
+s3_tls.close()
 print("replay over https: trusted through --ca-bundle or AWS_CA_BUNDLE, the same changed answers; "
-      "an untrusted certificate fails every request, counted; a missing or empty bundle names the flag")
+      "an untrusted certificate fails every request, counted; a missing or empty bundle names the flag; "
+      "S3 over https trusts SSL_CERT_FILE")
 
 # 5. Selection and pacing.
 r, rep = replay(source, "--to", to_v2, "--limit", "10")
