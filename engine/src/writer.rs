@@ -5,10 +5,11 @@
 //!
 //! Producers never wake the writer (that would be a syscall on the capture
 //! path). It polls: while records arrive it loops without sleeping; when the
-//! ring is empty it parks for 1 ms, doubling to 10 ms while records come in
-//! slowly or not at all, and back to 1 ms once a wake finds more than a
-//! 64th of the ring filled since the last ([`next_idle`]). A `flush()`
-//! request or shutdown unparks it at once.
+//! ring is empty it parks for 1 ms, doubling while records come in slowly
+//! (to 33.5 ms with the default ring, [`idle_max`]) or not at all (to 10
+//! ms), and back to 1 ms once a wake finds more than a 16th of the ring
+//! filled since the last ([`next_idle`]). A `flush()` request or shutdown
+//! unparks it at once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,26 +26,46 @@ use crate::stats::{Counters, add, inc};
 use crate::timestamp::Timestamp;
 
 const IDLE_MIN: Duration = Duration::from_millis(1);
-const IDLE_MAX: Duration = Duration::from_millis(10);
+/// The longest sleep after one that brought no record: a ring that stays
+/// empty may be at the start of a burst, which should not wait long for the
+/// writer (nor leave the disk idle).
+const IDLE_EMPTY_MAX: Duration = Duration::from_millis(10);
+/// While records come in, the longest sleep is the time a burst of
+/// [`BURST_BYTES_PER_SEC`] takes to fill half the ring, from
+/// [`IDLE_EMPTY_MAX`] (rings of 20 MB or less) to this: 33.5 ms for the
+/// default 64 MiB ring ([`idle_max`]).
+const IDLE_MAX_CEIL: Duration = Duration::from_millis(40);
+/// The burst a sleeping writer must be able to absorb: bytes a second.
+const BURST_BYTES_PER_SEC: u128 = 1_000_000_000;
 /// A wake that finds more than `capacity / REFILL_SHARE` bytes filled since
 /// the previous one brings the sleep back to [`IDLE_MIN`].
-const REFILL_SHARE: u64 = 64;
+const REFILL_SHARE: u64 = 16;
 /// Records taken per pass before looking at timers and requests.
 const PASS: usize = 4096;
+
+/// The longest sleep while records come in, for a ring of `capacity` bytes.
+fn idle_max(capacity: u64) -> Duration {
+    let half_ring_ns = u128::from(capacity / 2) * 1_000_000_000 / BURST_BYTES_PER_SEC;
+    Duration::from_nanos(u64::try_from(half_ring_ns).unwrap_or(u64::MAX))
+        .clamp(IDLE_EMPTY_MAX, IDLE_MAX_CEIL)
+}
 
 /// How long to park when the ring is found empty, given `idle`, the last
 /// sleep, and `filled`, the bytes of records taken since the writer last
 /// parked, out of a ring of `capacity`. While records come in slowly the
-/// sleep doubles up to [`IDLE_MAX`]; once a wake finds more than a 64th of
-/// the ring filled it is [`IDLE_MIN`] again. At a steady rate the ring then
-/// stays under about a 32nd full between wakes, and a server capturing a
-/// few thousand records a second wakes the writer about a hundred times a
-/// second rather than a thousand.
+/// sleep doubles up to [`idle_max`]; once a wake finds more than a 16th of
+/// the ring filled it is [`IDLE_MIN`] again; a wake that found nothing
+/// sleeps at most [`IDLE_EMPTY_MAX`]. At a steady rate the ring then stays
+/// under about an 8th full between wakes, and a server capturing a few
+/// thousand records a second wakes the writer about thirty times a second
+/// rather than a thousand; an idle engine's writer wakes every 10 ms.
 fn next_idle(idle: Duration, filled: u64, capacity: u64) -> Duration {
     if filled > capacity / REFILL_SHARE {
         IDLE_MIN
+    } else if filled == 0 {
+        (idle * 2).min(IDLE_EMPTY_MAX)
     } else {
-        (idle * 2).min(IDLE_MAX)
+        (idle * 2).min(idle_max(capacity))
     }
 }
 
@@ -249,31 +270,57 @@ mod tests {
 
     #[test]
     fn a_slow_steady_rate_lets_the_sleep_grow_to_its_longest() {
-        // 4 MB/s into a 64 MiB ring: 40 KB a 10 ms sleep, far under a 64th.
+        // 4 MB/s into a 64 MiB ring: 134 KB a 33.5 ms sleep, far under a 16th.
         let mut idle = IDLE_MIN;
         let mut sleeps = Vec::new();
-        for _ in 0..6 {
+        for _ in 0..7 {
             let filled = 4_000 * idle.as_millis() as u64;
             idle = next_idle(idle, filled, 64 * MIB);
-            sleeps.push(idle.as_millis());
+            sleeps.push(idle.as_micros());
         }
-        assert_eq!(sleeps, [2, 4, 8, 10, 10, 10]);
+        assert_eq!(sleeps, [2000, 4000, 8000, 16000, 32000, 33554, 33554]);
     }
 
     #[test]
-    fn a_wake_that_finds_a_64th_of_the_ring_filled_sleeps_the_least() {
-        assert_eq!(next_idle(IDLE_MAX, MIB + 1, 64 * MIB), IDLE_MIN);
-        assert_eq!(next_idle(IDLE_MAX, MIB, 64 * MIB), IDLE_MAX);
+    fn the_longest_sleep_lets_a_burst_of_1_gb_a_second_fill_half_the_ring() {
+        assert_eq!(idle_max(64 * MIB), Duration::from_nanos(33_554_432));
+        // Small rings keep 10 ms; large ones sleep at most 40 ms.
+        assert_eq!(idle_max(MIB), IDLE_EMPTY_MAX);
+        assert_eq!(idle_max(19 * MIB), IDLE_EMPTY_MAX);
+        assert_eq!(idle_max(1 << 40), IDLE_MAX_CEIL);
+    }
+
+    #[test]
+    fn a_wake_that_found_nothing_sleeps_at_most_10_ms() {
+        // An idle engine, or a trickle that stopped: a burst may come next.
+        let longest = idle_max(64 * MIB);
+        assert_eq!(next_idle(longest, 0, 64 * MIB), IDLE_EMPTY_MAX);
         assert_eq!(
-            next_idle(Duration::from_millis(4), MIB, 64 * MIB),
+            next_idle(Duration::from_millis(2), 0, 64 * MIB),
+            Duration::from_millis(4)
+        );
+        let mut idle = IDLE_MIN;
+        for _ in 0..10 {
+            idle = next_idle(idle, 0, 64 * MIB);
+        }
+        assert_eq!(idle, IDLE_EMPTY_MAX);
+    }
+
+    #[test]
+    fn a_wake_that_finds_a_16th_of_the_ring_filled_sleeps_the_least() {
+        let longest = idle_max(64 * MIB);
+        assert_eq!(next_idle(longest, 4 * MIB + 1, 64 * MIB), IDLE_MIN);
+        assert_eq!(next_idle(longest, 4 * MIB, 64 * MIB), longest);
+        assert_eq!(
+            next_idle(Duration::from_millis(4), 4 * MIB, 64 * MIB),
             Duration::from_millis(8)
         );
         // A small ring comes back sooner for the same bytes.
-        assert_eq!(next_idle(IDLE_MAX, 20_000, MIB), IDLE_MIN);
+        assert_eq!(next_idle(IDLE_EMPTY_MAX, 70_000, MIB), IDLE_MIN);
     }
 
     #[test]
-    fn at_a_steady_rate_the_ring_stays_under_a_32nd_full_between_wakes() {
+    fn at_a_steady_rate_the_ring_stays_under_an_8th_full_between_wakes() {
         // Rates from 1 KB/s to 1 GB/s into a 1 MiB ring and a 64 MiB one.
         for capacity in [MIB, 64 * MIB] {
             for rate in [1e3, 1e5, 1e6, 1e7, 1e8, 1e9] {
@@ -283,9 +330,9 @@ mod tests {
                     let next = next_idle(idle, filled, capacity);
                     let at_next_wake = (rate * next.as_secs_f64()) as u64;
                     // The first sleep of all (1 ms) is the only one not chosen
-                    // by what the last one found; past it, a 32nd at most.
+                    // by what the last one found; past it, an 8th at most.
                     assert!(
-                        at_next_wake <= capacity / 32 || next == IDLE_MIN,
+                        at_next_wake <= capacity / 8 || next == IDLE_MIN,
                         "{rate} B/s, ring {capacity}: {at_next_wake} bytes in {next:?}"
                     );
                     idle = next;
