@@ -41,6 +41,25 @@ from container import ContainerModel, free_port, start_endpoint
 capline_bin = sys.argv[1]
 
 
+def serve(handler):
+    """A threaded HTTP server for `handler` on a free loopback port, serving in the background."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def data_capture(dest):
+    """Every request and answer captured, CSV as text, into file://DEST."""
+    return {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": 100,
+        "DestinationS3Uri": f"file://{dest}",
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv"]},
+    }
+
+
 def model(kind):
     calls = {"n": 0}
 
@@ -65,10 +84,7 @@ def model(kind):
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Model)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return serve(Model)
 
 
 work = tempfile.mkdtemp()
@@ -89,13 +105,7 @@ config = {
         {"VariantName": "Shadow-failing", "SamplingPercentage": 100,
          "ModelUrl": f"http://127.0.0.1:{failing.server_port}"},
     ],
-    "DataCaptureConfig": {
-        "EnableCapture": True,
-        "InitialSamplingPercentage": 100,
-        "DestinationS3Uri": f"file://{dest}",
-        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
-        "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv"]},
-    },
+    "DataCaptureConfig": data_capture(dest),
     "Engine": {"SpoolDir": os.path.join(work, "spool"), "SegmentMaxAgeSeconds": 1},
 }
 proc = start_endpoint(capline_bin, config, work)
@@ -241,10 +251,7 @@ def streaming(kind):
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Model)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return serve(Model)
 
 
 s_prod, s_shadow, s_stall = streaming("prod"), streaming("shadow"), streaming("stall")
@@ -263,13 +270,7 @@ s_config = {
         {"VariantName": "Shadow-stall", "SamplingPercentage": 100,
          "ModelUrl": f"http://127.0.0.1:{s_stall.server_port}"},
     ],
-    "DataCaptureConfig": {
-        "EnableCapture": True,
-        "InitialSamplingPercentage": 100,
-        "DestinationS3Uri": f"file://{s_dest}",
-        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
-        "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv"]},
-    },
+    "DataCaptureConfig": data_capture(s_dest),
     "Engine": {"SpoolDir": os.path.join(work, "spool-streams"), "SegmentMaxAgeSeconds": 1},
 }
 s_proc = start_endpoint(capline_bin, s_config, work, "streams")
