@@ -218,9 +218,7 @@ impl Exchange {
             time: None,
         });
     }
-}
 
-impl Exchange {
     /// Sends `up` and reads a streamed answer whole: its head, then each
     /// next chunk, within the timeout; `None` for no answer, a broken or
     /// stalled one; `Some((head, None))` for one that ended whole but
