@@ -6,8 +6,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 def free_port():
@@ -17,6 +18,15 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def serve(handler):
+    """A threaded HTTP server for `handler` on a free loopback port, serving
+    in the background (daemon threads: a test's end stops it)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 class ContainerModel(BaseHTTPRequestHandler):

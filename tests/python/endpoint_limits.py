@@ -37,14 +37,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from http.server import ThreadingHTTPServer
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from container import ContainerModel, free_port
+from container import ContainerModel, free_port, serve
 
 capline_bin = sys.argv[1]
 pings = {"n": 0}
@@ -77,9 +75,7 @@ class Model(ContainerModel):
             pass  # capline stopped reading an answer over MaxResponseBytes
 
 
-model = ThreadingHTTPServer(("127.0.0.1", 0), Model)
-model.daemon_threads = True
-threading.Thread(target=model.serve_forever, daemon=True).start()
+model = serve(Model)
 work = tempfile.mkdtemp()
 procs = []
 

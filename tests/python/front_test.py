@@ -20,16 +20,13 @@ that closes halfway through a body (nothing answered, nothing captured).
 Then the metrics: answered 2xx invocations == kept records.
 """
 
-import json
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import ThreadingHTTPServer
 
-from container import ContainerModel, free_port, start_endpoint
+from container import ContainerModel, free_port, serve, start_endpoint
 
 capline_bin = sys.argv[1]
 
@@ -47,9 +44,7 @@ class Model(ContainerModel):
         self.wfile.write(out)
 
 
-model = ThreadingHTTPServer(("127.0.0.1", 0), Model)
-model.daemon_threads = True
-threading.Thread(target=model.serve_forever, daemon=True).start()
+model = serve(Model)
 work = tempfile.mkdtemp()
 port, admin = free_port(), free_port()
 config = {

@@ -32,7 +32,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-from http.server import ThreadingHTTPServer
 
 import botocore.auth
 import botocore.awsrequest
@@ -40,7 +39,7 @@ import botocore.credentials
 import openai
 import requests
 
-from container import ContainerModel, free_port, start_endpoint
+from container import ContainerModel, free_port, serve, start_endpoint
 
 capline_bin = sys.argv[1]
 TOKEN = "sk-capline-test-0123456789"
@@ -127,9 +126,7 @@ class OpenAIStyle(ContainerModel):
             self.close_connection = True
 
 
-model = ThreadingHTTPServer(("127.0.0.1", 0), OpenAIStyle)
-model.daemon_threads = True
-threading.Thread(target=model.serve_forever, daemon=True).start()
+model = serve(OpenAIStyle)
 model_url = f"http://127.0.0.1:{model.server_port}"
 
 

@@ -26,13 +26,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import ThreadingHTTPServer
 
 import boto3
 
-from container import ContainerModel, free_port, start_endpoint
+from container import ContainerModel, free_port, serve, start_endpoint
 from tls import Terminator, make_ca_and_cert
 
 capline_bin, s3_url = sys.argv[1], sys.argv[2]
@@ -84,10 +82,7 @@ def model(version):
             self.end_headers()
             self.wfile.write(out)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Model)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return serve(Model)
 
 
 work = tempfile.mkdtemp()

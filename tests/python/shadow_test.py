@@ -29,24 +29,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from http.server import ThreadingHTTPServer
 
 import boto3
 
-from container import ContainerModel, free_port, start_endpoint
+from container import ContainerModel, free_port, serve, start_endpoint
 
 capline_bin = sys.argv[1]
-
-
-def serve(handler):
-    """A threaded HTTP server for `handler` on a free loopback port, serving in the background."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def data_capture(dest):

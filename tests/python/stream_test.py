@@ -25,7 +25,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-from http.server import ThreadingHTTPServer
 
 import boto3
 import botocore
@@ -33,7 +32,7 @@ import sagemaker
 from sagemaker.iterators import LineIterator
 from sagemaker.predictor import Predictor
 
-from container import ContainerModel, free_port, start_endpoint
+from container import ContainerModel, free_port, serve, start_endpoint
 
 capline_bin = sys.argv[1]
 
@@ -67,9 +66,7 @@ class Streaming(ContainerModel):
 
 
 model_lost_client = threading.Event()
-model = ThreadingHTTPServer(("127.0.0.1", 0), Streaming)
-model.daemon_threads = True
-threading.Thread(target=model.serve_forever, daemon=True).start()
+model = serve(Streaming)
 work = tempfile.mkdtemp()
 port = free_port()
 dest = os.path.join(work, "capture")
