@@ -127,7 +127,12 @@ impl TimeBase {
         } else {
             wall_nanos.saturating_sub(u128::from(clock.delta_as_nanos(raw, anchor_raw)))
         };
-        u64::try_from(nanos / 1_000_000).unwrap_or(u64::MAX)
+        // In 64 bits while the instant fits (until 2554): a 128-bit
+        // division is a library call, once a record.
+        match u64::try_from(nanos) {
+            Ok(n) => n / 1_000_000,
+            Err(_) => u64::try_from(nanos / 1_000_000).unwrap_or(u64::MAX),
+        }
     }
 }
 

@@ -93,8 +93,12 @@ pub(crate) struct Segments {
 }
 
 /// A random (version 4) UUID.
+///
+/// One 128-bit draw (two steps of the generator): `rng.random::<[u8; 16]>()`
+/// draws once per byte, sixteen steps, which took 5 % of the writer's time
+/// on 1 KiB records.
 pub(crate) fn uuid_v4(rng: &mut SmallRng) -> [u8; 16] {
-    let mut b: [u8; 16] = rng.random();
+    let mut b = rng.random::<u128>().to_le_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     b
@@ -318,5 +322,36 @@ impl Segments {
                 self.strand(o.key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Version 4, RFC 4122 variant, and random in every other bit: over
+    /// 256 draws each of the 122 random bits is seen both set and clear,
+    /// and no id repeats.
+    #[test]
+    fn uuid_v4_sets_version_and_variant_and_draws_the_rest() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let ids: Vec<u128> = (0..256)
+            .map(|_| u128::from_be_bytes(uuid_v4(&mut rng)))
+            .collect();
+        for &id in &ids {
+            let u = uuid::Uuid::from_u128(id);
+            assert_eq!(u.get_version_num(), 4);
+            assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
+        }
+        let fixed = uuid::Uuid::from_bytes([0, 0, 0, 0, 0, 0, 0xf0, 0, 0xc0, 0, 0, 0, 0, 0, 0, 0])
+            .as_u128();
+        let (ones, zeros) = ids
+            .iter()
+            .fold((0u128, 0u128), |(o, z), &id| (o | id, z | !id));
+        assert_eq!(ones & zeros, !fixed);
+        let mut unique = ids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len());
     }
 }

@@ -69,11 +69,15 @@ impl Timestamp {
             out[19] = b'.';
             digits(&mut out[20..23], self.millis);
             out[23] = b'Z';
-            24
         } else {
             out[19] = b'Z';
-            20
         }
+        Self::text_len(millis)
+    }
+
+    /// The length [`write_to`](Self::write_to) writes: 20 bytes, 24 with `millis`.
+    pub const fn text_len(millis: bool) -> usize {
+        if millis { 24 } else { 20 }
     }
 
     /// Writes the milliseconds where [`write_to`](Self::write_to) puts
@@ -117,6 +121,31 @@ impl Timestamp {
     }
 }
 
+/// Converts Unix milliseconds to [`Timestamp`]s, remembering the last
+/// second converted: records come in time order, many to a second, so the
+/// calendar arithmetic runs once a second and a record of the same second
+/// only takes its milliseconds.
+#[derive(Debug, Default)]
+pub(crate) struct Timestamps {
+    /// The last second converted (Unix seconds) and its timestamp.
+    last: Option<(u64, Timestamp)>,
+}
+
+impl Timestamps {
+    /// As [`Timestamp::from_unix_millis`].
+    pub(crate) fn at(&mut self, unix_millis: u64) -> Option<Timestamp> {
+        let (second, millis) = (unix_millis / 1000, (unix_millis % 1000) as u16);
+        if let Some((s, t)) = self.last
+            && s == second
+        {
+            return Some(Timestamp { millis, ..t });
+        }
+        let t = Timestamp::from_unix_millis(unix_millis)?;
+        self.last = Some((second, t));
+        Some(t)
+    }
+}
+
 /// Writes `v` in decimal into all of `out`, zero-padded (its lowest
 /// `out.len()` digits).
 fn digits(out: &mut [u8], v: u16) {
@@ -124,5 +153,53 @@ fn digits(out: &mut [u8], v: u16) {
     for d in out.iter_mut().rev() {
         *d = b'0' + (v % 10) as u8;
         v /= 10;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The memo gives what the full conversion gives, across second, hour,
+    /// day and year boundaries, for stamps in and out of order, and `None`
+    /// after year 9999.
+    #[test]
+    fn remembered_seconds_convert_as_the_full_conversion() {
+        let new_year_2027 = 1_798_761_600_000u64;
+        let mut stamps = vec![0, 999, 1000, 1001, 59_999, 60_000];
+        for base in [new_year_2027, 1_709_164_800_000 /* 2024-02-29 */] {
+            for d in [
+                -3_600_001i64,
+                -1001,
+                -1000,
+                -999,
+                -1,
+                0,
+                1,
+                998,
+                999,
+                1000,
+                1999,
+            ] {
+                stamps.push(base.saturating_add_signed(d));
+            }
+            stamps.extend([base + 500, base - 500, base + 500]);
+        }
+        stamps.extend([253_402_300_799_999, 253_402_300_800_000, 5]);
+        let mut memo = Timestamps::default();
+        for &ms in &stamps {
+            assert_eq!(memo.at(ms), Timestamp::from_unix_millis(ms), "{ms}");
+        }
+    }
+
+    #[test]
+    fn text_len_is_what_write_to_writes() {
+        let t = Timestamp::from_unix_millis(1_798_761_600_123).expect("in range");
+        for millis in [false, true] {
+            assert_eq!(
+                t.write_to(&mut [0u8; 24], millis),
+                Timestamp::text_len(millis)
+            );
+        }
     }
 }

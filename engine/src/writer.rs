@@ -23,7 +23,7 @@ use crate::redact::{Redactor, Verdict};
 use crate::ring::{Consumer, Pop, RecordParts};
 use crate::segment::{Segments, uuid_v4};
 use crate::stats::{Counters, add, inc};
-use crate::timestamp::Timestamp;
+use crate::timestamp::Timestamps;
 
 const IDLE_MIN: Duration = Duration::from_millis(1);
 /// The longest sleep after one that brought no record: a ring that stays
@@ -84,6 +84,8 @@ pub(crate) struct Sink {
     /// Draws event ids, off the caller's thread.
     rng: SmallRng,
     time: TimeBase,
+    /// Stamps' Unix milliseconds as timestamps.
+    timestamps: Timestamps,
     /// `Engine.Redaction`, when configured.
     redactor: Option<Redactor>,
 }
@@ -111,6 +113,7 @@ impl Sink {
             counters,
             rng: SmallRng::from_os_rng(),
             time: TimeBase::new(clock),
+            timestamps: Timestamps::default(),
             redactor,
         }
     }
@@ -118,7 +121,7 @@ impl Sink {
     /// Serializes one record straight from the ring into the open segment.
     fn write(&mut self, rec: RecordParts<'_>) {
         // capture() only queues times that convert.
-        let Some(time) = Timestamp::from_unix_millis(self.time.unix_millis(rec.stamp)) else {
+        let Some(time) = self.timestamps.at(self.time.unix_millis(rec.stamp)) else {
             inc(&self.counters.dropped_io_error);
             return;
         };

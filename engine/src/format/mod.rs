@@ -415,7 +415,7 @@ impl LineWriter {
     fn fixed_len(&self, ev: &Event) -> usize {
         let both = usize::from(ev.input.is_some() && ev.output.is_some());
         let id = ev.inference_id.map_or(0, |_| INFERENCE_ID.len());
-        let time = ev.time.write_to(&mut [0u8; 24], self.millis);
+        let time = Timestamp::text_len(self.millis);
         OPEN.len()
             + both
             + EVENT_ID.len()

@@ -67,8 +67,15 @@ pub(super) fn decode(body: &[u8]) -> RecordParts<'_> {
         at += n;
         s
     };
-    // Content types and ids were `&str` when copied in, so this never fails.
+    // Content types and ids were `&str` when copied in, so this never
+    // fails. They are nearly always ASCII, which a word-at-a-time check
+    // settles sooner than a full UTF-8 validation (that took 5 % of the
+    // writer's time on 1 KiB records).
     fn text(b: &[u8]) -> &str {
+        if b.is_ascii() {
+            // SAFETY: ASCII bytes are valid UTF-8.
+            return unsafe { std::str::from_utf8_unchecked(b) };
+        }
         std::str::from_utf8(b).unwrap_or("")
     }
     let in_ct = take(lens[0]);
