@@ -122,6 +122,20 @@ pub(crate) enum Route<'a> {
     Unknown,
 }
 
+/// Whether `path` is on the passthrough route `route`: the same path, or,
+/// for a route ending in `/*`, a plain path (`settings::plain_path`) under
+/// it, at least one segment deeper.
+fn passes(route: &str, path: &str) -> bool {
+    match route.strip_suffix('*') {
+        None => route == path,
+        Some(prefix) => {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| !rest.is_empty())
+                && crate::settings::plain_path(path)
+        }
+    }
+}
+
 /// The methods a passthrough route forwards: `POST` (an inference, captured)
 /// and the reads clients make of the same paths, such as OpenAI's
 /// `GET /v1/models` (forwarded, never captured).
@@ -133,7 +147,7 @@ pub(crate) fn route<'a>(state: &State, method: &Method, path: &'a str) -> Route<
     match (method, path) {
         (&Method::GET, "/ping") => Route::Ping,
         (&Method::POST, "/invocations") => Route::Sidecar,
-        (m, p) if passthrough_method(m) && state.passthrough.iter().any(|r| r == p) => {
+        (m, p) if passthrough_method(m) && state.passthrough.iter().any(|r| passes(r, p)) => {
             Route::Passthrough
         }
         (&Method::POST, p) => match p.strip_prefix("/endpoints/") {
@@ -905,4 +919,40 @@ async fn passthrough(
         r.headers_mut().insert(INVOKED_VARIANT, v.clone());
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passes;
+
+    /// A route is its path; a `/*` route is every plain path under it, at
+    /// least one segment deeper, and nothing a model server could resolve
+    /// to somewhere else.
+    #[test]
+    fn passthrough_routes_match_their_paths() {
+        assert!(passes("/v1/models", "/v1/models"));
+        assert!(!passes("/v1/models", "/v1/models/llama"));
+        assert!(!passes("/v1/models", "/v1/model"));
+        for under in [
+            "/v1/models/llama",
+            "/v1/models/meta-llama/Llama-3.1-8B",
+            "/v1/models/m:x",
+        ] {
+            assert!(passes("/v1/models/*", under), "{under}");
+        }
+        for not_under in [
+            "/v1/models",
+            "/v1/models/",
+            "/v1/modelsx/a",
+            "/v1/models//a",
+            "/v1/models/a/",
+            "/v1/models/../admin",
+            "/v1/models/./a",
+            "/v1/models/%2e%2e/admin",
+            "/v1/models/a b",
+            "/v2/models/a",
+        ] {
+            assert!(!passes("/v1/models/*", not_under), "{not_under}");
+        }
+    }
 }

@@ -166,6 +166,7 @@ pub struct Settings {
     /// whose `POST` requests go unchanged to the same path on a production
     /// variant's model, answers streamed back as they come, and are captured;
     /// `GET` and `HEAD` on them (`/v1/models`) go the same way, uncaptured.
+    /// A path followed by `/*` (`/v1/*`) names every plain path under it.
     pub passthrough: Vec<String>,
     /// `BearerTokens` (none by default): tokens a passthrough request may
     /// present as `Authorization: Bearer TOKEN` instead of a SigV4 signature.
@@ -414,7 +415,8 @@ fn short_list<'v, 'a>(
 }
 
 /// `PassthroughRoutes`: distinct absolute paths of at most 256 characters
-/// (letters, digits and `/._~-:@+,`; no empty, `.` or `..` segment), none of
+/// (letters, digits and `/._~-:@+,`; no empty, `.` or `..` segment), each
+/// either a path or a path followed by `/*` (every path under it), none of
 /// them one of the runtime API's (`/ping`, `/invocations`, `/endpoints/...`).
 fn passthrough_routes(v: Option<&Value>) -> Result<Vec<String>, SettingsError> {
     let list = short_list(v, "PassthroughRoutes", "paths")?;
@@ -422,18 +424,18 @@ fn passthrough_routes(v: Option<&Value>) -> Result<Vec<String>, SettingsError> {
     for (i, p) in list.iter().enumerate() {
         let field = format!("PassthroughRoutes[{i}]");
         let p = p.as_str().ok_or_else(|| bad(&field, "must be a string"))?;
-        let allowed = |c: u8| c.is_ascii_alphanumeric() || b"/._~-:@+,".contains(&c);
-        let segments_ok = p.strip_prefix('/').is_some_and(|rest| {
-            rest.split('/')
-                .all(|s| !s.is_empty() && s != "." && s != "..")
-        });
-        if p.len() > 256 || !p.bytes().all(allowed) || !segments_ok {
+        let path = p.strip_suffix("/*").unwrap_or(p);
+        if p.len() > 256 || !plain_path(path) {
             return Err(bad(
                 &field,
-                "must be an absolute path such as /v1/chat/completions (at most 256 characters: letters, digits and /._~-:@+,; no empty, . or .. segment; no query)",
+                "must be an absolute path such as /v1/chat/completions, or one followed by /* for every path under it such as /v1/* (at most 256 characters: letters, digits and /._~-:@+,; no empty, . or .. segment; no query)",
             ));
         }
-        if p == "/ping" || p == "/invocations" || p.starts_with("/endpoints/") {
+        if path == "/ping"
+            || path == "/invocations"
+            || path == "/endpoints"
+            || path.starts_with("/endpoints/")
+        {
             return Err(bad(
                 &field,
                 format!("{p} is a route of the runtime API; it cannot be a passthrough route"),
@@ -445,6 +447,20 @@ fn passthrough_routes(v: Option<&Value>) -> Result<Vec<String>, SettingsError> {
         out.push(p.to_string());
     }
     Ok(out)
+}
+
+/// An absolute path of letters, digits and `/._~-:@+,` with no empty, `.`
+/// or `..` segment: what a passthrough route names, and what a path under a
+/// `/*` route must be to match it (so that the path the model server
+/// resolves is the one capline matched: no dot segments, no
+/// percent-encoding).
+pub(crate) fn plain_path(p: &str) -> bool {
+    let allowed = |c: u8| c.is_ascii_alphanumeric() || b"/._~-:@+,".contains(&c);
+    p.bytes().all(allowed)
+        && p.strip_prefix('/').is_some_and(|rest| {
+            rest.split('/')
+                .all(|s| !s.is_empty() && s != "." && s != "..")
+        })
 }
 
 /// `BearerTokens`: at most 64 distinct tokens of 16 to 1024 visible ASCII
@@ -673,7 +689,7 @@ mod tests {
     #[test]
     fn passthrough_routes_and_their_settings_parse() {
         let s = Settings::parse(&config(
-            r#""PassthroughRoutes": ["/v1/chat/completions", "/v1/completions", "/v1/models/m:predict"],
+            r#""PassthroughRoutes": ["/v1/chat/completions", "/v1/completions", "/v1/models/m:predict", "/v1/models/*"],
               "BearerTokens": ["sk-0123456789abcdef"], "CaptureBrokenStreams": "Partial""#,
         ))
         .expect("valid");
@@ -682,7 +698,8 @@ mod tests {
             [
                 "/v1/chat/completions",
                 "/v1/completions",
-                "/v1/models/m:predict"
+                "/v1/models/m:predict",
+                "/v1/models/*"
             ]
         );
         assert_eq!(s.bearer_tokens, ["sk-0123456789abcdef"]);
@@ -831,6 +848,22 @@ mod tests {
             (
                 config(r#""PassthroughRoutes": ["/endpoints/x/invocations"]"#),
                 "PassthroughRoutes[0]: /endpoints/x/invocations is a route",
+            ),
+            (
+                config(r#""PassthroughRoutes": ["/v1/*", "/endpoints/*"]"#),
+                "PassthroughRoutes[1]: /endpoints/* is a route of the runtime API",
+            ),
+            (
+                config(r#""PassthroughRoutes": ["/*"]"#),
+                "PassthroughRoutes[0]: must be an absolute path",
+            ),
+            (
+                config(r#""PassthroughRoutes": ["/v1/*/completions"]"#),
+                "PassthroughRoutes[0]: must be an absolute path",
+            ),
+            (
+                config(r#""PassthroughRoutes": ["/v1/models*"]"#),
+                "PassthroughRoutes[0]: must be an absolute path",
             ),
             (
                 config(r#""PassthroughRoutes": ["/v1/completions", "/v1/completions"]"#),

@@ -10,7 +10,8 @@ SGLang), driven by the `openai` Python client and by `requests`:
   query string, the target-variant header;
 - `GET /v1/models` (the openai client's `models.list()`) and `HEAD`:
   forwarded with the same authentication, never captured; other methods
-  not forwarded;
+  not forwarded; `GET /v1/models/{id}` (`models.retrieve()`) through a
+  `/v1/models/*` route, and no path that could resolve outside it;
 - authentication: bearer tokens and SigV4 both accepted, anything else
   refused before the model sees it, and capline's credentials never passed
   on to the model;
@@ -23,6 +24,7 @@ Usage: python passthrough_test.py CAPLINE_BIN
 """
 
 import base64
+import http.client
 import json
 import os
 import signal
@@ -55,8 +57,8 @@ def chunk(i, model="llama"):
 
 
 SSE = b"".join(chunk(i) for i in range(TOKENS)) + b"data: [DONE]\n\n"
-MODELS = json.dumps({"object": "list", "data": [
-    {"id": "llama", "object": "model", "created": 1, "owned_by": "vllm"}]}).encode()
+LLAMA = {"id": "llama", "object": "model", "created": 1, "owned_by": "vllm"}
+MODELS = json.dumps({"object": "list", "data": [LLAMA]}).encode()
 
 
 class OpenAIStyle(ContainerModel):
@@ -69,15 +71,19 @@ class OpenAIStyle(ContainerModel):
     disable_nagle_algorithm = True
 
     def do_GET(self):
-        if self.path != "/v1/models":
+        answers = {"/v1/models": MODELS, "/v1/models/llama": json.dumps(LLAMA).encode()}
+        if self.path == "/ping":  # the container contract's health check
             return super().do_GET()
         seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+        if self.path not in answers:
+            return super().do_GET()
+        out = answers[self.path]
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(MODELS)))
+        self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         if self.command == "GET":
-            self.wfile.write(MODELS)
+            self.wfile.write(out)
 
     do_HEAD = do_GET
 
@@ -138,7 +144,7 @@ def endpoint(name, extra):
         "Listen": f"127.0.0.1:{port}",
         "AdminListen": f"127.0.0.1:{free_port()}",
         "UpstreamTimeoutSeconds": 3,
-        "PassthroughRoutes": ["/v1/chat/completions", "/v1/completions", "/v1/models"],
+        "PassthroughRoutes": ["/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/models/*"],
         "ProductionVariants": [{"VariantName": "A", "ModelUrl": model_url},
                                {"VariantName": "B", "InitialVariantWeight": 0, "ModelUrl": model_url}],
         "DataCaptureConfig": {
@@ -259,6 +265,22 @@ assert other.status_code == 404, other.status_code
 assert len(seen) == before, "a refused or unlisted request reached the model"
 print("openai client, models.list(): GET (and HEAD) forwarded with the same auth, not captured; DELETE not forwarded")
 
+# A `/*` route: models.retrieve() asks for GET /v1/models/{id}. Paths the
+# model server could resolve outside /v1/models/ (dot segments, encoded
+# dots, empty segments) or that are not under it get 404 from capline.
+assert client.models.retrieve("llama").id == "llama"
+assert seen[-1][0] == "/v1/models/llama", seen[-1]
+before = len(seen)
+for raw_path in ["/v1/models/../admin", "/v1/models/%2e%2e/admin", "/v1/models//llama", "/v1/models/",
+                 "/v1/modelsx/llama", "/v1/models/./llama"]:
+    conn = http.client.HTTPConnection(base[len("http://"):], timeout=10)
+    conn.request("GET", raw_path, headers={"Authorization": f"Bearer {TOKEN}"})
+    status = conn.getresponse().status
+    conn.close()
+    assert status == 404, (raw_path, status)
+assert len(seen) == before, ("a path outside the route reached the model", seen[before:])
+print("a /v1/models/* route: models.retrieve() forwarded; dot, encoded and empty segments not")
+
 # Authentication: a wrong token, none, a SigV4 signature.
 before = len(seen)
 try:
@@ -304,8 +326,9 @@ assert client_gone.wait(10), "the model kept its connection after the client lef
 print("a client that breaks off closes the model's connection")
 
 m = metrics(config)
-# chat-1, raw-1, plain-1, bad-1 (a 400, relayed whole), GET and HEAD /v1/models and the signed one.
-want = {"completed": 7, "model_broken": 1, "client_gone": 1}
+# chat-1, raw-1, plain-1, bad-1 (a 400, relayed whole), GET and HEAD /v1/models,
+# GET /v1/models/llama and the signed one.
+want = {"completed": 8, "model_broken": 1, "client_gone": 1}
 for outcome, n in want.items():
     line = f'capline_endpoint_streams_total{{route="passthrough",outcome="{outcome}"}} {n}'
     assert line in m, (line, [l for l in m.splitlines() if "streams" in l])
