@@ -104,7 +104,7 @@ step "shadow variants: a good, a slow, a dead and a failing shadow model behind 
 step "capline replay and cat against moto: a changed model's answers found exactly, SigV4 through capline endpoint over http and https (private CA), selection and pacing"
 (cd tests/python && "$VENV/bin/python" replay_test.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3")
 
-step "chaos: capline endpoint SIGKILLed 50 times under traffic, delivering to moto; every answer older than the flush window in S3 exactly once"
+step "chaos: capline endpoint SIGKILLed 50 times under traffic, delivering to moto; every answer older than the flush window in S3 exactly once, and no gap in any process's answers"
 (cd tests/python && "$VENV/bin/python" chaos.py "$CARGO_TARGET_DIR/debug/capline" "$CAPLINE_TEST_S3" 50)
 
 # The steps below name the test with --workspace, not -p: the features are
