@@ -52,7 +52,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     for path in running.passthrough_routes() {
         let _ = writeln!(
             out,
-            "  passthrough POST {path} -> the same path on a variant's model"
+            "  passthrough {path} (POST captured; GET, HEAD forwarded) -> the same path on a variant's model"
         );
     }
     let _ = writeln!(
