@@ -36,11 +36,10 @@ import tempfile
 import threading
 import time
 import http.client
-from http.server import ThreadingHTTPServer
 
 import boto3
 
-from container import ContainerModel, free_port
+from container import ContainerModel, free_port, serve
 
 capline_bin, s3_url = sys.argv[1], sys.argv[2]
 kills = int(sys.argv[3]) if len(sys.argv) > 3 else 50
@@ -68,15 +67,8 @@ class Model(ContainerModel):
         self.wfile.write(out)
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        pass  # capline was killed mid-connection: expected here
-
-
-model = Server(("127.0.0.1", 0), Model)
-threading.Thread(target=model.serve_forever, daemon=True).start()
+model = serve(Model)
+model.handle_error = lambda request, client_address: None  # capline killed mid-connection: expected
 
 s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1")
 bucket = f"capline-chaos-{os.getpid()}-{int(time.time())}"

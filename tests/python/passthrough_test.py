@@ -59,6 +59,7 @@ def chunk(i, model="llama"):
 SSE = b"".join(chunk(i) for i in range(TOKENS)) + b"data: [DONE]\n\n"
 LLAMA = {"id": "llama", "object": "model", "created": 1, "owned_by": "vllm"}
 MODELS = json.dumps({"object": "list", "data": [LLAMA]}).encode()
+READS = {"/v1/models": MODELS, "/v1/models/llama": json.dumps(LLAMA).encode()}  # GET path: answer
 
 
 class OpenAIStyle(ContainerModel):
@@ -71,13 +72,11 @@ class OpenAIStyle(ContainerModel):
     disable_nagle_algorithm = True
 
     def do_GET(self):
-        answers = {"/v1/models": MODELS, "/v1/models/llama": json.dumps(LLAMA).encode()}
-        if self.path == "/ping":  # the container contract's health check
+        if self.path != "/ping":  # the container contract's health check is not a client's request
+            seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+        out = READS.get(self.path)
+        if out is None:
             return super().do_GET()
-        seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
-        if self.path not in answers:
-            return super().do_GET()
-        out = answers[self.path]
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
