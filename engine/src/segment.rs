@@ -165,10 +165,20 @@ impl Segments {
         self.account(p);
     }
 
-    /// Writes buffered lines and makes the open segment durable.
+    /// Writes buffered lines and starts making the open segment durable
+    /// (through io_uring the `fdatasync` runs while the writer goes on).
     pub(crate) fn sync(&mut self) {
         if self.open.is_some() {
             let p = self.out.sync();
+            self.account(p);
+        }
+    }
+
+    /// Writes buffered lines and makes the open segment durable before
+    /// returning.
+    pub(crate) fn sync_wait(&mut self) {
+        if self.open.is_some() {
+            let p = self.out.sync_wait();
             self.account(p);
         }
     }

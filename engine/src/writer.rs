@@ -1,7 +1,8 @@
 //! The writer thread: drains the ring, redacts each record's bodies (when
 //! `Engine.Redaction` is set), formats the record as a line, and appends it
 //! to the open segment. It makes segments durable every
-//! `FlushIntervalMillis`, on `flush()`, and when sealing.
+//! `FlushIntervalMillis` (the `fdatasync` then runs while it goes on),
+//! on `flush()` (which answers once it has finished), and when sealing.
 //!
 //! Producers never wake the writer (that would be a syscall on the capture
 //! path). It polls: while records arrive it loops without sleeping; when the
@@ -203,7 +204,7 @@ impl Writer {
             if let Some(Control::Flush(reply)) = request {
                 // Every record kept before the request is in the ring by now.
                 let closed = self.take(usize::MAX).2;
-                self.sink.segments.sync();
+                self.sink.segments.sync_wait();
                 dirty = false;
                 let _ = reply.send(());
                 if closed {

@@ -26,7 +26,8 @@ struct Faults {
     write_errno: AtomicI32,
     /// The write (1-based) that writes only part of its bytes; 0: none.
     short_write: AtomicU64,
-    /// How many of the next calls fail with EIO.
+    /// How many of the next calls fail with EIO (a segment's `fdatasync`
+    /// through io_uring counts as one, through `admit_sync`).
     fdatasync_failures: AtomicU32,
     ftruncate_failures: AtomicU32,
     create_failures: AtomicU32,
@@ -66,6 +67,12 @@ impl Fs for Faults {
             return Ok(len / 2 / 4096 * 4096);
         }
         Ok(len)
+    }
+    fn admit_sync(&self) -> std::io::Result<()> {
+        if take(&self.fdatasync_failures) {
+            return Err(errno(EIO));
+        }
+        Ok(())
     }
     fn fdatasync(&self, file: &std::fs::File) -> std::io::Result<()> {
         if take(&self.fdatasync_failures) {

@@ -1,7 +1,8 @@
 //! The two ways a segment write reaches the kernel: io_uring submissions, or
 //! `pwrite` calls where io_uring is unavailable (Docker's default seccomp
 //! profile blocks it). The output keeps the bookkeeping; a backend only
-//! starts writes and reports their results by buffer slot.
+//! starts writes (and, through io_uring, data syncs) and reports their
+//! results by tag.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -102,30 +103,30 @@ impl Backend {
                 .user_data(slot as u64);
                 // SAFETY: the caller keeps the buffer allocated and unwritten
                 // until the kernel reports this write complete.
-                let mut pushed = unsafe { ring.submission().push(&entry) }.is_ok();
-                if !pushed {
-                    // The queue is full: let the kernel take it, then try once more.
-                    let _ = ring.submit();
-                    // SAFETY: as above.
-                    pushed = unsafe { ring.submission().push(&entry) }.is_ok();
-                }
-                if !pushed {
-                    return Started::Done(Err(std::io::Error::other(
-                        "the io_uring submission queue stayed full",
-                    )));
-                }
-                // A write that never reached the kernel is a failed write, not
-                // one to wait for.
-                match ring.submit() {
-                    Ok(_) => Started::InFlight,
-                    Err(e) => Started::Done(Err(e)),
-                }
+                unsafe { push(ring, &entry) }
             }
         }
     }
 
-    /// Reports finished writes as `(slot, result)`, the result being the
-    /// bytes written or a negated errno; with `wait`, blocks for at least one.
+    /// Starts an `fdatasync` of `file` through io_uring, reported by
+    /// [`complete`](Self::complete) with `tag`. `None` on the pwrite path,
+    /// where the caller syncs the file itself.
+    pub(super) fn start_sync(&mut self, file: &File, tag: usize) -> Option<Started> {
+        let Backend::Uring(ring) = self else {
+            return None;
+        };
+        let entry = io_uring::opcode::Fsync::new(io_uring::types::Fd(file.as_raw_fd()))
+            .flags(io_uring::types::FsyncFlags::DATASYNC)
+            .build()
+            .user_data(tag as u64);
+        // SAFETY: an fsync entry refers to no memory, and the kernel takes its
+        // own reference to the file at submission.
+        Some(unsafe { push(ring, &entry) })
+    }
+
+    /// Reports finished operations as `(tag, result)` (a write's tag is its
+    /// buffer slot), the result being the bytes written (0 for a sync) or a
+    /// negated errno; with `wait`, blocks for at least one.
     /// Returns whether any was reported; an error means the ring itself is
     /// unusable (a bad fd or memory fault, which our own submissions never
     /// cause), and nothing in flight will ever be reported.
@@ -156,5 +157,32 @@ impl Backend {
             report(cqe.user_data() as usize, cqe.result());
         }
         Ok(any)
+    }
+}
+
+/// Queues `entry` and submits it; a full queue is submitted once first.
+///
+/// # Safety
+/// Whatever memory `entry` refers to must stay valid, as the entry says, until
+/// its completion is reported.
+unsafe fn push(ring: &mut io_uring::IoUring, entry: &io_uring::squeue::Entry) -> Started {
+    // SAFETY: the caller keeps what the entry refers to valid until it completes.
+    let mut pushed = unsafe { ring.submission().push(entry) }.is_ok();
+    if !pushed {
+        // The queue is full: let the kernel take it, then try once more.
+        let _ = ring.submit();
+        // SAFETY: as above.
+        pushed = unsafe { ring.submission().push(entry) }.is_ok();
+    }
+    if !pushed {
+        return Started::Done(Err(std::io::Error::other(
+            "the io_uring submission queue stayed full",
+        )));
+    }
+    // An operation that never reached the kernel has failed; there is
+    // nothing to wait for.
+    match ring.submit() {
+        Ok(_) => Started::InFlight,
+        Err(e) => Started::Done(Err(e)),
     }
 }

@@ -70,6 +70,14 @@ pub trait Fs: Send + Sync + std::fmt::Debug {
         Ok(len)
     }
 
+    /// Asked before every `fdatasync` of a segment that the writer starts
+    /// through io_uring, where it runs without a call to
+    /// [`fdatasync`](Self::fdatasync): an error fails that sync with the
+    /// error, without it reaching the kernel.
+    fn admit_sync(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
     /// Makes a file's data durable.
     fn fdatasync(&self, file: &File) -> std::io::Result<()> {
         Ok(rustix::fs::fdatasync(file)?)

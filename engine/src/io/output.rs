@@ -6,8 +6,11 @@
 //! holds a batch, its whole blocks are submitted as one write and the partial
 //! last block is carried to the next buffer; up to [`BUFFERS`] writes are in
 //! flight at once. To make data durable (`sync`), the partial block is written
-//! zero-padded and rewritten in place by the next write; `fdatasync` follows.
-//! At close the file is truncated to its true length and synced again.
+//! zero-padded and rewritten in place by the next write, and an `fdatasync`
+//! follows: through io_uring it runs while the writer goes on, its result
+//! collected with the next completions (`sync_wait` waits for it); with
+//! `pwrite` it is a call. At close the file is truncated to its true length
+//! and synced.
 //!
 //! Accounting is by line: every line's end offset is remembered until the
 //! bytes before it are known to be written (the *frontier*, which only moves
@@ -49,6 +52,8 @@ const FIRST_BATCH: usize = 512 << 10;
 const PREALLOC_STEP_MAX: u64 = 64 << 20;
 /// The smallest alignment used for `O_DIRECT`, whatever the device reports.
 const ALIGN_FLOOR: usize = 4096;
+/// The tag of a data sync's completion (a write's tag is its buffer slot).
+const SYNC_TAG: usize = usize::MAX;
 
 /// Records whose writes finished since the last report.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +106,19 @@ struct OpenFile {
     batch: usize,
 }
 
-/// How long [`Output::reap`] waits for writes in flight.
+/// An `fdatasync` started through io_uring, from its submission until its
+/// result is applied to the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataSync {
+    /// None started, or the last one's result applied.
+    Idle,
+    /// Submitted; its completion not yet collected.
+    InFlight,
+    /// Collected, with its result (0 or a negated errno), not yet applied.
+    Done(i32),
+}
+
+/// How long [`Output::reap`] waits for writes (and a data sync) in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
     /// Not at all: collects what has finished.
@@ -121,6 +138,8 @@ pub struct Output {
     /// Index of the buffer lines go into.
     current: usize,
     in_flight: VecDeque<InFlight>,
+    /// The open file's `fdatasync` through io_uring.
+    data_sync: DataSync,
     file: Option<OpenFile>,
     /// Logged once: the filesystem refused O_DIRECT.
     warned_buffered: bool,
@@ -139,6 +158,7 @@ impl Output {
                 .collect(),
             current: 0,
             in_flight: VecDeque::new(),
+            data_sync: DataSync::Idle,
             file: None,
             warned_buffered: false,
         })
@@ -230,8 +250,54 @@ impl Output {
     }
 
     /// Writes everything buffered (the last block zero-padded, to be
-    /// rewritten in place later), waits for every write, and `fdatasync`s.
+    /// rewritten in place later), waits for every write, and starts an
+    /// `fdatasync`. Through io_uring the sync runs while the writer goes on:
+    /// its result is collected with later completions, and a failure fails
+    /// the file as a failed write does. With `pwrite` it is made here. A
+    /// sync still in flight from the last call is finished first.
     pub fn sync(&mut self) -> Progress {
+        let mut p = self.write_out();
+        let Some(f) = self.file.as_mut() else {
+            return p;
+        };
+        if f.failed {
+            return p;
+        }
+        let started = match self.backend.path() {
+            IoPath::Uring => self
+                .fs
+                .admit_sync()
+                .map(|()| self.backend.start_sync(&f.file, SYNC_TAG)),
+            IoPath::Pwrite => Ok(None),
+        };
+        let result = match started {
+            Ok(Some(Started::InFlight)) => {
+                self.data_sync = DataSync::InFlight;
+                return p;
+            }
+            Ok(Some(Started::Done(r))) => r.map(drop),
+            Ok(None) => self.fs.fdatasync(&f.file),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "fdatasync failed");
+            p += fail(f);
+        }
+        p
+    }
+
+    /// [`sync`](Self::sync), then waits for the `fdatasync`: on return what
+    /// was buffered is durable, or the file has failed.
+    pub fn sync_wait(&mut self) -> Progress {
+        let mut p = self.sync();
+        p += self.reap(Wait::All);
+        p
+    }
+
+    /// Writes everything buffered (the last block zero-padded, to be
+    /// rewritten in place later) and waits for every write, and for a data
+    /// sync in flight.
+    fn write_out(&mut self) -> Progress {
         let mut p = Progress::default();
         let Some(f) = self.file.as_ref() else {
             return p;
@@ -247,14 +313,8 @@ impl Output {
         if let Some(f) = self.file.as_mut() {
             // Nothing is in flight now: the next write starts small again.
             f.batch = FIRST_BATCH;
-            if !f.failed
-                && let Err(e) = self.fs.fdatasync(&f.file)
-            {
-                tracing::error!(error = %e, "fdatasync failed");
-                p += fail(f);
-            }
-            // The whole blocks just written are durable: keep only the partial
-            // last block, which the next write rewrites in place.
+            // The whole blocks are written: keep only the partial last block,
+            // which the next write rewrites in place.
             let whole = len / f.align * f.align;
             self.bufs[slot].drain_front(whole);
             f.buf_start += whole as u64;
@@ -267,7 +327,8 @@ impl Output {
     /// length, why the file could not be cut to it and made durable (it then
     /// ends in padding, and must go through recovery before delivery).
     pub fn close(&mut self) -> (Progress, std::io::Result<u64>) {
-        let mut p = self.sync();
+        // The sync after the cut covers the data too.
+        let mut p = self.write_out();
         let Some(f) = self.file.take() else {
             return (p, Ok(0));
         };
@@ -366,12 +427,15 @@ impl Output {
         self.advance()
     }
 
-    /// Collects finished writes, waiting as `wait` says.
+    /// Collects finished writes (and a data sync), waiting as `wait` says.
     fn reap(&mut self, wait: Wait) -> Progress {
-        while self.in_flight.iter().any(|w| !w.done) {
+        while self.in_flight.iter().any(|w| !w.done) || self.data_sync == DataSync::InFlight {
             let in_flight = &mut self.in_flight;
-            let reported = self.backend.complete(wait != Wait::No, |slot, res| {
-                if let Some(w) = in_flight.iter_mut().find(|w| w.slot == slot && !w.done) {
+            let data_sync = &mut self.data_sync;
+            let reported = self.backend.complete(wait != Wait::No, |tag, res| {
+                if tag == SYNC_TAG {
+                    *data_sync = DataSync::Done(res);
+                } else if let Some(w) = in_flight.iter_mut().find(|w| w.slot == tag && !w.done) {
                     w.done = true;
                     let result = if res < 0 {
                         Err(std::io::Error::from_raw_os_error(-res))
@@ -392,13 +456,17 @@ impl Output {
                         w.done = true;
                         w.failed = true;
                     }
+                    if self.data_sync == DataSync::InFlight {
+                        self.data_sync = DataSync::Done(-rustix::io::Errno::IO.raw_os_error());
+                    }
                 }
             }
         }
         self.advance()
     }
 
-    /// Moves the frontier over finished writes, in order, and counts the lines behind it.
+    /// Moves the frontier over finished writes, in order, and counts the
+    /// lines behind it; then applies a finished data sync's result.
     fn advance(&mut self) -> Progress {
         let mut p = Progress::default();
         while self.in_flight.front().is_some_and(|w| w.done) {
@@ -419,6 +487,17 @@ impl Output {
             while f.line_ends.front().is_some_and(|&e| e <= f.frontier) {
                 f.good_len = f.line_ends.pop_front().unwrap_or(f.good_len);
                 p.written += 1;
+            }
+        }
+        if let DataSync::Done(res) = self.data_sync {
+            self.data_sync = DataSync::Idle;
+            if res < 0
+                && let Some(f) = self.file.as_mut()
+                && !f.failed
+            {
+                let e = std::io::Error::from_raw_os_error(-res);
+                tracing::error!(error = %e, "fdatasync failed");
+                p += fail(f);
             }
         }
         p
@@ -450,7 +529,8 @@ fn fail(f: &mut OpenFile) -> Progress {
 
 impl Drop for Output {
     fn drop(&mut self) {
-        // Buffers must outlive every write that uses them.
+        // Buffers must outlive every write that uses them (and the file, the
+        // sync of it that is in flight).
         let _ = self.reap(Wait::All);
     }
 }
@@ -547,6 +627,71 @@ mod tests {
                     .iter()
                     .all(|&l| (3 << 20..=BUFFER_BYTES).contains(&l)),
                 "{mode:?}: {lens:?}"
+            );
+        }
+    }
+
+    /// The real file system, counting the segment syncs that go through
+    /// io_uring (`admit_sync`) and the `fdatasync` calls.
+    #[derive(Debug, Default)]
+    struct Syncs {
+        admitted: std::sync::atomic::AtomicUsize,
+        called: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Fs for Syncs {
+        fn admit_sync(&self) -> std::io::Result<()> {
+            self.admitted
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+        fn fdatasync(&self, file: &File) -> std::io::Result<()> {
+            self.called
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            crate::io::RealFs.fdatasync(file)
+        }
+    }
+
+    #[test]
+    fn a_sync_through_io_uring_leaves_the_fdatasync_to_the_ring_and_loses_no_line() {
+        use std::sync::atomic::Ordering::SeqCst;
+        for mode in [IoMode::Uring, IoMode::Pwrite] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("segment");
+            let fs = Arc::new(Syncs::default());
+            let mut out = Output::new(mode, fs.clone()).expect("output");
+            out.open(&path, 1 << 20).expect("open");
+            let mut expected = Vec::new();
+            let mut written = 0;
+            // Syncs between lines, a batch write now and then, and lines
+            // written while the last sync may still be in flight; the last
+            // sync is waited for.
+            for i in 0..3000u32 {
+                let line = format!("{i:05} {}\n", "y".repeat(200 + (i % 1300) as usize));
+                out.buf().extend_from_slice(line.as_bytes());
+                out.line_end();
+                expected.extend_from_slice(line.as_bytes());
+                written += out.pump().written;
+                if i % 100 == 99 {
+                    written += out.sync().written;
+                }
+            }
+            written += out.sync_wait().written;
+            let (admitted, called) = (fs.admitted.load(SeqCst), fs.called.load(SeqCst));
+            match mode {
+                // The writer thread made no fdatasync call: 31 went to the ring.
+                IoMode::Uring => assert_eq!((admitted, called), (31, 0)),
+                _ => assert_eq!((admitted, called), (0, 31)),
+            }
+            let (p, len) = out.close();
+            written += p.written;
+            assert_eq!((written, p.lost), (3000, 0), "{mode:?}");
+            assert_eq!(len.expect("close"), expected.len() as u64);
+            // One more at close, after the cut.
+            assert_eq!(fs.called.load(SeqCst), called + 1, "{mode:?}");
+            assert!(
+                std::fs::read(&path).expect("read") == expected,
+                "{mode:?}: file content"
             );
         }
     }
