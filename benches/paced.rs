@@ -20,9 +20,12 @@ use std::time::{Duration, Instant};
 use capline::{Config, Engine, Outcome};
 use capline_benches::csv;
 
-/// The writer thread's CPU time so far (ns) and how many times it slept.
+/// The writer thread's CPU time so far (ns; with `pwrite`, plus its I/O
+/// thread's) and how many times it slept.
 fn writer_counters() -> Option<(u64, u64)> {
     let [on_cpu, _] = capline_benches::thread_sched_ns("capline-writer")?;
+    let io = capline_benches::thread_sched_ns("capline-io").map_or(0, |t| t[0]);
+    let on_cpu = on_cpu + io;
     Some((on_cpu, capline_benches::thread_sleeps("capline-writer")?))
 }
 

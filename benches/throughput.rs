@@ -29,8 +29,9 @@
 //!   those moments.
 //!
 //! Records/s and MB/s count the JSON lines written; `writer/rec` and
-//! `writer/MB` are the writer thread's CPU time per record and per MB of
-//! lines (`/proc/self/task/*/schedstat`): what capture takes from a server's
+//! `writer/MB` are the writer thread's CPU time (with `pwrite`, plus its
+//! I/O thread's, `capline-io`) per record and per MB of lines
+//! (`/proc/self/task/*/schedstat`): what capture takes from a server's
 //! other work. capture() latency is per
 //! call (CPU counter, its own cost subtracted), under full writer load, for
 //! the calls that kept their record; calls refused because the ring was full
@@ -81,6 +82,9 @@ struct Figures {
     refused: u64,
     /// capline: CPU time of the writer thread over the run, in nanoseconds.
     writer_cpu_ns: Option<u64>,
+    /// capline: CPU time of the pwrite path's I/O thread over the run (0
+    /// through io_uring, which has none).
+    io_cpu_ns: u64,
     /// capline: time the writer thread was runnable but waited for a CPU.
     writer_wait_ns: Option<u64>,
     /// capline: the run's time from the first capture to the final flush.
@@ -345,6 +349,7 @@ fn capline_run_with(
     let preempted_before = my_preemptions();
     let busy_before = disk_busy_ms(dir);
     let cpu_before = capline_benches::thread_sched_ns("capline-writer");
+    let io_before = capline_benches::thread_sched_ns("capline-io").map_or(0, |t| t[0]);
     let start = Instant::now();
     for call in &mut kept {
         let mut retried = false;
@@ -397,6 +402,9 @@ fn capline_run_with(
     let writer = capline_benches::thread_sched_ns("capline-writer")
         .zip(cpu_before)
         .map(|(after, before)| [0, 1].map(|i| after[i].saturating_sub(before[i])));
+    let io_cpu_ns = capline_benches::thread_sched_ns("capline-io")
+        .map_or(0, |t| t[0])
+        .saturating_sub(io_before);
     let stats = engine.shutdown(Duration::from_secs(600)).expect("shutdown");
     let p999 = h.value_at_quantile(0.999);
     let tail = || kept.iter().filter(|k| k.ns > p999);
@@ -410,6 +418,7 @@ fn capline_run_with(
         refused,
         writer_cpu_ns: writer.map(|w| w[0]),
         writer_wait_ns: writer.map(|w| w[1]),
+        io_cpu_ns,
         secs,
         faults,
         preempted,
@@ -884,8 +893,9 @@ fn main() {
             ("capline uring", &uring),
             ("capline pwrite", &pwrite),
         ] {
-            // The writer thread's CPU time per record and per MB of lines.
-            let (per_rec, per_mb) = match f.writer_cpu_ns {
+            // The writer thread's CPU time (and its I/O thread's) per record
+            // and per MB of lines.
+            let (per_rec, per_mb) = match f.writer_cpu_ns.map(|ns| ns + f.io_cpu_ns) {
                 Some(ns) => {
                     let mb = f.mb_per_s * (n as f64 / f.records_per_s);
                     (

@@ -1,11 +1,16 @@
 //! The two ways a segment write reaches the kernel: io_uring submissions, or
-//! `pwrite` calls where io_uring is unavailable (Docker's default seccomp
-//! profile blocks it). The output keeps the bookkeeping; a backend only
-//! starts writes (and, through io_uring, data syncs) and reports their
-//! results by tag.
+//! `pwrite` calls on an I/O thread of the backend's own where io_uring is
+//! unavailable (Docker's default seccomp profile blocks it). Either way the
+//! writer does not wait for a write it starts. The output keeps the
+//! bookkeeping; a backend only starts writes and data syncs and reports
+//! their results by tag.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::IoMode;
 
@@ -21,25 +26,25 @@ pub enum IoPath {
     Pwrite,
 }
 
-/// A started write: finished at once (with its result), or in flight.
+/// A started operation: in flight, or failed at once.
 #[derive(Debug)]
 pub(super) enum Started {
-    /// `pwrite` returned, or the write could not be submitted.
-    Done(std::io::Result<usize>),
-    /// Submitted to io_uring; [`Backend::complete`] reports it.
+    /// Submitted; [`Backend::complete`] reports it.
     InFlight,
+    /// The operation could not be submitted.
+    Failed(std::io::Error),
 }
 
 pub(super) enum Backend {
     Uring(Box<io_uring::IoUring>),
-    Pwrite,
+    Pwrite(Worker),
 }
 
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Backend::Uring(_) => "io_uring",
-            Backend::Pwrite => "pwrite",
+            Backend::Pwrite(_) => "pwrite",
         })
     }
 }
@@ -49,7 +54,7 @@ impl Backend {
     /// log line when io_uring cannot be set up.
     pub(super) fn new(mode: IoMode) -> std::io::Result<Backend> {
         Ok(match mode {
-            IoMode::Pwrite => Backend::Pwrite,
+            IoMode::Pwrite => Backend::Pwrite(Worker::start()?),
             IoMode::Uring => Backend::Uring(Box::new(io_uring::IoUring::new(QUEUE)?)),
             IoMode::Auto => match io_uring::IoUring::new(QUEUE) {
                 Ok(r) => Backend::Uring(Box::new(r)),
@@ -58,7 +63,7 @@ impl Backend {
                         error = %e,
                         "io_uring_setup failed (blocked by seccomp, kernel.io_uring_disabled, or an old kernel); writing segments with pwrite"
                     );
-                    Backend::Pwrite
+                    Backend::Pwrite(Worker::start()?)
                 }
             },
         })
@@ -67,7 +72,7 @@ impl Backend {
     pub(super) fn path(&self) -> IoPath {
         match self {
             Backend::Uring(_) => IoPath::Uring,
-            Backend::Pwrite => IoPath::Pwrite,
+            Backend::Pwrite(_) => IoPath::Pwrite,
         }
     }
 
@@ -75,23 +80,22 @@ impl Backend {
     ///
     /// # Safety
     /// `ptr .. ptr + len` must stay allocated and unwritten until the write
-    /// has finished: at once for [`Started::Done`], otherwise until
+    /// has finished: at once for [`Started::Failed`], otherwise until
     /// [`complete`](Self::complete) reports `slot`.
     pub(super) unsafe fn start(
         &mut self,
-        file: &File,
+        file: &Arc<File>,
         ptr: *const u8,
         len: usize,
         offset: u64,
         slot: usize,
     ) -> Started {
         match self {
-            Backend::Pwrite => {
-                // SAFETY: the caller keeps `ptr .. ptr + len` allocated and
-                // unwritten for the duration of this call.
-                let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
-                Started::Done(rustix::io::pwrite(file, bytes, offset).map_err(Into::into))
-            }
+            Backend::Pwrite(worker) => worker.send(Op {
+                file: Arc::clone(file),
+                what: What::Write { ptr, len, offset },
+                tag: slot,
+            }),
             Backend::Uring(ring) => {
                 let entry = io_uring::opcode::Write::new(
                     io_uring::types::Fd(file.as_raw_fd()),
@@ -108,35 +112,43 @@ impl Backend {
         }
     }
 
-    /// Starts an `fdatasync` of `file` through io_uring, reported by
-    /// [`complete`](Self::complete) with `tag`. `None` on the pwrite path,
-    /// where the caller syncs the file itself.
-    pub(super) fn start_sync(&mut self, file: &File, tag: usize) -> Option<Started> {
-        let Backend::Uring(ring) = self else {
-            return None;
-        };
-        let entry = io_uring::opcode::Fsync::new(io_uring::types::Fd(file.as_raw_fd()))
-            .flags(io_uring::types::FsyncFlags::DATASYNC)
-            .build()
-            .user_data(tag as u64);
-        // SAFETY: an fsync entry refers to no memory, and the kernel takes its
-        // own reference to the file at submission.
-        Some(unsafe { push(ring, &entry) })
+    /// Starts an `fdatasync` of `file`, reported by
+    /// [`complete`](Self::complete) with `tag`: an io_uring `Fsync`, or a
+    /// call on the pwrite path's I/O thread after the writes sent before it.
+    pub(super) fn start_sync(&mut self, file: &Arc<File>, tag: usize) -> Started {
+        match self {
+            Backend::Pwrite(worker) => worker.send(Op {
+                file: Arc::clone(file),
+                what: What::Sync,
+                tag,
+            }),
+            Backend::Uring(ring) => {
+                let entry = io_uring::opcode::Fsync::new(io_uring::types::Fd(file.as_raw_fd()))
+                    .flags(io_uring::types::FsyncFlags::DATASYNC)
+                    .build()
+                    .user_data(tag as u64);
+                // SAFETY: an fsync entry refers to no memory, and the kernel
+                // takes its own reference to the file at submission.
+                unsafe { push(ring, &entry) }
+            }
+        }
     }
 
     /// Reports finished operations as `(tag, result)` (a write's tag is its
     /// buffer slot), the result being the bytes written (0 for a sync) or a
     /// negated errno; with `wait`, blocks for at least one.
-    /// Returns whether any was reported; an error means the ring itself is
-    /// unusable (a bad fd or memory fault, which our own submissions never
-    /// cause), and nothing in flight will ever be reported.
+    /// Returns whether any was reported; an error means the backend itself
+    /// is unusable (a bad fd or memory fault, which our own submissions
+    /// never cause, or an I/O thread that is gone), and nothing in flight
+    /// will ever be reported.
     pub(super) fn complete(
         &mut self,
         wait: bool,
         mut report: impl FnMut(usize, i32),
     ) -> std::io::Result<bool> {
-        let Backend::Uring(ring) = self else {
-            return Ok(false);
+        let ring = match self {
+            Backend::Uring(ring) => ring,
+            Backend::Pwrite(worker) => return worker.complete(wait, report),
         };
         let retryable = [
             rustix::io::Errno::INTR,
@@ -160,6 +172,114 @@ impl Backend {
     }
 }
 
+/// The pwrite path's I/O thread (`capline-io`): it makes the writes and
+/// syncs sent to it as calls, one at a time in the order sent, and reports
+/// each result, so that the writer goes on serializing the next batch while
+/// a write is at the disk, as it does through io_uring.
+pub(super) struct Worker {
+    ops: Option<Sender<Op>>,
+    done: Receiver<(usize, i32)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// An operation for the I/O thread.
+struct Op {
+    file: Arc<File>,
+    what: What,
+    tag: usize,
+}
+
+enum What {
+    Write {
+        ptr: *const u8,
+        len: usize,
+        offset: u64,
+    },
+    Sync,
+}
+
+// SAFETY: the only non-`Send` part is a write's pointer, into a buffer that
+// `Backend::start`'s caller keeps allocated and unwritten until the write's
+// completion is reported, which the I/O thread does after its last use.
+unsafe impl Send for Op {}
+
+impl Worker {
+    fn start() -> std::io::Result<Worker> {
+        let (ops, ops_rx) = crossbeam_channel::unbounded::<Op>();
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("capline-io".into())
+            .spawn(move || {
+                for op in ops_rx {
+                    let result = run(&op);
+                    if done_tx.send((op.tag, result)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Worker {
+            ops: Some(ops),
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&mut self, op: Op) -> Started {
+        match self.ops.as_ref().map(|ops| ops.send(op)) {
+            Some(Ok(())) => Started::InFlight,
+            _ => Started::Failed(std::io::Error::other("the I/O thread is gone")),
+        }
+    }
+
+    fn complete(
+        &mut self,
+        wait: bool,
+        mut report: impl FnMut(usize, i32),
+    ) -> std::io::Result<bool> {
+        let mut any = false;
+        if wait {
+            let (tag, result) = self
+                .done
+                .recv()
+                .map_err(|_| std::io::Error::other("the I/O thread is gone"))?;
+            report(tag, result);
+            any = true;
+        }
+        while let Ok((tag, result)) = self.done.try_recv() {
+            report(tag, result);
+            any = true;
+        }
+        Ok(any)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once it has made what was sent.
+        self.ops = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Makes one operation; returns the bytes written (0 for a sync) or a
+/// negated errno, as io_uring reports them.
+fn run(op: &Op) -> i32 {
+    let result = match op.what {
+        What::Write { ptr, len, offset } => {
+            // SAFETY: `Backend::start`'s caller keeps `ptr .. ptr + len`
+            // allocated and unwritten until this write's completion is
+            // reported, which is after this call.
+            let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
+            rustix::io::pwrite(&*op.file, bytes, offset)
+                .map(|n| i32::try_from(n).unwrap_or(i32::MAX))
+        }
+        What::Sync => rustix::fs::fdatasync(&*op.file).map(|()| 0),
+    };
+    result.unwrap_or_else(|e| -e.raw_os_error())
+}
+
 /// Queues `entry` and submits it; a full queue is submitted once first.
 ///
 /// # Safety
@@ -175,14 +295,48 @@ unsafe fn push(ring: &mut io_uring::IoUring, entry: &io_uring::squeue::Entry) ->
         pushed = unsafe { ring.submission().push(entry) }.is_ok();
     }
     if !pushed {
-        return Started::Done(Err(std::io::Error::other(
+        return Started::Failed(std::io::Error::other(
             "the io_uring submission queue stayed full",
-        )));
+        ));
     }
     // An operation that never reached the kernel has failed; there is
     // nothing to wait for.
     match ring.submit() {
         Ok(_) => Started::InFlight,
-        Err(e) => Started::Done(Err(e)),
+        Err(e) => Started::Failed(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_io_thread_reports_each_result_by_its_tag_in_the_order_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let file = Arc::new(File::create(&path).expect("create"));
+        let read_only = Arc::new(File::open(&path).expect("open"));
+        let data = vec![7u8; 8192];
+        let mut backend = Backend::Pwrite(Worker::start().expect("worker"));
+        let mut started = Vec::new();
+        // SAFETY: `data` outlives the writes: they are all reported below.
+        unsafe {
+            started.push(backend.start(&file, data.as_ptr(), 8192, 0, 1));
+            started.push(backend.start(&read_only, data.as_ptr(), 4096, 0, 2));
+        }
+        started.push(backend.start_sync(&file, 9));
+        assert!(started.iter().all(|s| matches!(s, Started::InFlight)));
+        let mut reports = Vec::new();
+        while reports.len() < 3 {
+            backend
+                .complete(true, |tag, res| reports.push((tag, res)))
+                .expect("complete");
+        }
+        let ebadf = rustix::io::Errno::BADF.raw_os_error();
+        assert_eq!(reports, [(1, 8192), (2, -ebadf), (9, 0)]);
+        assert_eq!(std::fs::read(&path).expect("read"), data);
+        // Nothing more comes, and a wait-less call says so.
+        assert!(!backend.complete(false, |_, _| {}).expect("complete"));
     }
 }

@@ -70,8 +70,9 @@ pub trait Fs: Send + Sync + std::fmt::Debug {
         Ok(len)
     }
 
-    /// Asked before every `fdatasync` of a segment that the writer starts
-    /// through io_uring, where it runs without a call to
+    /// Asked before every periodic `fdatasync` of a segment, which the
+    /// writer starts without waiting for it (through io_uring, or on the
+    /// pwrite path's I/O thread) and so without a call to
     /// [`fdatasync`](Self::fdatasync): an error fails that sync with the
     /// error, without it reaching the kernel.
     fn admit_sync(&self) -> std::io::Result<()> {
