@@ -3,7 +3,7 @@
 //! usual case: a few thousand requests a second, every one kept), as
 //! opposed to the throughput harness's saturated writer.
 //!
-//! `cargo run --release -p capline-benches --bin paced [-- --rate R --secs S --dir DIR]`
+//! `cargo run --release -p capline-benches --bin paced [-- --rate R --secs S --dir DIR --io MODE]`
 //!
 //! One thread captures 1 KiB + 1 KiB CSV pairs at `R` a second (default
 //! 2000), spaced evenly, for `S` seconds (default 5), into an engine with
@@ -12,7 +12,10 @@
 //! time per second and per record (`/proc/self/task/*/schedstat`) and how
 //! many times a second it went to sleep and was woken
 //! (`voluntary_ctxt_switches`): each wake-up takes a CPU from the server's
-//! own threads for a moment. Alternate two builds to compare them.
+//! own threads for a moment. With `--io pwrite` (`Engine.Io`; default
+//! `auto`) the pwrite path's I/O thread (`capline-io`) counts with the
+//! writer: its CPU time and its wake-ups. Alternate two builds to compare
+//! them.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -20,24 +23,27 @@ use std::time::{Duration, Instant};
 use capline::{Config, Engine, Outcome};
 use capline_benches::csv;
 
-/// The writer thread's CPU time so far (ns; with `pwrite`, plus its I/O
-/// thread's) and how many times it slept.
+/// The writer thread's CPU time so far (ns) and how many times it slept;
+/// with `pwrite`, its I/O thread's added.
 fn writer_counters() -> Option<(u64, u64)> {
     let [on_cpu, _] = capline_benches::thread_sched_ns("capline-writer")?;
-    let io = capline_benches::thread_sched_ns("capline-io").map_or(0, |t| t[0]);
-    let on_cpu = on_cpu + io;
-    Some((on_cpu, capline_benches::thread_sleeps("capline-writer")?))
+    let sleeps = capline_benches::thread_sleeps("capline-writer")?;
+    let io_cpu = capline_benches::thread_sched_ns("capline-io").map_or(0, |t| t[0]);
+    let io_sleeps = capline_benches::thread_sleeps("capline-io").unwrap_or(0);
+    Some((on_cpu + io_cpu, sleeps + io_sleeps))
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut rate, mut secs, mut dir) = (2000u64, 5u64, None::<PathBuf>);
+    let mut io = String::from("auto");
     while let Some(a) = args.next() {
         let mut value = || args.next().expect("a value after the flag");
         match a.as_str() {
             "--rate" => rate = value().parse().expect("--rate N"),
             "--secs" => secs = value().parse().expect("--secs N"),
             "--dir" => dir = Some(PathBuf::from(value())),
+            "--io" => io = value(),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -51,8 +57,9 @@ fn main() {
         r#"{{"EndpointName":"paced","DataCaptureConfig":{{"InitialSamplingPercentage":100,
             "DestinationS3Uri":"file://{0}/dest","CaptureOptions":[{{"CaptureMode":"InputAndOutput"}}],
             "CaptureContentTypeHeader":{{"CsvContentTypes":["text/csv"]}}}},
-            "Engine":{{"SpoolDir":"{0}/spool"}}}}"#,
-        tmp.path().display()
+            "Engine":{{"SpoolDir":"{0}/spool","Io":"{1}"}}}}"#,
+        tmp.path().display(),
+        io
     ))
     .expect("config");
     let engine = Engine::start(config).expect("start");
