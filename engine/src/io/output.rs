@@ -520,8 +520,7 @@ fn fail(f: &mut OpenFile) -> Progress {
 
 impl Drop for Output {
     fn drop(&mut self) {
-        // Buffers must outlive every write that uses them (and the file, the
-        // sync of it that is in flight).
+        // Buffers must outlive every write that uses them.
         let _ = self.reap(Wait::All);
     }
 }
@@ -682,6 +681,44 @@ mod tests {
                 std::fs::read(&path).expect("read") == expected,
                 "{mode:?}: file content"
             );
+        }
+    }
+
+    /// Segment files that are `/dev/null`: every write succeeds, and every
+    /// `fdatasync` fails (EINVAL) once it has started.
+    #[derive(Debug)]
+    struct NullDevice;
+
+    impl Fs for NullDevice {
+        fn create(&self, _: &Path, _: bool) -> std::io::Result<File> {
+            std::fs::OpenOptions::new().write(true).open("/dev/null")
+        }
+    }
+
+    #[test]
+    fn a_sync_that_fails_after_it_started_fails_the_file_and_keeps_the_lines_before_it() {
+        for mode in [IoMode::Uring, IoMode::Pwrite] {
+            let mut out = Output::new(mode, Arc::new(NullDevice)).expect("output");
+            out.open(Path::new("unused"), 1 << 20).expect("open");
+            for i in 0..10 {
+                out.buf()
+                    .extend_from_slice(format!("line {i}\n").as_bytes());
+                out.line_end();
+            }
+            // The lines are written before the sync starts; the sync's
+            // failure comes with a later completion.
+            let mut p = out.sync();
+            assert_eq!(p.written, 10, "{mode:?}");
+            p += out.sync_wait();
+            assert!(out.failed(), "{mode:?}: the failed sync fails the file");
+            assert_eq!((p.written, p.lost), (10, 0), "{mode:?}");
+            // Lines after the failure go nowhere: a failed file takes no write.
+            out.buf().extend_from_slice(b"late\n");
+            out.line_end();
+            let (p, len) = out.close();
+            assert_eq!((p.written, p.lost), (0, 1), "{mode:?}");
+            // /dev/null cannot be cut to its last line: the seal is retried.
+            assert!(len.is_err(), "{mode:?}");
         }
     }
 
