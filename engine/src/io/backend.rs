@@ -5,12 +5,11 @@
 //! bookkeeping; a backend only starts writes and data syncs and reports
 //! their results by tag.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-
-use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::IoMode;
 
@@ -177,8 +176,8 @@ impl Backend {
 /// each result, so that the writer goes on serializing the next batch while
 /// a write is at the disk, as it does through io_uring.
 pub(super) struct Worker {
-    ops: Option<Sender<Op>>,
-    done: Receiver<(usize, i32)>,
+    ops: Arc<Queue<Op>>,
+    done: Arc<Queue<(usize, i32)>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -203,31 +202,114 @@ enum What {
 // completion is reported, which the I/O thread does after its last use.
 unsafe impl Send for Op {}
 
+/// A queue between the writer and its I/O thread. A taker with nothing to
+/// take sleeps on a condition variable (one futex wait), and a putter wakes
+/// it only if it sleeps: `crossbeam-channel`'s blocking receive spins with
+/// `sched_yield` before it sleeps, which on a busy machine hands the CPU
+/// around at every write (DECISIONS.md, "The pwrite path writes on an I/O
+/// thread").
+struct Queue<T> {
+    state: Mutex<QueueState<T>>,
+    ready: Condvar,
+}
+
+struct QueueState<T> {
+    items: VecDeque<T>,
+    /// The taker sleeps, waiting for an item.
+    asleep: bool,
+    /// No item will come any more.
+    closed: bool,
+}
+
+impl<T> Queue<T> {
+    fn new() -> Queue<T> {
+        Queue {
+            state: Mutex::new(QueueState {
+                items: VecDeque::new(),
+                asleep: false,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState<T>> {
+        // Neither side panics holding the lock; if one did, the queue is
+        // still consistent (each change is one push or pop).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds an item; `false` once the queue is closed.
+    fn put(&self, item: T) -> bool {
+        let mut s = self.lock();
+        if s.closed {
+            return false;
+        }
+        s.items.push_back(item);
+        let wake = s.asleep;
+        drop(s);
+        if wake {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    /// The next item, waiting for one if `wait`; `None` without one (and,
+    /// with `wait`, only once the queue is closed and empty).
+    fn take(&self, wait: bool) -> Option<T> {
+        let mut s = self.lock();
+        loop {
+            if let Some(item) = s.items.pop_front() {
+                return Some(item);
+            }
+            if !wait || s.closed {
+                return None;
+            }
+            s.asleep = true;
+            s = self.ready.wait(s).unwrap_or_else(PoisonError::into_inner);
+            s.asleep = false;
+        }
+    }
+
+    /// Lets the taker end once it has taken what is queued.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+}
+
 impl Worker {
     fn start() -> std::io::Result<Worker> {
-        let (ops, ops_rx) = crossbeam_channel::unbounded::<Op>();
-        let (done_tx, done) = crossbeam_channel::unbounded();
-        let thread = std::thread::Builder::new()
-            .name("capline-io".into())
-            .spawn(move || {
-                for op in ops_rx {
-                    let result = run(&op);
-                    if done_tx.send((op.tag, result)).is_err() {
-                        break;
+        let ops = Arc::new(Queue::<Op>::new());
+        let done = Arc::new(Queue::new());
+        let thread = {
+            let (ops, done) = (Arc::clone(&ops), Arc::clone(&done));
+            std::thread::Builder::new()
+                .name("capline-io".into())
+                .spawn(move || {
+                    while let Some(op) = ops.take(true) {
+                        let result = run(&op);
+                        let tag = op.tag;
+                        // The file's last reference may be this one.
+                        drop(op);
+                        done.put((tag, result));
                     }
-                }
-            })?;
+                    // The writer waiting for a result learns there is none.
+                    done.close();
+                })?
+        };
         Ok(Worker {
-            ops: Some(ops),
+            ops,
             done,
             thread: Some(thread),
         })
     }
 
     fn send(&mut self, op: Op) -> Started {
-        match self.ops.as_ref().map(|ops| ops.send(op)) {
-            Some(Ok(())) => Started::InFlight,
-            _ => Started::Failed(std::io::Error::other("the I/O thread is gone")),
+        if self.ops.put(op) {
+            Started::InFlight
+        } else {
+            Started::Failed(std::io::Error::other("the I/O thread is gone"))
         }
     }
 
@@ -240,12 +322,12 @@ impl Worker {
         if wait {
             let (tag, result) = self
                 .done
-                .recv()
-                .map_err(|_| std::io::Error::other("the I/O thread is gone"))?;
+                .take(true)
+                .ok_or_else(|| std::io::Error::other("the I/O thread is gone"))?;
             report(tag, result);
             any = true;
         }
-        while let Ok((tag, result)) = self.done.try_recv() {
+        while let Some((tag, result)) = self.done.take(false) {
             report(tag, result);
             any = true;
         }
@@ -255,8 +337,8 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        // Closing the channel ends the thread once it has made what was sent.
-        self.ops = None;
+        // Closing the queue ends the thread once it has made what was sent.
+        self.ops.close();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
