@@ -251,11 +251,17 @@ impl LineBuf for AlignedBuf {
 mod tests {
     use super::*;
 
-    /// Minor page faults of the calling thread so far (`/proc/thread-self/stat`).
-    fn minor_faults() -> u64 {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("thread stat");
+    /// Minor page faults of the thread that opened `stat` (its
+    /// `/proc/thread-self/stat`) so far, read into the stack: reading into a
+    /// new `String` would allocate, and a fresh heap page is a fault of its
+    /// own.
+    fn minor_faults(stat: &std::fs::File) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 1024];
+        let n = stat.read_at(&mut buf, 0).expect("thread stat");
+        let text = std::str::from_utf8(&buf[..n]).expect("ASCII");
         // Fields after the command (which may hold spaces) start after ") ".
-        stat.rsplit_once(") ")
+        text.rsplit_once(") ")
             .and_then(|(_, rest)| rest.split_whitespace().nth(7))
             .and_then(|v| v.parse().ok())
             .expect("minflt field")
@@ -265,11 +271,12 @@ mod tests {
     fn a_resident_buffer_fills_without_a_page_fault() {
         let mut b = AlignedBuf::resident(4 << 20, 4096);
         let chunk = [7u8; 4096];
-        let before = minor_faults();
+        let stat = std::fs::File::open("/proc/thread-self/stat").expect("thread stat");
+        let before = minor_faults(&stat);
         while b.len() + chunk.len() <= b.cap {
             b.extend_from_slice(&chunk);
         }
-        let faults = minor_faults() - before;
+        let faults = minor_faults(&stat) - before;
         assert_eq!(faults, 0, "filling 4 MiB faulted {faults} pages in");
         assert_eq!(b.len(), 4 << 20);
         assert!(b.as_slice().iter().all(|&x| x == 7));
