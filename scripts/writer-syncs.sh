@@ -5,9 +5,10 @@
 # an ext4 file system on a loop device without direct I/O, so that each
 # flush of the device writes its backing file out (a sync then does real
 # work, as on network block storage), under `perf trace -s`. Prints, for the
-# writer thread (the one that calls `io_uring_enter`, or `pwrite64` with
-# `Io: pwrite`), its `fdatasync` and `io_uring_enter` calls: how many, their
-# total and their longest, and both summed.
+# writer thread (the one that calls `io_uring_enter`: the bench runs with
+# `Io: auto`, and with `pwrite` the calls are on `capline-io`), its
+# `fdatasync` and `io_uring_enter` calls: how many, their total and their
+# longest, and both summed.
 # Usage: scripts/writer-syncs.sh [PACED_BIN...]   (default: this tree's)
 #   ROUNDS (default 1) runs the binaries in turn that many times, the order
 #   reversed every other round. Needs root (losetup, mount).
@@ -58,7 +59,7 @@ for line in open(sys.argv[1]):
     f = line.split()
     if cur is not None and len(f) >= 7 and f[1].isdigit():
         cur[f[0]] = (int(f[1]), float(f[3]), float(f[6]))
-writer = [t for t in threads.values() if 'io_uring_enter' in t or 'pwrite64' in t]
+writer = [t for t in threads.values() if 'io_uring_enter' in t]
 if len(writer) != 1:
     sys.exit(f'expected one writer thread, found {len(writer)}')
 w = writer[0]
