@@ -6,9 +6,10 @@
 # flush of the device writes its backing file out (a sync then does real
 # work, as on network block storage), under `perf trace -s`. Prints, for the
 # writer thread (the one that calls `io_uring_enter`: the bench runs with
-# `Io: auto`, and with `pwrite` the calls are on `capline-io`), its
-# `fdatasync` and `io_uring_enter` calls: how many, their total and their
-# longest, and both summed.
+# `Io: auto`, and with `pwrite` the calls are on `capline-io`), its calls on
+# its segment files and the spool's directories (`fdatasync`, `fsync`,
+# `ftruncate`, the renames, `fallocate`, `io_uring_enter`): how many, their
+# total and their longest, and all of them summed.
 # Usage: scripts/writer-syncs.sh [PACED_BIN...]   (default: this tree's)
 #   ROUNDS (default 1) runs the binaries in turn that many times, the order
 #   reversed every other round. Needs root (losetup, mount).
@@ -64,12 +65,15 @@ if len(writer) != 1:
     sys.exit(f'expected one writer thread, found {len(writer)}')
 w = writer[0]
 total = longest = 0.0
-for name in ('fdatasync', 'io_uring_enter'):
+for name in ('fdatasync', 'fsync', 'ftruncate', 'rename', 'renameat', 'renameat2',
+             'fallocate', 'io_uring_enter'):
+    if name not in w and name not in ('fdatasync', 'io_uring_enter'):
+        continue
     calls, ms, mx = w.get(name, (0, 0.0, 0.0))
     total += ms
     longest = max(longest, mx)
     print(f'  writer {name:15} {calls:5} calls {ms:9.1f} ms, longest {mx:7.2f} ms')
-print(f'  writer both            {total:21.1f} ms, longest {longest:7.2f} ms')
+print(f'  writer all             {total:21.1f} ms, longest {longest:7.2f} ms')
 PY
   done
 done

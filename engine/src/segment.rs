@@ -8,16 +8,26 @@
 //! next record belongs to another UTC hour, when the next line would push it
 //! past `SegmentMaxBytes`, or `SegmentMaxAgeSeconds` after it was created.
 //!
-//! A segment whose seal fails (the cut to its last line, or the rename)
-//! stays in `active/` with its records counted as written, and is sealed
-//! again with backoff while the engine runs ([`Spool::cut_and_seal`], the
-//! way recovery seals it at start); `segments_unsealed` counts such segments.
+//! Through io_uring the seal's `fdatasync` runs in the background (an
+//! `Fsync`) while the writer goes on with the next segment; the rename
+//! follows once it has finished, so `sealed/` only ever holds durable
+//! segments, and the directory syncs after the rename run in the background
+//! too. `flush()` and shutdown wait for them all. On the pwrite path they
+//! are calls on the writer.
+//!
+//! A segment whose seal fails (the cut to its last line, its sync, or the
+//! rename) stays in `active/` with its records counted as written, and is
+//! sealed again with backoff while the engine runs ([`Spool::cut_and_seal`],
+//! the way recovery seals it at start); `segments_unsealed` counts such
+//! segments.
 //!
 //! The roll is decided before a line is written, so a line is serialized
 //! once, straight into the segment's aligned buffer. Whether a line fits is
 //! known from its worst-case length for almost every record; only a record
 //! that might not fit is measured exactly ([`LineWriter::line_len`]).
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -26,7 +36,7 @@ use crossbeam_channel::Sender;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 use crate::format::{Event, LineWriter};
-use crate::io::{Output, Progress};
+use crate::io::{Closed, IoPath, Output, Progress};
 use crate::spool::{Key, Sealed, Spool, State};
 use crate::stats::{Counters, add, inc};
 use crate::timestamp::Timestamp;
@@ -45,6 +55,17 @@ struct Unsealed {
     key: Key,
     next: Instant,
     backoff: Duration,
+}
+
+/// A segment cut to its last line whose `fdatasync` is in flight; renamed
+/// into `sealed/` once it has finished.
+#[derive(Debug)]
+struct Sealing {
+    /// The output's name for the close.
+    ticket: usize,
+    key: Key,
+    /// Bytes, counted in `spool_active_bytes` until the rename.
+    len: u64,
 }
 
 /// The open segment's identity; its bytes are in the [`Output`].
@@ -84,6 +105,12 @@ pub(crate) struct Segments {
     out: Output,
     spool: Arc<Spool>,
     open: Option<Open>,
+    /// Segments whose seal's sync is in flight, oldest first.
+    sealing: VecDeque<Sealing>,
+    /// `sealed/` and `active/`, synced in the background after a rename
+    /// through io_uring (by calls on the pwrite path, or if they could not
+    /// be opened).
+    dirs: Option<[Arc<File>; 2]>,
     /// Segments whose seal failed, oldest first.
     unsealed: Vec<Unsealed>,
     /// Draws segment UUIDs.
@@ -113,6 +140,13 @@ impl Segments {
         sealed_tx: Sender<Sealed>,
         counters: Arc<Counters>,
     ) -> Self {
+        let dirs = match spool.dirs() {
+            Ok([sealed, active]) => Some([Arc::new(sealed), Arc::new(active)]),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the spool directories; they are synced by calls after each seal");
+                None
+            }
+        };
         Segments {
             endpoint: s.endpoint.to_string(),
             variant: s.variant.to_string(),
@@ -122,6 +156,8 @@ impl Segments {
             out,
             spool,
             open: None,
+            sealing: VecDeque::new(),
+            dirs,
             unsealed: Vec::new(),
             rng: SmallRng::from_os_rng(),
             sealed_tx,
@@ -175,17 +211,24 @@ impl Segments {
     }
 
     /// Writes buffered lines and makes the open segment durable before
-    /// returning.
+    /// returning, and finishes the seals in flight.
     pub(crate) fn sync_wait(&mut self) {
-        if self.open.is_some() {
-            let p = self.out.sync_wait();
-            self.account(p);
-        }
+        let p = if self.open.is_some() {
+            self.out.sync_wait()
+        } else {
+            self.out.settle()
+        };
+        self.account(p);
+        // The renames' directory syncs.
+        let p = self.out.settle();
+        self.account(p);
     }
 
     /// Seals the open segment when it has reached its age, and tries again
     /// the failed seals that are due.
     pub(crate) fn tick(&mut self) {
+        let p = self.out.collect();
+        self.account(p);
         if self
             .open
             .as_ref()
@@ -208,6 +251,7 @@ impl Segments {
     /// last time in this run; what still fails is left for the next start.
     pub(crate) fn close(&mut self) {
         self.seal();
+        self.sync_wait();
         self.reseal(true);
         if !self.unsealed.is_empty() {
             tracing::error!(
@@ -268,15 +312,71 @@ impl Segments {
             .store(self.unsealed.len() as u64, Ordering::Relaxed);
     }
 
-    /// Counts what the output reports; a failed file is sealed at its last good line.
+    /// Counts what the output reports; a failed file is sealed at its last
+    /// good line; seals whose sync has finished are completed.
     fn account(&mut self, p: Progress) {
         add(&self.counters.records_written, p.written);
         add(&self.counters.dropped_io_error, p.lost);
-        self.counters
-            .spool_active_bytes
-            .store(self.out.data_len(), Ordering::Relaxed);
         if self.out.failed() {
             self.seal();
+        }
+        if !self.sealing.is_empty() {
+            self.finish_seals();
+        }
+        self.count_active();
+    }
+
+    /// `spool_active_bytes`: the open segment's bytes and those of the
+    /// segments still being sealed.
+    fn count_active(&self) {
+        let sealing: u64 = self.sealing.iter().map(|s| s.len).sum();
+        self.counters
+            .spool_active_bytes
+            .store(self.out.data_len() + sealing, Ordering::Relaxed);
+    }
+
+    /// Renames into `sealed/` and hands over every segment whose seal's sync
+    /// has finished; one whose sync failed is sealed again later.
+    fn finish_seals(&mut self) {
+        while let Some((ticket, result)) = self.out.next_closed() {
+            let Some(i) = self.sealing.iter().position(|s| s.ticket == ticket) else {
+                continue;
+            };
+            let Some(s) = self.sealing.remove(i) else {
+                continue;
+            };
+            if let Err(e) = result {
+                // Its lines are written, but not known durable: it is cut
+                // and synced again (as recovery would) on a later try.
+                tracing::error!(key = s.key.as_str(), error = %e, "syncing the segment at its seal failed; it will be tried again");
+                self.strand(s.key);
+                continue;
+            }
+            match self.spool.rename_sealed(&s.key) {
+                Ok(sealed) => {
+                    match self
+                        .dirs
+                        .as_ref()
+                        .filter(|_| self.out.io_path() == IoPath::Uring)
+                    {
+                        Some(dirs) => {
+                            for dir in dirs {
+                                self.out.sync_dir(dir);
+                            }
+                        }
+                        None => {
+                            if let Err(e) = self.spool.sync_dir_entries() {
+                                tracing::warn!(key = s.key.as_str(), error = %e, "syncing the spool directories after sealing failed");
+                            }
+                        }
+                    }
+                    self.handed_over(sealed);
+                }
+                Err(e) => {
+                    tracing::error!(key = s.key.as_str(), error = %e, "sealing failed; it will be tried again");
+                    self.strand(s.key);
+                }
+            }
         }
     }
 
@@ -302,36 +402,33 @@ impl Segments {
         }
     }
 
-    /// Writes out, cuts and syncs the open segment, and hands it to the uploader.
+    /// Writes out and cuts the open segment, and starts its sync; it is
+    /// renamed into `sealed/` and handed to the uploader once the sync has
+    /// finished ([`finish_seals`](Self::finish_seals)).
     pub(crate) fn seal(&mut self) {
         let Some(o) = self.open.take() else {
             return;
         };
-        let (p, closed) = self.out.close();
+        let (p, closed) = self.out.close_start();
         add(&self.counters.records_written, p.written);
         add(&self.counters.dropped_io_error, p.lost);
-        self.counters.spool_active_bytes.store(0, Ordering::Relaxed);
-        let len = match closed {
-            Ok(len) => len,
+        match closed {
+            Ok(Closed::Syncing { ticket, len }) => self.sealing.push_back(Sealing {
+                ticket,
+                key: o.key,
+                len,
+            }),
+            Ok(Closed::Empty) => {
+                let _ = std::fs::remove_file(self.spool.path(State::Active, &o.key));
+            }
             Err(e) => {
                 // Its lines are on disk, but so is padding after them: it is
                 // cut again (as recovery would) on a later try.
                 tracing::error!(key = o.key.as_str(), error = %e, "cutting the segment to its last line failed; it will be tried again");
                 self.strand(o.key);
-                return;
-            }
-        };
-        if len == 0 {
-            let _ = std::fs::remove_file(self.spool.path(State::Active, &o.key));
-            return;
-        }
-        match self.spool.seal(&o.key) {
-            Ok(sealed) => self.handed_over(sealed),
-            Err(e) => {
-                tracing::error!(key = o.key.as_str(), error = %e, "sealing failed; it will be tried again");
-                self.strand(o.key);
             }
         }
+        self.count_active();
     }
 }
 

@@ -215,24 +215,43 @@ impl Spool {
     /// durable, into `sealed/`, and makes the move durable. An error means
     /// the segment is still in `active/`.
     pub(crate) fn seal(&self, key: &Key) -> std::io::Result<Sealed> {
-        let path = self.path(State::Sealed, key);
-        self.fs.rename(&self.path(State::Active, key), &path)?;
-        // Renamed: from here the segment is sealed even if the move is not
-        // yet durable (a crash would leave it in `active/`, where recovery
-        // seals it again, and a delivery under its key is idempotent).
-        if let Err(e) = self
-            .fs
-            .sync_dir(&self.sealed)
-            .and_then(|()| self.fs.sync_dir(&self.active))
-        {
+        let sealed = self.rename_sealed(key)?;
+        if let Err(e) = self.sync_dir_entries() {
             tracing::warn!(key = key.as_str(), error = %e, "syncing the spool directories after sealing failed");
         }
+        Ok(sealed)
+    }
+
+    /// Makes the entries of `sealed/` and `active/` durable (after a rename
+    /// between them).
+    pub(crate) fn sync_dir_entries(&self) -> std::io::Result<()> {
+        self.fs
+            .sync_dir(&self.sealed)
+            .and_then(|()| self.fs.sync_dir(&self.active))
+    }
+
+    /// The rename of [`seal`](Self::seal) alone, for a caller that syncs
+    /// both directories ([`Spool::dirs`]) itself. From the rename on the
+    /// segment is sealed even if the move is not yet durable: a crash would
+    /// leave it in `active/`, where recovery seals it again, and a delivery
+    /// under its key is idempotent.
+    pub(crate) fn rename_sealed(&self, key: &Key) -> std::io::Result<Sealed> {
+        let path = self.path(State::Sealed, key);
+        self.fs.rename(&self.path(State::Active, key), &path)?;
         Ok(Sealed {
             path,
             key: key.clone(),
             sealed_at: SystemTime::now(),
             recovered: false,
         })
+    }
+
+    /// `sealed/` and `active/`, opened for syncing their entries.
+    pub(crate) fn dirs(&self) -> std::io::Result<[std::fs::File; 2]> {
+        Ok([
+            std::fs::File::open(&self.sealed)?,
+            std::fs::File::open(&self.active)?,
+        ])
     }
 
     /// Cuts the active segment `key` back to its last complete, valid line

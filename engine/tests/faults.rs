@@ -29,6 +29,15 @@ struct Faults {
     /// How many of the next calls fail with EIO (a segment's `fdatasync`
     /// through io_uring counts as one, through `admit_sync`).
     fdatasync_failures: AtomicU32,
+    /// `fdatasync` calls on a segment opened to be read and cut again (a
+    /// seal tried again, or recovery); the writer's own segments are opened
+    /// write-only.
+    reseal_syncs: AtomicU64,
+    /// How many of the syncs right after a cut (a seal's: through
+    /// `admit_sync` with io_uring, `fdatasync` with pwrite) fail with EIO.
+    seal_sync_failures: AtomicU32,
+    /// A cut was made, and no sync admitted since.
+    cut: std::sync::atomic::AtomicBool,
     ftruncate_failures: AtomicU32,
     create_failures: AtomicU32,
     /// How many of the next renames to a path containing `rename_into` fail
@@ -69,12 +78,23 @@ impl Fs for Faults {
         Ok(len)
     }
     fn admit_sync(&self) -> std::io::Result<()> {
+        if self.cut.swap(false, Ordering::SeqCst) && take(&self.seal_sync_failures) {
+            return Err(errno(EIO));
+        }
         if take(&self.fdatasync_failures) {
             return Err(errno(EIO));
         }
         Ok(())
     }
     fn fdatasync(&self, file: &std::fs::File) -> std::io::Result<()> {
+        let mode = rustix::fs::fcntl_getfl(file)?;
+        if mode.contains(rustix::fs::OFlags::RDWR) {
+            self.reseal_syncs.fetch_add(1, Ordering::SeqCst);
+        }
+        // The pwrite path's seal syncs by this call.
+        if self.cut.swap(false, Ordering::SeqCst) && take(&self.seal_sync_failures) {
+            return Err(errno(EIO));
+        }
         if take(&self.fdatasync_failures) {
             return Err(errno(EIO));
         }
@@ -84,6 +104,7 @@ impl Fs for Faults {
         if take(&self.ftruncate_failures) {
             return Err(errno(EIO));
         }
+        self.cut.store(true, Ordering::SeqCst);
         RealFs.ftruncate(file, len)
     }
     fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
@@ -304,8 +325,8 @@ fn a_failing_create_drops_the_record_that_needed_the_segment() {
     }
 }
 
-/// A seal that fails once (the cut to the last line, or the rename into
-/// `sealed/`) leaves the segment in `active/` with its records counted as
+/// A seal that fails once (the cut to the last line, its sync, or the
+/// rename into `sealed/`) leaves the segment in `active/` with its records counted as
 /// written, and heals inside the run: it is sealed on a later try and
 /// delivered while the engine keeps capturing.
 fn seal_fails_once_and_heals_while_running(io: &str, faults: Faults) {
@@ -331,8 +352,11 @@ fn seal_fails_once_and_heals_while_running(io: &str, faults: Faults) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The failure happened (and was retried): it is used up.
+    // The failure happened (and was retried, with a sync of its own): it is
+    // used up.
+    assert!(faults.reseal_syncs.load(Ordering::SeqCst) >= 1, "{io}");
     assert_eq!(faults.ftruncate_failures.load(Ordering::SeqCst), 0);
+    assert_eq!(faults.seal_sync_failures.load(Ordering::SeqCst), 0);
     assert_eq!(faults.rename_failures.load(Ordering::SeqCst), 0);
     kept.extend(capture(&engine, 200, 2, 50));
     let s = engine.shutdown(Duration::from_secs(10)).unwrap();
@@ -347,6 +371,15 @@ fn a_failing_truncate_at_seal_heals_while_running() {
     for io in MODES {
         let f = Faults::default();
         f.ftruncate_failures.store(1, Ordering::SeqCst);
+        seal_fails_once_and_heals_while_running(io, f);
+    }
+}
+
+#[test]
+fn a_failing_sync_at_seal_heals_while_running() {
+    for io in MODES {
+        let f = Faults::default();
+        f.seal_sync_failures.store(1, Ordering::SeqCst);
         seal_fails_once_and_heals_while_running(io, f);
     }
 }

@@ -25,6 +25,15 @@ pub enum IoPath {
     Pwrite,
 }
 
+/// What a sync makes durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Durable {
+    /// A file's data (and the metadata needed to read it): `fdatasync`.
+    Data,
+    /// Everything about the file: `fsync`, for a directory's entries.
+    All,
+}
+
 /// A started operation: in flight, or failed at once.
 #[derive(Debug)]
 pub(super) enum Started {
@@ -111,23 +120,31 @@ impl Backend {
         }
     }
 
-    /// Starts an `fdatasync` of `file`, reported by
-    /// [`complete`](Self::complete) with `tag`: an io_uring `Fsync`, or a
-    /// call on the pwrite path's I/O thread after the writes sent before it.
-    pub(super) fn start_sync(&mut self, file: &Arc<File>, tag: usize) -> Started {
+    /// Starts an `fdatasync` (or, for [`Durable::All`], an `fsync`) of
+    /// `file`, reported by [`complete`](Self::complete) with `tag`: an
+    /// io_uring `Fsync`, or a call on the pwrite path's I/O thread after the
+    /// operations sent before it. The caller keeps `file` open until the
+    /// sync is reported: io_uring looks its descriptor up when it runs.
+    pub(super) fn start_sync(&mut self, file: &Arc<File>, durable: Durable, tag: usize) -> Started {
         match self {
             Backend::Pwrite(worker) => worker.send(Op {
                 file: Arc::clone(file),
-                what: What::Sync,
+                what: What::Sync(durable),
                 tag,
             }),
             Backend::Uring(ring) => {
+                let flags = match durable {
+                    Durable::Data => io_uring::types::FsyncFlags::DATASYNC,
+                    Durable::All => io_uring::types::FsyncFlags::empty(),
+                };
                 let entry = io_uring::opcode::Fsync::new(io_uring::types::Fd(file.as_raw_fd()))
-                    .flags(io_uring::types::FsyncFlags::DATASYNC)
+                    .flags(flags)
                     .build()
                     .user_data(tag as u64);
-                // SAFETY: an fsync entry refers to no memory, and the kernel
-                // takes its own reference to the file at submission.
+                // SAFETY: an fsync entry refers to no memory. (Its file
+                // descriptor is looked up when the sync runs, which may be
+                // after submission: the caller keeps `file` open until the
+                // completion, or the sync fails with EBADF.)
                 unsafe { push(ring, &entry) }
             }
         }
@@ -194,7 +211,7 @@ enum What {
         len: usize,
         offset: u64,
     },
-    Sync,
+    Sync(Durable),
 }
 
 // SAFETY: the only non-`Send` part is a write's pointer, into a buffer that
@@ -357,7 +374,8 @@ fn run(op: &Op) -> i32 {
             rustix::io::pwrite(&*op.file, bytes, offset)
                 .map(|n| i32::try_from(n).unwrap_or(i32::MAX))
         }
-        What::Sync => rustix::fs::fdatasync(&*op.file).map(|()| 0),
+        What::Sync(Durable::Data) => rustix::fs::fdatasync(&*op.file).map(|()| 0),
+        What::Sync(Durable::All) => rustix::fs::fsync(&*op.file).map(|()| 0),
     };
     result.unwrap_or_else(|e| -e.raw_os_error())
 }
@@ -407,7 +425,7 @@ mod tests {
             started.push(backend.start(&file, data.as_ptr(), 8192, 0, 1));
             started.push(backend.start(&read_only, data.as_ptr(), 4096, 0, 2));
         }
-        started.push(backend.start_sync(&file, 9));
+        started.push(backend.start_sync(&file, Durable::Data, 9));
         assert!(started.iter().all(|s| matches!(s, Started::InFlight)));
         let mut reports = Vec::new();
         while reports.len() < 3 {

@@ -70,11 +70,11 @@ pub trait Fs: Send + Sync + std::fmt::Debug {
         Ok(len)
     }
 
-    /// Asked before every periodic `fdatasync` of a segment, which the
-    /// writer starts without waiting for it (through io_uring, or on the
-    /// pwrite path's I/O thread) and so without a call to
-    /// [`fdatasync`](Self::fdatasync): an error fails that sync with the
-    /// error, without it reaching the kernel.
+    /// Asked before every `fdatasync` of a segment the writer makes (the
+    /// periodic ones, and a seal's after the cut), which it starts without
+    /// waiting for it (through io_uring, or on the pwrite path's I/O
+    /// thread) and so without a call to [`fdatasync`](Self::fdatasync): an
+    /// error fails that sync with the error, without it reaching the kernel.
     fn admit_sync(&self) -> std::io::Result<()> {
         Ok(())
     }
@@ -95,6 +95,8 @@ pub trait Fs: Send + Sync + std::fmt::Debug {
     }
 
     /// Makes a directory's entries (creates, renames, removals) durable.
+    /// (After a seal's rename the writer syncs both directories through its
+    /// I/O backend instead, as it does its segment syncs.)
     fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
         File::open(dir)?.sync_all()
     }

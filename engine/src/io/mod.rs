@@ -13,4 +13,4 @@ mod output;
 
 pub use backend::IoPath;
 pub use fs::{Fs, RealFs};
-pub use output::{Output, Progress};
+pub use output::{Closed, Output, Progress};

@@ -9,7 +9,10 @@
 //! zero-padded and rewritten in place by the next write, and an `fdatasync`
 //! follows, which runs while the writer goes on, its result collected with
 //! the next completions (`sync_wait` waits for it). At close the file is
-//! truncated to its true length and synced.
+//! written out and truncated to its true length, and its `fdatasync` is
+//! started the same way: the writer goes on with the next file meanwhile,
+//! and [`Output::next_closed`] reports the sync's result. Directory syncs
+//! (after a sealed segment's rename) run in the background too.
 //!
 //! Accounting is by line: every line's end offset is remembered until the
 //! bytes before it are known to be written (the *frontier*, which only moves
@@ -22,7 +25,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::backend::{Backend, IoPath, Started};
+use super::backend::{Backend, Durable, IoPath, Started};
 use super::buf::AlignedBuf;
 use super::fs::Fs;
 use crate::config::IoMode;
@@ -51,8 +54,12 @@ const FIRST_BATCH: usize = 512 << 10;
 const PREALLOC_STEP_MAX: u64 = 64 << 20;
 /// The smallest alignment used for `O_DIRECT`, whatever the device reports.
 const ALIGN_FLOOR: usize = 4096;
-/// The tag of a data sync's completion (a write's tag is its buffer slot).
+/// The tag of the open file's data sync (a write's tag is its buffer slot).
 const SYNC_TAG: usize = usize::MAX;
+/// The tag of every directory sync.
+const DIR_TAG: usize = usize::MAX - 1;
+/// The first tag of a closed file's data sync: each close takes the next.
+const CLOSE_TAG: usize = 1 << 16;
 
 /// Records whose writes finished since the last report.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -118,14 +125,45 @@ enum DataSync {
     Done(i32),
 }
 
-/// How long [`Output::reap`] waits for writes (and a data sync) in flight.
+/// A closed file, cut to its length, whose `fdatasync` runs in the
+/// background.
+#[derive(Debug)]
+struct Closing {
+    /// The sync's tag, which is also the close's ticket.
+    tag: usize,
+    /// Open until the sync has finished: io_uring looks the descriptor up
+    /// when the sync runs, not when it is submitted.
+    _file: Arc<File>,
+    len: u64,
+    /// The sync's result (0 or a negated errno), once collected.
+    result: Option<i32>,
+}
+
+/// How a close ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// No line was written: there is nothing to keep.
+    Empty,
+    /// Cut to `len` bytes; its `fdatasync` runs in the background, and
+    /// [`Output::next_closed`] reports it with `ticket`.
+    Syncing {
+        /// Names this close in [`Output::next_closed`].
+        ticket: usize,
+        /// The file's length: its last line's end.
+        len: u64,
+    },
+}
+
+/// How long [`Output::reap`] waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
     /// Not at all: collects what has finished.
     No,
-    /// Until at least one more has finished.
+    /// Until at least one more operation has finished.
     One,
-    /// Until none is in flight.
+    /// Until no write, nor the open file's data sync, is in flight.
+    Writes,
+    /// Until nothing is in flight: closed files' and directories' syncs too.
     All,
 }
 
@@ -141,6 +179,13 @@ pub struct Output {
     /// The open file's `fdatasync` through the backend.
     data_sync: DataSync,
     file: Option<OpenFile>,
+    /// Closed files whose sync is in flight or not yet reported, in the
+    /// order closed.
+    closing: VecDeque<Closing>,
+    /// The next close's tag.
+    next_close: usize,
+    /// The directories whose sync is in flight (open until it has finished).
+    dir_syncs: Vec<Arc<File>>,
     /// Logged once: the filesystem refused O_DIRECT.
     warned_buffered: bool,
 }
@@ -160,6 +205,9 @@ impl Output {
             in_flight: VecDeque::new(),
             data_sync: DataSync::Idle,
             file: None,
+            closing: VecDeque::new(),
+            next_close: CLOSE_TAG,
+            dir_syncs: Vec::new(),
             warned_buffered: false,
         })
     }
@@ -264,7 +312,7 @@ impl Output {
             return p;
         }
         let started = match self.fs.admit_sync() {
-            Ok(()) => self.backend.start_sync(&f.file, SYNC_TAG),
+            Ok(()) => self.backend.start_sync(&f.file, Durable::Data, SYNC_TAG),
             Err(e) => Started::Failed(e),
         };
         match started {
@@ -277,12 +325,24 @@ impl Output {
         p
     }
 
-    /// [`sync`](Self::sync), then waits for the `fdatasync`: on return what
-    /// was buffered is durable, or the file has failed.
+    /// [`sync`](Self::sync), then waits for it and for every sync in the
+    /// background: on return what was buffered is durable (or the file has
+    /// failed), and so are closed files (or [`next_closed`](Self::next_closed)
+    /// reports why not).
     pub fn sync_wait(&mut self) -> Progress {
         let mut p = self.sync();
         p += self.reap(Wait::All);
         p
+    }
+
+    /// Collects what has finished, without waiting.
+    pub fn collect(&mut self) -> Progress {
+        self.reap(Wait::No)
+    }
+
+    /// Waits until nothing is in flight.
+    pub fn settle(&mut self) -> Progress {
+        self.reap(Wait::All)
     }
 
     /// Writes everything buffered (the last block zero-padded, to be
@@ -300,7 +360,7 @@ impl Output {
             let padded = self.bufs[slot].pad();
             p += self.submit(slot, start, padded, start + len as u64);
         }
-        p += self.reap(Wait::All);
+        p += self.reap(Wait::Writes);
         if let Some(f) = self.file.as_mut() {
             // Nothing is in flight now: the next write starts small again.
             f.batch = FIRST_BATCH;
@@ -313,29 +373,118 @@ impl Output {
         p
     }
 
-    /// Writes out, truncates to the true length, syncs and closes the file.
-    /// Returns the progress and the final length, or, in place of the
-    /// length, why the file could not be cut to it and made durable (it then
-    /// ends in padding, and must go through recovery before delivery).
-    pub fn close(&mut self) -> (Progress, std::io::Result<u64>) {
+    /// Writes out, truncates to the true length and closes the file, and
+    /// starts its `fdatasync` in the background (through io_uring; on the
+    /// pwrite path it is a call, finished on return). Returns the progress and
+    /// how the close went, or why the file could not be cut to its length
+    /// (it then may end in padding, and must go through recovery before
+    /// delivery). A sync that fails, even at its start, is reported by
+    /// [`next_closed`](Self::next_closed).
+    pub fn close_start(&mut self) -> (Progress, std::io::Result<Closed>) {
         // The sync after the cut covers the data too.
         let mut p = self.write_out();
         let Some(f) = self.file.take() else {
-            return (p, Ok(0));
+            return (p, Ok(Closed::Empty));
         };
-        // Lines still pending here were never written (the file failed).
-        p.lost += f.line_ends.len() as u64;
-        let len = f.good_len;
-        let result = self
-            .fs
-            .ftruncate(&f.file, len)
-            .and_then(|()| self.fs.fdatasync(&f.file))
-            .map(|()| len);
         for b in &mut self.bufs {
             b.clear();
         }
         self.current = 0;
-        (p, result)
+        // Lines still pending here were never written (the file failed).
+        p.lost += f.line_ends.len() as u64;
+        let len = f.good_len;
+        if len == 0 {
+            return (p, Ok(Closed::Empty));
+        }
+        if let Err(e) = self.fs.ftruncate(&f.file, len) {
+            return (p, Err(e));
+        }
+        // Tags below `DIR_TAG`: 2^64 closes would not reach it.
+        let tag = self.next_close;
+        self.next_close += 1;
+        let errno = |e: std::io::Error| {
+            -e.raw_os_error()
+                .unwrap_or(rustix::io::Errno::IO.raw_os_error())
+        };
+        let result = if self.backend.path() == IoPath::Pwrite {
+            // On the pwrite path the writer syncs a closed file itself: on
+            // the I/O thread the sync ran while the writer went on, and the
+            // extra wake-ups took the capturing thread's CPU (DECISIONS.md,
+            // "A seal's fdatasync runs in the background through io_uring").
+            Some(self.fs.fdatasync(&f.file).map_or_else(errno, |()| 0))
+        } else {
+            let started = match self.fs.admit_sync() {
+                Ok(()) => self.backend.start_sync(&f.file, Durable::Data, tag),
+                Err(e) => Started::Failed(e),
+            };
+            // A sync that could not start is reported as one that failed.
+            match started {
+                Started::InFlight => None,
+                Started::Failed(e) => Some(errno(e)),
+            }
+        };
+        self.closing.push_back(Closing {
+            tag,
+            _file: f.file,
+            len,
+            result,
+        });
+        (p, Ok(Closed::Syncing { ticket: tag, len }))
+    }
+
+    /// A closed file whose sync has finished since, with its ticket: its
+    /// length once durable, or why its sync failed. Closes report in any
+    /// order; call [`collect`](Self::collect) or [`settle`](Self::settle)
+    /// first to take in what has finished.
+    pub fn next_closed(&mut self) -> Option<(usize, std::io::Result<u64>)> {
+        self.take_closed(|_| true)
+    }
+
+    /// Takes the first closed file `which` accepts whose sync has finished.
+    fn take_closed(
+        &mut self,
+        which: impl Fn(usize) -> bool,
+    ) -> Option<(usize, std::io::Result<u64>)> {
+        let i = self
+            .closing
+            .iter()
+            .position(|c| c.result.is_some() && which(c.tag))?;
+        let c = self.closing.remove(i)?;
+        let result = match c.result {
+            Some(res) if res < 0 => Err(std::io::Error::from_raw_os_error(-res)),
+            _ => Ok(c.len),
+        };
+        Some((c.tag, result))
+    }
+
+    /// [`close_start`](Self::close_start), then waits for the file's sync:
+    /// the final length once durable (0 if no line was written), or why not.
+    pub fn close(&mut self) -> (Progress, std::io::Result<u64>) {
+        let (mut p, closed) = self.close_start();
+        let ticket = match closed {
+            Ok(Closed::Empty) => return (p, Ok(0)),
+            Ok(Closed::Syncing { ticket, .. }) => ticket,
+            Err(e) => return (p, Err(e)),
+        };
+        loop {
+            if let Some((_, result)) = self.take_closed(|tag| tag == ticket) {
+                return (p, result);
+            }
+            p += self.reap(Wait::One);
+        }
+    }
+
+    /// Starts an `fsync` of directory `dir` in the background, so that the
+    /// entries it holds are durable; a failure is logged when collected.
+    /// (On the pwrite path, which syncs closed files by calls, the caller
+    /// syncs directories by calls too.)
+    pub fn sync_dir(&mut self, dir: &Arc<File>) {
+        match self.backend.start_sync(dir, Durable::All, DIR_TAG) {
+            Started::InFlight => self.dir_syncs.push(Arc::clone(dir)),
+            Started::Failed(e) => {
+                tracing::warn!(error = %e, "syncing a spool directory failed");
+            }
+        }
     }
 
     /// Submits the whole blocks of the current buffer and carries the partial
@@ -418,14 +567,34 @@ impl Output {
         self.advance()
     }
 
-    /// Collects finished writes (and a data sync), waiting as `wait` says.
+    /// Collects finished operations, waiting as `wait` says.
     fn reap(&mut self, wait: Wait) -> Progress {
-        while self.in_flight.iter().any(|w| !w.done) || self.data_sync == DataSync::InFlight {
+        loop {
+            let writes =
+                self.in_flight.iter().any(|w| !w.done) || self.data_sync == DataSync::InFlight;
+            let background =
+                !self.dir_syncs.is_empty() || self.closing.iter().any(|c| c.result.is_none());
+            if !(writes || (wait != Wait::Writes && background)) {
+                break;
+            }
             let in_flight = &mut self.in_flight;
             let data_sync = &mut self.data_sync;
+            let closing = &mut self.closing;
+            let dir_syncs = &mut self.dir_syncs;
             let reported = self.backend.complete(wait != Wait::No, |tag, res| {
                 if tag == SYNC_TAG {
                     *data_sync = DataSync::Done(res);
+                } else if tag == DIR_TAG {
+                    // They share a tag: which one finished does not matter.
+                    dir_syncs.pop();
+                    if res < 0 {
+                        let e = std::io::Error::from_raw_os_error(-res);
+                        tracing::warn!(error = %e, "syncing a spool directory failed");
+                    }
+                } else if tag >= CLOSE_TAG {
+                    if let Some(c) = closing.iter_mut().find(|c| c.tag == tag) {
+                        c.result = Some(res);
+                    }
                 } else if let Some(w) = in_flight.iter_mut().find(|w| w.slot == tag && !w.done) {
                     w.done = true;
                     let result = if res < 0 {
@@ -443,13 +612,18 @@ impl Output {
                 Err(e) => {
                     // Report what is in flight as failed rather than wait forever.
                     tracing::error!(error = %e, "io_uring wait failed");
+                    let eio = -rustix::io::Errno::IO.raw_os_error();
                     for w in self.in_flight.iter_mut().filter(|w| !w.done) {
                         w.done = true;
                         w.failed = true;
                     }
                     if self.data_sync == DataSync::InFlight {
-                        self.data_sync = DataSync::Done(-rustix::io::Errno::IO.raw_os_error());
+                        self.data_sync = DataSync::Done(eio);
                     }
+                    for c in self.closing.iter_mut().filter(|c| c.result.is_none()) {
+                        c.result = Some(eio);
+                    }
+                    self.dir_syncs.clear();
                 }
             }
         }
@@ -675,8 +849,15 @@ mod tests {
             written += p.written;
             assert_eq!((written, p.lost), (3000, 0), "{mode:?}");
             assert_eq!(len.expect("close"), expected.len() as u64);
-            // One more at close, after the cut.
-            assert_eq!(fs.called.load(SeqCst), called + 1, "{mode:?}");
+            // One more at close, after the cut: through io_uring, or a call
+            // on the pwrite path.
+            let (admitted, called) = (fs.admitted.load(SeqCst), fs.called.load(SeqCst));
+            let at_close = if mode == IoMode::Uring {
+                (32, 0)
+            } else {
+                (31, 1)
+            };
+            assert_eq!((admitted, called), at_close, "{mode:?}");
             assert!(
                 std::fs::read(&path).expect("read") == expected,
                 "{mode:?}: file content"
@@ -719,6 +900,115 @@ mod tests {
             assert_eq!((p.written, p.lost), (0, 1), "{mode:?}");
             // /dev/null cannot be cut to its last line: the seal is retried.
             assert!(len.is_err(), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn a_closed_files_sync_runs_while_the_next_file_is_written() {
+        use std::sync::atomic::Ordering::SeqCst;
+        for mode in [IoMode::Uring, IoMode::Pwrite] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let fs = Arc::new(Syncs::default());
+            let mut out = Output::new(mode, fs.clone()).expect("output");
+            let mut tickets = Vec::new();
+            let mut expected = Vec::new();
+            let mut written = 0;
+            // Three files, each closed without waiting; the next one is
+            // opened and written while the last close's sync may still run.
+            for n in 0..3u32 {
+                let path = dir.path().join(format!("segment-{n}"));
+                out.open(&path, 1 << 20).expect("open");
+                let mut content = Vec::new();
+                for i in 0..500u32 {
+                    let line = format!("{n} {i:04} {}\n", "z".repeat(100 + (i % 900) as usize));
+                    out.buf().extend_from_slice(line.as_bytes());
+                    out.line_end();
+                    content.extend_from_slice(line.as_bytes());
+                    written += out.pump().written;
+                }
+                let (p, closed) = out.close_start();
+                written += p.written;
+                match closed.expect("close") {
+                    Closed::Syncing { ticket, len } => {
+                        assert_eq!(len, content.len() as u64, "{mode:?}");
+                        tickets.push(ticket);
+                    }
+                    Closed::Empty => panic!("{mode:?}: lines were written"),
+                }
+                expected.push((path, content));
+            }
+            // An empty file needs no sync.
+            out.open(&dir.path().join("empty"), 1 << 20).expect("open");
+            assert!(matches!(out.close_start().1, Ok(Closed::Empty)));
+            written += out.settle().written;
+            assert_eq!(written, 1500, "{mode:?}");
+            // Each close is reported once, durable, by its own ticket.
+            let mut reported = Vec::new();
+            while let Some((ticket, len)) = out.next_closed() {
+                let len = len.expect("synced");
+                let i = tickets
+                    .iter()
+                    .position(|&t| t == ticket)
+                    .expect("a ticket of ours");
+                assert_eq!(len, expected[i].1.len() as u64, "{mode:?}");
+                reported.push(ticket);
+            }
+            reported.sort_unstable();
+            assert_eq!(reported, tickets, "{mode:?}");
+            // Through io_uring the writer thread called no fdatasync: the
+            // three went to the ring; on the pwrite path they were calls.
+            let syncs = (fs.admitted.load(SeqCst), fs.called.load(SeqCst));
+            let expected_syncs = if mode == IoMode::Uring {
+                (3, 0)
+            } else {
+                (0, 3)
+            };
+            assert_eq!(syncs, expected_syncs, "{mode:?}");
+            for (path, content) in &expected {
+                assert!(
+                    std::fs::read(path).expect("read") == *content,
+                    "{mode:?}: file content"
+                );
+            }
+        }
+    }
+
+    /// `/dev/null` as in [`NullDevice`], whose cut succeeds (it is not made):
+    /// a close gets as far as its sync, which fails once it has started.
+    #[derive(Debug)]
+    struct NullDeviceUncut;
+
+    impl Fs for NullDeviceUncut {
+        fn create(&self, path: &Path, direct: bool) -> std::io::Result<File> {
+            NullDevice.create(path, direct)
+        }
+        fn ftruncate(&self, _: &File, _: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_closed_files_sync_that_fails_after_it_started_is_reported_by_its_ticket() {
+        for mode in [IoMode::Uring, IoMode::Pwrite] {
+            let mut out = Output::new(mode, Arc::new(NullDeviceUncut)).expect("output");
+            out.open(Path::new("unused"), 1 << 20).expect("open");
+            out.buf().extend_from_slice(b"a line\n");
+            out.line_end();
+            let (p, closed) = out.close_start();
+            assert_eq!((p.written, p.lost), (1, 0), "{mode:?}");
+            let Ok(Closed::Syncing { ticket, .. }) = closed else {
+                panic!("{mode:?}: {closed:?}");
+            };
+            out.settle();
+            let (reported, result) = out.next_closed().expect("reported");
+            assert_eq!(reported, ticket, "{mode:?}");
+            let einval = rustix::io::Errno::INVAL.raw_os_error();
+            assert_eq!(
+                result.err().and_then(|e| e.raw_os_error()),
+                Some(einval),
+                "{mode:?}"
+            );
+            assert!(out.next_closed().is_none(), "{mode:?}: reported once");
         }
     }
 
