@@ -5,14 +5,17 @@
 # an ext4 file system on a loop device without direct I/O, so that each
 # flush of the device writes its backing file out (a sync then does real
 # work, as on network block storage), under `perf trace -s`. Prints, for the
-# writer thread (the one that calls `io_uring_enter`: the bench runs with
-# `Io: auto`, and with `pwrite` the calls are on `capline-io`), its calls on
-# its segment files and the spool's directories (`fdatasync`, `fsync`,
+# writer thread (the one that calls `fallocate`: it preallocates each
+# segment, on both I/O paths; `perf trace` may name it after the process;
+# with IO=pwrite its writes are `capline-io`'s, and its waits for them are
+# futex waits, not counted here),
+# its calls on its segment files and the spool's directories (`fdatasync`, `fsync`,
 # `ftruncate`, the renames, `fallocate`, `io_uring_enter`): how many, their
 # total and their longest, and all of them summed.
 # Usage: scripts/writer-syncs.sh [PACED_BIN...]   (default: this tree's)
 #   ROUNDS (default 1) runs the binaries in turn that many times, the order
-#   reversed every other round. Needs root (losetup, mount).
+#   reversed every other round; IO (default auto) is the bench's `--io`.
+#   Needs root (losetup, mount).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/capline/target}
@@ -45,7 +48,7 @@ for round in $(seq 1 "${ROUNDS:-1}"); do
   for bin in "${order[@]}"; do
     dir=$(mktemp -d -p "$WORK/mnt")
     perf trace -s -o "$WORK/trace.txt" -- "$bin" --rate "${RATE:-20000}" --secs "${SECS:-5}" \
-      --dir "$dir" >"$WORK/out.txt" 2>&1
+      --io "${IO:-auto}" --dir "$dir" >"$WORK/out.txt" 2>&1
     rm -rf "$dir"
     echo "round $round: $bin: $(grep '^paced:' "$WORK/out.txt" | cut -d';' -f1)"
     python3 - "$WORK/trace.txt" <<'PY'
@@ -60,14 +63,14 @@ for line in open(sys.argv[1]):
     f = line.split()
     if cur is not None and len(f) >= 7 and f[1].isdigit():
         cur[f[0]] = (int(f[1]), float(f[3]), float(f[6]))
-writer = [t for t in threads.values() if 'io_uring_enter' in t]
+writer = [t for t in threads.values() if 'fallocate' in t]
 if len(writer) != 1:
     sys.exit(f'expected one writer thread, found {len(writer)}')
 w = writer[0]
 total = longest = 0.0
 for name in ('fdatasync', 'fsync', 'ftruncate', 'rename', 'renameat', 'renameat2',
              'fallocate', 'io_uring_enter'):
-    if name not in w and name not in ('fdatasync', 'io_uring_enter'):
+    if name not in w and name != 'fdatasync':
         continue
     calls, ms, mx = w.get(name, (0, 0.0, 0.0))
     total += ms
