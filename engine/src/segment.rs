@@ -27,7 +27,6 @@
 //! that might not fit is measured exactly ([`LineWriter::line_len`]).
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -36,7 +35,7 @@ use crossbeam_channel::Sender;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 use crate::format::{Event, LineWriter};
-use crate::io::{Closed, IoPath, Output, Progress};
+use crate::io::{Closed, Output, Progress};
 use crate::spool::{Key, Sealed, Spool, State};
 use crate::stats::{Counters, add, inc};
 use crate::timestamp::Timestamp;
@@ -107,10 +106,6 @@ pub(crate) struct Segments {
     open: Option<Open>,
     /// Segments whose seal's sync is in flight, oldest first.
     sealing: VecDeque<Sealing>,
-    /// `sealed/` and `active/`, synced in the background after a rename
-    /// through io_uring (by calls on the pwrite path, or if they could not
-    /// be opened).
-    dirs: Option<[Arc<File>; 2]>,
     /// Segments whose seal failed, oldest first.
     unsealed: Vec<Unsealed>,
     /// Draws segment UUIDs.
@@ -140,13 +135,6 @@ impl Segments {
         sealed_tx: Sender<Sealed>,
         counters: Arc<Counters>,
     ) -> Self {
-        let dirs = match spool.dirs() {
-            Ok([sealed, active]) => Some([Arc::new(sealed), Arc::new(active)]),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot open the spool directories; they are synced by calls after each seal");
-                None
-            }
-        };
         Segments {
             endpoint: s.endpoint.to_string(),
             variant: s.variant.to_string(),
@@ -157,7 +145,6 @@ impl Segments {
             spool,
             open: None,
             sealing: VecDeque::new(),
-            dirs,
             unsealed: Vec::new(),
             rng: SmallRng::from_os_rng(),
             sealed_tx,
@@ -339,10 +326,8 @@ impl Segments {
     /// has finished; one whose sync failed is sealed again later.
     fn finish_seals(&mut self) {
         while let Some((ticket, result)) = self.out.next_closed() {
-            let Some(i) = self.sealing.iter().position(|s| s.ticket == ticket) else {
-                continue;
-            };
-            let Some(s) = self.sealing.remove(i) else {
+            let at = self.sealing.iter().position(|s| s.ticket == ticket);
+            let Some(s) = at.and_then(|i| self.sealing.remove(i)) else {
                 continue;
             };
             if let Err(e) = result {
@@ -354,21 +339,8 @@ impl Segments {
             }
             match self.spool.rename_sealed(&s.key) {
                 Ok(sealed) => {
-                    match self
-                        .dirs
-                        .as_ref()
-                        .filter(|_| self.out.io_path() == IoPath::Uring)
-                    {
-                        Some(dirs) => {
-                            for dir in dirs {
-                                self.out.sync_dir(dir);
-                            }
-                        }
-                        None => {
-                            if let Err(e) = self.spool.sync_dir_entries() {
-                                tracing::warn!(key = s.key.as_str(), error = %e, "syncing the spool directories after sealing failed");
-                            }
-                        }
+                    for dir in self.spool.dir_handles() {
+                        self.out.sync_dir(dir);
                     }
                     self.handed_over(sealed);
                 }

@@ -121,6 +121,9 @@ pub(crate) struct Spool {
     sealed: PathBuf,
     uploads: PathBuf,
     fs: Arc<dyn Fs>,
+    /// `sealed/` and `active/`, open for syncing their entries after a
+    /// rename between them ([`Spool::dir_handles`]).
+    handles: [Arc<std::fs::File>; 2],
     /// Held open for the spool's lifetime; the flock goes with it.
     _lock: std::fs::File,
 }
@@ -154,11 +157,18 @@ impl Spool {
             Err(rustix::io::Errno::WOULDBLOCK) => return Err(Error::SpoolLocked(root.into())),
             Err(e) => return Err(Error::io("lock spool", &lock_path, e.into())),
         }
+        let open_dir = |d: &Path| {
+            std::fs::File::open(d)
+                .map(Arc::new)
+                .map_err(|e| Error::io("open spool directory", d, e))
+        };
+        let handles = [open_dir(&sealed)?, open_dir(&active)?];
         Ok(Arc::new(Spool {
             active,
             sealed,
             uploads,
             fs,
+            handles,
             _lock: lock,
         }))
     }
@@ -231,7 +241,7 @@ impl Spool {
     }
 
     /// The rename of [`seal`](Self::seal) alone, for a caller that syncs
-    /// both directories ([`Spool::dirs`]) itself. From the rename on the
+    /// both directories ([`Spool::dir_handles`]) itself. From the rename on the
     /// segment is sealed even if the move is not yet durable: a crash would
     /// leave it in `active/`, where recovery seals it again, and a delivery
     /// under its key is idempotent.
@@ -246,12 +256,10 @@ impl Spool {
         })
     }
 
-    /// `sealed/` and `active/`, opened for syncing their entries.
-    pub(crate) fn dirs(&self) -> std::io::Result<[std::fs::File; 2]> {
-        Ok([
-            std::fs::File::open(&self.sealed)?,
-            std::fs::File::open(&self.active)?,
-        ])
+    /// `sealed/` and `active/`, open since the start: what to sync after a
+    /// rename between them.
+    pub(crate) fn dir_handles(&self) -> &[Arc<std::fs::File>; 2] {
+        &self.handles
     }
 
     /// Cuts the active segment `key` back to its last complete, valid line

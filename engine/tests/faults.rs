@@ -26,8 +26,8 @@ struct Faults {
     write_errno: AtomicI32,
     /// The write (1-based) that writes only part of its bytes; 0: none.
     short_write: AtomicU64,
-    /// How many of the next calls fail with EIO (a segment's `fdatasync`
-    /// through io_uring counts as one, through `admit_sync`).
+    /// How many of the next calls fail with EIO (a sync the writer starts
+    /// without waiting counts as one, through `admit_sync`).
     fdatasync_failures: AtomicU32,
     /// `fdatasync` calls on a segment opened to be read and cut again (a
     /// seal tried again, or recovery); the writer's own segments are opened
@@ -36,7 +36,7 @@ struct Faults {
     /// How many of the syncs right after a cut (a seal's: through
     /// `admit_sync` with io_uring, `fdatasync` with pwrite) fail with EIO.
     seal_sync_failures: AtomicU32,
-    /// A cut was made, and no sync admitted since.
+    /// A cut was made, and no sync asked for since.
     cut: std::sync::atomic::AtomicBool,
     ftruncate_failures: AtomicU32,
     create_failures: AtomicU32,
@@ -78,13 +78,7 @@ impl Fs for Faults {
         Ok(len)
     }
     fn admit_sync(&self) -> std::io::Result<()> {
-        if self.cut.swap(false, Ordering::SeqCst) && take(&self.seal_sync_failures) {
-            return Err(errno(EIO));
-        }
-        if take(&self.fdatasync_failures) {
-            return Err(errno(EIO));
-        }
-        Ok(())
+        self.sync_fault()
     }
     fn fdatasync(&self, file: &std::fs::File) -> std::io::Result<()> {
         let mode = rustix::fs::fcntl_getfl(file)?;
@@ -92,12 +86,7 @@ impl Fs for Faults {
             self.reseal_syncs.fetch_add(1, Ordering::SeqCst);
         }
         // The pwrite path's seal syncs by this call.
-        if self.cut.swap(false, Ordering::SeqCst) && take(&self.seal_sync_failures) {
-            return Err(errno(EIO));
-        }
-        if take(&self.fdatasync_failures) {
-            return Err(errno(EIO));
-        }
+        self.sync_fault()?;
         RealFs.fdatasync(file)
     }
     fn ftruncate(&self, file: &std::fs::File, len: u64) -> std::io::Result<()> {
@@ -117,6 +106,18 @@ impl Fs for Faults {
 }
 
 impl Faults {
+    /// Whether a segment sync fails: a seal's (the first sync after a cut)
+    /// while `seal_sync_failures` lasts, any while `fdatasync_failures` does.
+    fn sync_fault(&self) -> std::io::Result<()> {
+        if self.cut.swap(false, Ordering::SeqCst) && take(&self.seal_sync_failures) {
+            return Err(errno(EIO));
+        }
+        if take(&self.fdatasync_failures) {
+            return Err(errno(EIO));
+        }
+        Ok(())
+    }
+
     fn renames_into(self, into: &str, failures: u32, errno: i32) -> Self {
         *self.rename_into.lock().unwrap() = into.to_string();
         self.rename_failures.store(failures, Ordering::SeqCst);

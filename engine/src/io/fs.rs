@@ -70,11 +70,12 @@ pub trait Fs: Send + Sync + std::fmt::Debug {
         Ok(len)
     }
 
-    /// Asked before every `fdatasync` of a segment the writer makes (the
-    /// periodic ones, and a seal's after the cut), which it starts without
-    /// waiting for it (through io_uring, or on the pwrite path's I/O
-    /// thread) and so without a call to [`fdatasync`](Self::fdatasync): an
-    /// error fails that sync with the error, without it reaching the kernel.
+    /// Asked before every `fdatasync` of a segment the writer starts without
+    /// waiting for it, and so without a call to
+    /// [`fdatasync`](Self::fdatasync): the periodic ones (through io_uring,
+    /// or on the pwrite path's I/O thread) and, through io_uring, a seal's
+    /// after the cut (the pwrite path calls `fdatasync`). An error fails
+    /// that sync with the error, without it reaching the kernel.
     fn admit_sync(&self) -> std::io::Result<()> {
         Ok(())
     }
@@ -95,8 +96,8 @@ pub trait Fs: Send + Sync + std::fmt::Debug {
     }
 
     /// Makes a directory's entries (creates, renames, removals) durable.
-    /// (After a seal's rename the writer syncs both directories through its
-    /// I/O backend instead, as it does its segment syncs.)
+    /// (After a seal's rename the writer syncs both directories on handles
+    /// the spool opened at start, through its I/O backend, instead.)
     fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
         File::open(dir)?.sync_all()
     }

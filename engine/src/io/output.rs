@@ -9,10 +9,12 @@
 //! zero-padded and rewritten in place by the next write, and an `fdatasync`
 //! follows, which runs while the writer goes on, its result collected with
 //! the next completions (`sync_wait` waits for it). At close the file is
-//! written out and truncated to its true length, and its `fdatasync` is
-//! started the same way: the writer goes on with the next file meanwhile,
-//! and [`Output::next_closed`] reports the sync's result. Directory syncs
-//! (after a sealed segment's rename) run in the background too.
+//! written out and truncated to its true length, and through io_uring its
+//! `fdatasync` is started the same way: the writer goes on with the next
+//! file meanwhile, and [`Output::next_closed`] reports the sync's result.
+//! Directory syncs (after a sealed segment's rename) run in the background
+//! too. On the pwrite path both are calls (DECISIONS.md, "A seal's
+//! fdatasync runs in the background through io_uring").
 //!
 //! Accounting is by line: every line's end offset is remembered until the
 //! bytes before it are known to be written (the *frontier*, which only moves
@@ -474,11 +476,16 @@ impl Output {
         }
     }
 
-    /// Starts an `fsync` of directory `dir` in the background, so that the
-    /// entries it holds are durable; a failure is logged when collected.
-    /// (On the pwrite path, which syncs closed files by calls, the caller
-    /// syncs directories by calls too.)
+    /// Makes the entries of directory `dir` durable: an `fsync` started in
+    /// the background through io_uring (a failure is logged when
+    /// collected), a call on the pwrite path, as a closed file's sync is.
     pub fn sync_dir(&mut self, dir: &Arc<File>) {
+        if self.backend.path() == IoPath::Pwrite {
+            if let Err(e) = rustix::fs::fsync(&**dir) {
+                tracing::warn!(error = %e, "syncing a spool directory failed");
+            }
+            return;
+        }
         match self.backend.start_sync(dir, Durable::All, DIR_TAG) {
             Started::InFlight => self.dir_syncs.push(Arc::clone(dir)),
             Started::Failed(e) => {
@@ -904,7 +911,7 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_files_sync_runs_while_the_next_file_is_written() {
+    fn each_closed_file_is_reported_once_by_its_ticket_while_the_next_is_written() {
         use std::sync::atomic::Ordering::SeqCst;
         for mode in [IoMode::Uring, IoMode::Pwrite] {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -913,8 +920,9 @@ mod tests {
             let mut tickets = Vec::new();
             let mut expected = Vec::new();
             let mut written = 0;
-            // Three files, each closed without waiting; the next one is
-            // opened and written while the last close's sync may still run.
+            // Three files, each closed without waiting for its sync through
+            // io_uring; the next one is opened and written while the last
+            // close's sync may still run.
             for n in 0..3u32 {
                 let path = dir.path().join(format!("segment-{n}"));
                 out.open(&path, 1 << 20).expect("open");
