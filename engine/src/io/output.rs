@@ -740,6 +740,15 @@ mod tests {
 
     use super::*;
 
+    /// Appends `line` to the open file and to `expected`, the content the
+    /// file should end with; returns the lines now known written.
+    fn append(out: &mut Output, line: &str, expected: &mut Vec<u8>) -> u64 {
+        out.buf().extend_from_slice(line.as_bytes());
+        out.line_end();
+        expected.extend_from_slice(line.as_bytes());
+        out.pump().written
+    }
+
     /// The real file system (the trait's defaults), recording the length of
     /// every segment write.
     #[derive(Debug, Default)]
@@ -767,10 +776,7 @@ mod tests {
             let mut written = 0;
             for i in 0..20_000u32 {
                 let line = format!("{i:07} {}\n", "x".repeat(1000 + (i % 97) as usize));
-                out.buf().extend_from_slice(line.as_bytes());
-                out.line_end();
-                expected.extend_from_slice(line.as_bytes());
-                written += out.pump().written;
+                written += append(&mut out, &line, &mut expected);
             }
             let (p, len) = out.close();
             written += p.written;
@@ -839,10 +845,7 @@ mod tests {
             // sync is waited for.
             for i in 0..3000u32 {
                 let line = format!("{i:05} {}\n", "y".repeat(200 + (i % 1300) as usize));
-                out.buf().extend_from_slice(line.as_bytes());
-                out.line_end();
-                expected.extend_from_slice(line.as_bytes());
-                written += out.pump().written;
+                written += append(&mut out, &line, &mut expected);
                 if i % 100 == 99 {
                     written += out.sync().written;
                 }
@@ -929,10 +932,7 @@ mod tests {
                 let mut content = Vec::new();
                 for i in 0..500u32 {
                     let line = format!("{n} {i:04} {}\n", "z".repeat(100 + (i % 900) as usize));
-                    out.buf().extend_from_slice(line.as_bytes());
-                    out.line_end();
-                    content.extend_from_slice(line.as_bytes());
-                    written += out.pump().written;
+                    written += append(&mut out, &line, &mut content);
                 }
                 let (p, closed) = out.close_start();
                 written += p.written;
