@@ -2,7 +2,9 @@
 //! crossbeam channel of `Vec<u8>`, see `ChannelCapture`) measured in the same
 //! run; the sampled-in groups also beside `memcpy`, the bare copy of the
 //! same bytes into a reused buffer, and `handoff`, the same copy into a
-//! window that a thread on the other core reads at each drain.
+//! window that a thread on the other core reads at each drain; and
+//! `capline_shared`, the same calls with the bodies handed over as `Bytes`
+//! (`Engine::capture_shared`), which the ring holds instead of copying.
 //! `scripts/bench-capture.sh` runs this and prints every group's medians as
 //! ratios, with the CPU model.
 //!
@@ -18,7 +20,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use capline::{Engine, Outcome};
+use capline::bytes::Bytes;
+use capline::{Engine, Outcome, SharedCapture, SharedPayload};
 use capline_benches::{ChannelCapture, Handoff, Shape, capture_shapes, discarding_engine};
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -48,6 +51,41 @@ fn timed(iters: u64, chunk: u64, capture: &dyn Fn() -> bool, drain: &dyn Fn()) -
         total += start.elapsed();
         assert_eq!(kept, n, "every sampled-in capture was kept");
         drain();
+        left -= n;
+    }
+    total
+}
+
+/// [`timed`] for shared bodies: each chunk's pairs are made first, untimed
+/// (a server has its bodies as `Bytes` before it captures them), each pair
+/// its own buffers; the calls hand them over.
+fn timed_shared(iters: u64, chunk: u64, s: &Shape, engine: &Engine) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(chunk);
+        let mut pairs: Vec<(Bytes, Bytes)> = (0..n)
+            .map(|_| {
+                (
+                    Bytes::from(s.request.clone()),
+                    Bytes::from(s.response.clone()),
+                )
+            })
+            .collect();
+        let start = Instant::now();
+        let mut kept = 0;
+        while let Some((request, response)) = pairs.pop() {
+            let out = engine.capture_shared(SharedCapture {
+                request: SharedPayload::new(s.request_type, request),
+                response: SharedPayload::new(s.response_type, response),
+                inference_id: None,
+                time: None,
+            });
+            kept += u64::from(out == Outcome::Kept);
+        }
+        total += start.elapsed();
+        assert_eq!(kept, n, "every sampled-in capture was kept");
+        engine.flush(Duration::from_secs(60)).expect("flush");
         left -= n;
     }
     total
@@ -99,6 +137,11 @@ fn bench(c: &mut Criterion) {
                         &|| engine.flush(Duration::from_secs(60)).expect("flush"),
                     )
                 })
+            });
+            // The same calls with the bodies handed over as `Bytes`
+            // (`capture_shared`): no copy on the calling thread.
+            g.bench_function("capline_shared", |b| {
+                b.iter_custom(|iters| timed_shared(iters, chunk, s, &engine))
             });
             g.bench_function("channel", |b| {
                 b.iter_custom(|iters| {

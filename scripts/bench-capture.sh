@@ -4,7 +4,8 @@
 # sampled-in groups, to memcpy (the bare copy of the same bytes into a reused
 # buffer) and to handoff (the same copy into a window a thread on the other
 # core reads at each drain), all from this one run, with the CPU model and
-# the commit.
+# the commit; then the same calls with the bodies handed over as Bytes
+# (capture_shared) against the copying call and memcpy.
 # Usage: scripts/bench-capture.sh [extra criterion args, e.g. --sample-size 50]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,4 +33,14 @@ for g in groups:
     rh = f"{c / h:.3f}x" if c and h else "-"
     diff = f" ({c - b:+.2f} ns)" if c and b and c < 100 else ""
     print(f"{g.replace('capture_', 'capture/', 1):<36} {fmt(c):>10} {fmt(b):>10} {fmt(m):>10} {fmt(h):>10} {rb:>11}{diff} {rm:>10} {rh:>10}")
+print()
+print("bodies handed over as Bytes (capture_shared):")
+print(f"{'group':<36} {'shared':>10} {'capline':>10} {'memcpy':>10} {'vs capline':>11} {'vs memcpy':>10}")
+for g in groups:
+    sh, c, m = (median(g, f) for f in ("capline_shared", "capline", "memcpy"))
+    if sh is None:
+        continue
+    rc = f"{sh / c:.3f}x" if c else "-"
+    rm = f"{sh / m:.3f}x" if m else "-"
+    print(f"{g.replace('capture_', 'capture/', 1):<36} {fmt(sh):>10} {fmt(c):>10} {fmt(m):>10} {rc:>11} {rm:>10}")
 PY

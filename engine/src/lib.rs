@@ -40,6 +40,26 @@
 //! engine.shutdown(Duration::from_secs(5))?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! A server whose bodies are [`bytes::Bytes`] already (hyper, axum, tonic)
+//! can hand them over instead of having them copied:
+//! [`Engine::capture_shared`] keeps a kept record's `Bytes` in the ring
+//! until the writer has serialized it, so the call costs the same whatever
+//! the bodies' size.
+//!
+//! ```no_run
+//! # let engine: capline::Engine = unimplemented!();
+//! use capline::bytes::Bytes;
+//! use capline::{SharedCapture, SharedPayload};
+//!
+//! let (request, response) = (Bytes::from_static(b"1,2,3\n"), Bytes::from_static(b"0.25"));
+//! engine.capture_shared(SharedCapture {
+//!     request: SharedPayload::new("text/csv", request.clone()),
+//!     response: SharedPayload::new("text/csv", response.clone()),
+//!     inference_id: None,
+//!     time: None,
+//! });
+//! ```
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
@@ -98,7 +118,11 @@ pub mod fuzzing {
         Some((out.map(|p| p.data.to_vec()).unwrap_or_default(), parsed))
     }
 }
-pub use engine::{Capture, DropReason, Engine, Outcome, RejectReason};
+/// The `bytes` crate, whose [`bytes::Bytes`] bodies [`Engine::capture_shared`] takes.
+pub use bytes;
+pub use engine::{
+    Capture, DropReason, Engine, Outcome, RejectReason, SharedCapture, SharedPayload,
+};
 pub use error::{Error, Result};
 pub use format::Payload;
 pub use io::fs::{Fs, RealFs};

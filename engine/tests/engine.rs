@@ -5,8 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use capline::bytes::Bytes;
 use capline::format::check::parse_line;
-use capline::{Capture, Config, DropReason, Engine, Error, Outcome, Payload, RejectReason};
+use capline::{
+    Capture, Config, DropReason, Engine, Error, Outcome, Payload, RejectReason, SharedCapture,
+    SharedPayload,
+};
 
 struct Dirs {
     _tmp: tempfile::TempDir,
@@ -466,6 +470,112 @@ fn both_io_paths_write_the_same_records() {
                 "{io}: no padding left in {}",
                 f.display()
             );
+        }
+    }
+}
+
+/// A body whose buffer counts its drops.
+struct Counted(Vec<u8>, Arc<std::sync::atomic::AtomicUsize>);
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_shared_capture_writes_what_a_copied_one_does_and_drops_each_body_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    for (modes, input, output) in [
+        (BOTH, true, true),
+        (r#"{"CaptureMode":"Input"}"#, true, false),
+        (r#"{"CaptureMode":"Output"}"#, false, true),
+    ] {
+        let d = dirs();
+        let engine = Engine::start(config(&d, 100, modes, r#","SegmentMaxBytes":262144"#)).unwrap();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let body = |b: &[u8]| Bytes::from_owner(Counted(b.to_vec(), drops.clone()));
+        // JSON, CSV, and bytes that are not UTF-8 (BASE64), small and large.
+        let requests: [(&str, Vec<u8>); 3] = [
+            ("application/json", br#"{"x":"a \"quoted\" word"}"#.to_vec()),
+            ("text/csv", b"1,2,3\n".repeat(5000)),
+            ("text/csv", vec![0xff, 0xfe, 0x00, 0x41]),
+        ];
+        let n = 300;
+        for i in 0..n {
+            let (ct, req) = &requests[i % 3];
+            let resp = format!("{{\"score\":{i}}}");
+            let copied = format!("copied-{i}");
+            let shared = format!("shared-{i}");
+            let c = Capture {
+                request: Payload::new(ct, req),
+                response: Payload::new("application/json", resp.as_bytes()),
+                inference_id: Some(&copied),
+                time: None,
+            };
+            assert_eq!(engine.capture(&c), Outcome::Kept);
+            let out = engine.capture_shared(SharedCapture {
+                request: SharedPayload::new(ct, body(req)),
+                response: SharedPayload::new("application/json", body(resp.as_bytes())),
+                inference_id: Some(&shared),
+                time: None,
+            });
+            assert_eq!(out, Outcome::Kept);
+        }
+        // A body the config does not capture is dropped at once.
+        let uncaptured = usize::from(!input) + usize::from(!output);
+        assert_eq!(drops.load(SeqCst) % 2, 0);
+        assert!(drops.load(SeqCst) >= uncaptured * n, "{modes}");
+        // Once written, every body a kept call handed over is dropped.
+        engine.flush(Duration::from_secs(30)).unwrap();
+        assert_eq!(drops.load(SeqCst), 2 * n, "{modes}");
+        // Not kept: dropped before the call returns.
+        let bad = engine.capture_shared(SharedCapture {
+            request: SharedPayload::new("text/csv", body(b"1")),
+            response: SharedPayload::new("text/csv", body(b"2")),
+            inference_id: Some(" starts with a space"),
+            time: None,
+        });
+        assert_eq!(bad, Outcome::Rejected(RejectReason::InferenceId));
+        assert_eq!(drops.load(SeqCst), 2 * n + 2);
+        engine.set_sampling_percentage(0.0).unwrap();
+        let out = engine.capture_shared(SharedCapture {
+            request: SharedPayload::new("text/csv", body(b"1")),
+            response: SharedPayload::new("text/csv", body(b"2")),
+            inference_id: None,
+            time: None,
+        });
+        assert_eq!(out, Outcome::SampledOut);
+        assert_eq!(drops.load(SeqCst), 2 * n + 4);
+
+        let stats = engine.shutdown(Duration::from_secs(30)).unwrap();
+        assert_eq!(stats.records_written, 2 * n as u64, "{modes}");
+        assert_eq!(
+            drops.load(SeqCst),
+            2 * n + 4,
+            "{modes}: every body dropped once"
+        );
+        let recs = lines(&d.dest);
+        assert_eq!(recs.len(), 2 * n, "{modes}");
+        let by_id: std::collections::HashMap<String, _> = recs
+            .into_iter()
+            .map(|(_, r)| (r.inference_id.clone().unwrap(), r))
+            .collect();
+        for i in 0..n {
+            let (a, b) = (
+                &by_id[&format!("copied-{i}")],
+                &by_id[&format!("shared-{i}")],
+            );
+            assert_eq!(a.input, b.input, "{modes} {i}");
+            assert_eq!(a.output, b.output, "{modes} {i}");
+            assert_eq!(b.input.is_some(), input, "{modes}");
+            assert_eq!(b.output.is_some(), output, "{modes}");
         }
     }
 }

@@ -4,68 +4,21 @@
 //! gate, draws the sampling decision, validates what it must, and copies a
 //! kept pair into the ring for the writer thread ([`crate::ring::Producer`]).
 //! It never blocks, takes no lock, makes no syscall and never allocates; a
-//! record it cannot keep is dropped and counted with its reason.
+//! record it cannot keep is dropped and counted with its reason. What a call
+//! takes and answers is in [`super::call`].
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::mem::ManuallyDrop;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
 
 use super::Engine;
+use super::call::{Capture, DropReason, Outcome, RejectReason, SharedCapture};
 use crate::clock::{Clock, MAX_TIME_MILLIS};
 use crate::format::{MAX_CONTENT_TYPE, Payload, is_valid_inference_id};
 use crate::ring::RecordParts;
 use crate::sample::Closed;
 use crate::stats::{Lane, claim_slot};
-
-/// One inference to capture.
-#[derive(Debug, Clone, Copy)]
-pub struct Capture<'a> {
-    /// The request: its Content-Type and body.
-    pub request: Payload<'a>,
-    /// The response: its Content-Type and body.
-    pub response: Payload<'a>,
-    /// The caller's inference id (`X-Amzn-SageMaker-Inference-Id`): 1–64 printable ASCII characters.
-    pub inference_id: Option<&'a str>,
-    /// When the inference happened; `None` means now.
-    pub time: Option<SystemTime>,
-}
-
-/// What `capture()` did with a call. Every call has exactly one outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Queued for writing.
-    Kept,
-    /// Not selected by sampling.
-    SampledOut,
-    /// Not kept, for a reason that is not the caller's fault.
-    Dropped(DropReason),
-    /// Not kept because the call's data broke a rule.
-    Rejected(RejectReason),
-}
-
-/// Why a call was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// Capture is disabled.
-    Disabled,
-    /// The disk watermark (or a failed segment write) closed the gate.
-    Watermark,
-    /// Undelivered segments reached `SpoolMaxBytes`.
-    SpoolFull,
-    /// The ring had no room (the writer is behind).
-    RingFull,
-    /// The record is larger than `MaxRecordBytes`.
-    TooLarge,
-}
-
-/// Why a call was rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectReason {
-    /// The inference id is empty, longer than 64 bytes, starts with a space, or is not printable ASCII.
-    InferenceId,
-    /// A content type is longer than 1024 bytes (`MAX_CONTENT_TYPE`).
-    ContentType,
-    /// The time is before 1970 or after year 9999.
-    Time,
-}
 
 impl Engine {
     /// Offers one inference for capture. Never blocks, never takes a lock,
@@ -78,8 +31,58 @@ impl Engine {
     /// build the stack frame, that their work needs (`DECISIONS.md`, "The
     /// gate alone in `capture()`").
     pub fn capture(&self, c: &Capture) -> Outcome {
+        self.capture_with(c, [None, None])
+    }
+
+    /// [`capture`](Self::capture) without the copy: the bodies are handed
+    /// over as [`Bytes`], and a kept record holds on to them (in the ring,
+    /// in place of the copied bytes) until the writer has serialized it, on
+    /// its own thread, which then drops them. The call then costs what a
+    /// kept call costs without its `memcpy`, whatever the bodies' size: for
+    /// bodies of tens of kilobytes or more, the copy is most of a kept
+    /// call's time on the serving thread. Every other rule is the same:
+    /// never blocks, takes no lock, makes no syscall, never allocates; the
+    /// same sampling, checks, counters and outcomes. The ring's space still
+    /// bounds what kept records hold: a held body takes as much of it as
+    /// its copy would.
+    ///
+    /// A body not kept (sampled out, dropped, rejected, or of a payload the
+    /// config does not capture) is dropped before this returns, on this
+    /// thread. The buffers stay alive, and unchanged (`Bytes` are
+    /// immutable), until the record is written, up to the writer's sleep
+    /// (tens of milliseconds) after the call: a server that reuses a buffer
+    /// once every `Bytes` of it is gone (a `BytesMut` it reads into) will
+    /// allocate a new one meanwhile. Pass a clone (`Bytes::clone`, a
+    /// reference count) to keep using a body.
+    pub fn capture_shared(&self, c: SharedCapture<'_>) -> Outcome {
+        // Ours until the ring takes them: only a kept record's captured
+        // payloads are moved in (`RecordParts::held_bodies`).
+        let request = ManuallyDrop::new(c.request.data);
+        let response = ManuallyDrop::new(c.response.data);
+        let outcome = self.capture_with(
+            &Capture {
+                request: Payload::new(c.request.content_type, &request),
+                response: Payload::new(c.response.content_type, &response),
+                inference_id: c.inference_id,
+                time: c.time,
+            },
+            [Some(&request), Some(&response)],
+        );
+        let kept = outcome == Outcome::Kept;
+        if !(kept && self.capture_input) {
+            drop(ManuallyDrop::into_inner(request));
+        }
+        if !(kept && self.capture_output) {
+            drop(ManuallyDrop::into_inner(response));
+        }
+        outcome
+    }
+
+    /// Both kinds of call: `held` are the bodies a shared call hands over.
+    #[inline(always)]
+    fn capture_with(&self, c: &Capture, held: [Option<&Bytes>; 2]) -> Outcome {
         let Some(n) = self.counters.lane() else {
-            return self.first_capture(c);
+            return self.first_capture(c, held);
         };
         match self.sampler.gate() {
             None => {}
@@ -96,33 +99,34 @@ impl Engine {
                 return Outcome::Dropped(DropReason::SpoolFull);
             }
         }
-        self.sample(c, n)
+        self.sample(c, n, held)
     }
 
     /// The sampling decision at an open gate; a kept call goes on to
     /// [`offer`](Self::offer).
     #[inline(never)]
-    fn sample(&self, c: &Capture, n: Lane<'_>) -> Outcome {
+    fn sample(&self, c: &Capture, n: Lane<'_>, held: [Option<&Bytes>; 2]) -> Outcome {
         if !self.sampler.keep(c.inference_id) {
             n.inc(&n.s.sampled_out);
             return Outcome::SampledOut;
         }
-        self.offer(c, n)
+        self.offer(c, n, held)
     }
 
     /// A thread's first call: its counter slot is claimed, then the call
     /// is made again.
     #[cold]
     #[inline(never)]
-    fn first_capture(&self, c: &Capture) -> Outcome {
+    fn first_capture(&self, c: &Capture, held: [Option<&Bytes>; 2]) -> Outcome {
         claim_slot();
-        self.capture(c)
+        self.capture_with(c, held)
     }
 
     /// A sampled-in call: checks what the caller passed, then copies the
-    /// record into the ring, or drops it and counts why.
+    /// record into the ring (or, for `held` bodies, moves their handles
+    /// in), or drops it and counts why.
     #[inline(never)]
-    fn offer(&self, c: &Capture, n: Lane<'_>) -> Outcome {
+    fn offer(&self, c: &Capture, n: Lane<'_>, held: [Option<&Bytes>; 2]) -> Outcome {
         if c.inference_id.is_some_and(|id| !is_valid_inference_id(id)) {
             n.inc(&n.s.rejected_inference_id);
             return Outcome::Rejected(RejectReason::InferenceId);
@@ -152,6 +156,7 @@ impl Engine {
             output: self.capture_output.then_some(c.response),
             inference_id: c.inference_id,
             stamp,
+            held,
         };
         let size = rec.size();
         if size > self.max_record_bytes {

@@ -5,6 +5,7 @@
 //! uploader (sealed segments → destination) and the disk monitor. The hot
 //! path, [`Engine::capture`], is in [`capture`] on its own.
 
+mod call;
 mod capture;
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-pub use capture::{Capture, DropReason, Outcome, RejectReason};
+pub use call::{Capture, DropReason, Outcome, RejectReason, SharedCapture, SharedPayload};
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};

@@ -92,6 +92,15 @@ impl Consumer {
     }
 }
 
+impl Drop for Consumer {
+    /// Publishes the consumer's own head, so the ring's last owner knows
+    /// which records were never consumed (and drops the bodies they hold).
+    fn drop(&mut self) {
+        self.published = u64::MAX;
+        publish(&self.shared, self.head, &mut self.published);
+    }
+}
+
 /// Lets producers reuse everything before `head`.
 fn publish(s: &Shared, head: u64, published: &mut u64) {
     if *published != head {

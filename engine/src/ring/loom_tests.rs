@@ -14,6 +14,7 @@ fn rec(data: &[u8], t: u64) -> RecordParts<'_> {
         output: None,
         inference_id: None,
         stamp: t,
+        held: [None, None],
     }
 }
 

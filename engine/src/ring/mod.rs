@@ -58,9 +58,9 @@ mod stream;
 mod tests;
 
 #[cfg(capline_loom)]
-use loom::sync::atomic::{AtomicBool, AtomicU64};
+use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 #[cfg(not(capline_loom))]
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use std::sync::Arc;
 
@@ -68,23 +68,57 @@ pub(crate) use consumer::{Consumer, Pop};
 pub(crate) use producer::Producer;
 use storage::Storage;
 
+use bytes::Bytes;
+
 use crate::format::Payload;
 
 /// A record as the capture path hands it over (borrowed from the caller), or
-/// as the consumer reads it back (borrowed from the ring).
+/// as the consumer reads it back (borrowed from the ring, or from the bodies
+/// a held record owns).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RecordParts<'a> {
     pub(crate) input: Option<Payload<'a>>,
     pub(crate) output: Option<Payload<'a>>,
     pub(crate) inference_id: Option<&'a str>,
     pub(crate) stamp: u64,
+    /// Bodies handed over rather than copied (`Engine::capture_shared`):
+    /// where one is set, its payload's data is that `Bytes`, and the ring
+    /// stores a bitwise copy of the `Bytes` itself in the data's place. A
+    /// successful push moves them into the ring (the caller must not drop
+    /// them then); the consumer drops them once the record is read.
+    pub(crate) held: [Option<&'a Bytes>; 2],
 }
 
-impl RecordParts<'_> {
-    /// Payload bytes this record carries (bodies, content types, id).
+impl<'a> RecordParts<'a> {
+    /// Payload bytes this record carries (bodies, content types, id). Held
+    /// bodies count in full: the ring's space then bounds the memory the
+    /// records it holds keep alive, copied or not.
     pub(crate) fn size(&self) -> u64 {
         let p = |p: &Option<Payload>| p.map_or(0, |p| p.content_type.len() + p.data.len());
         (p(&self.input) + p(&self.output) + self.inference_id.map_or(0, str::len)) as u64
+    }
+
+    /// Payload bytes actually written into the ring: [`Self::size`] with
+    /// each held body counted as its handle.
+    pub(crate) fn written(&self) -> u64 {
+        let [i, o] = self.held_bodies();
+        let body = |h: Option<&Bytes>| h.map_or(0, |b| b.len() as u64);
+        let handles = self.held_bodies().iter().flatten().count() * codec::HANDLE;
+        self.size() - body(i) - body(o) + handles as u64
+    }
+
+    /// Whether the record holds a body (see [`Self::held`]).
+    pub(crate) fn holds(&self) -> bool {
+        self.held_bodies().iter().any(Option::is_some)
+    }
+
+    /// The held bodies whose payload is in the record (input, output).
+    pub(crate) fn held_bodies(&self) -> [Option<&'a Bytes>; 2] {
+        let [i, o] = self.held;
+        [
+            i.filter(|_| self.input.is_some()),
+            o.filter(|_| self.output.is_some()),
+        ]
     }
 }
 
@@ -162,6 +196,33 @@ struct Shared {
     head: Padded<AtomicU64>,
     /// Set when no producer will push again.
     closed: AtomicBool,
+}
+
+impl Drop for Shared {
+    /// Drops the bodies held by records nobody consumed: every producer and
+    /// the consumer are gone, and the consumer published its own head when
+    /// it went (`Consumer`'s `Drop`), so `head .. tail` is exactly them.
+    fn drop(&mut self) {
+        let mask = self.capacity - 1;
+        let tail = self.claim.0.tail.load(Ordering::Acquire);
+        let mut at = self.head.0.load(Ordering::Acquire);
+        while at < tail {
+            let off = (at & mask) as usize;
+            let word = self.storage.header(off).load(Ordering::Acquire);
+            if word == 0 {
+                // A claim never committed: nothing was written after it.
+                break;
+            }
+            let len = word >> 32;
+            if word & 0xff == KIND_RECORD {
+                // SAFETY: a committed record (its header is set), never
+                // consumed (at or past the consumer's final head), and no
+                // producer or consumer is left to touch it.
+                unsafe { self.storage.read_record(off, len as usize, |_| {}) };
+            }
+            at += len;
+        }
+    }
 }
 
 /// A ring of at least `bytes` bytes (rounded up to a power of two, minimum 64).

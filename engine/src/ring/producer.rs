@@ -20,10 +20,19 @@ pub(crate) struct Producer {
 impl Producer {
     /// Copies the record in; `false` when there is no room. Never blocks,
     /// never allocates. `size` is `rec.size()` (the capture path has it
-    /// already, from its size check).
+    /// already, from its size check). On `true`, the ring owns the bodies
+    /// in `rec.held_bodies()`: the caller must forget its `Bytes` for them.
     pub(crate) fn try_push(&self, rec: &RecordParts, size: u64) -> bool {
         let s = &*self.shared;
-        let need = footprint(size);
+        // A held body takes its full length of the ring's space (at least
+        // its handle's) but only its handle's bytes are written: how to
+        // write, and what to prefetch, follow what is written.
+        let (need, wrote) = if rec.holds() {
+            let wrote = footprint(rec.written());
+            (footprint(size).max(wrote), wrote)
+        } else {
+            (footprint(size), footprint(size))
+        };
         if need > s.capacity {
             return false;
         }
@@ -85,9 +94,11 @@ impl Producer {
             s.publish_pad(start - pad, pad);
         }
         let off = (start & mask) as usize;
-        let stream = off as u64 >= s.cold && need >= s.stream_min;
+        // Never a held record: its handles are copied untyped, byte for byte.
+        let stream = off as u64 >= s.cold && need >= s.stream_min && !rec.holds();
         // SAFETY: the CAS above gave this producer `start .. start + need`
-        // exclusively, the bytes lie within the buffer (a record never wraps),
+        // (`wrote <= need` of it is written) exclusively, the bytes lie
+        // within the buffer (a record never wraps),
         // `off` is a multiple of 64 (as every claim is), and the consumer was
         // done with them before publishing the `head` we compared with
         // (Acquire loads above).
@@ -96,7 +107,7 @@ impl Producer {
         s.storage
             .header(off)
             .store((need << 32) | KIND_RECORD, Ordering::Release);
-        s.prefetch_claim(start + need, need, head);
+        s.prefetch_claim(start + need, wrote, head);
         true
     }
 

@@ -8,7 +8,7 @@ use loom::sync::atomic::AtomicU64;
 #[cfg(not(capline_loom))]
 use std::sync::atomic::AtomicU64;
 
-use super::codec::{decode, fixed_fields, pieces};
+use super::codec::{decode, fixed_fields, pieces, release};
 use super::{RecordParts, UNIT};
 
 /// One cache line of the buffer: units start on lines, so a record never
@@ -132,8 +132,11 @@ impl Storage {
         }
     }
 
+    /// Hands the record at `off` to `f`, then drops the bodies it holds.
+    ///
     /// # Safety
-    /// `off .. off + len` holds a committed record that nobody writes while `f` runs.
+    /// `off .. off + len` holds a committed record that nobody writes while
+    /// `f` runs, read here for the last time.
     pub(super) unsafe fn read_record(
         &self,
         off: usize,
@@ -144,6 +147,9 @@ impl Storage {
         // (the caller's contract); the slice does not outlive this call.
         let body = unsafe { std::slice::from_raw_parts(self.bytes().add(off), len) };
         f(decode(body));
+        // SAFETY: the record's last read (the caller's contract), and `f`
+        // has returned, so nothing borrows its bodies any more.
+        unsafe { release(body) };
     }
 }
 
@@ -220,5 +226,7 @@ impl Storage {
             .map(|i| self.bytes[i].with(|p| unsafe { *p }))
             .collect();
         f(decode(&body));
+        // SAFETY: the record's last read (the caller's contract).
+        unsafe { release(&body) };
     }
 }

@@ -16,6 +16,7 @@ fn rec<'a>(data: &'a [u8], id: Option<&'a str>, t: u64) -> RecordParts<'a> {
         output: Some(Payload::new("application/json", b"{}")),
         inference_id: id,
         stamp: t,
+        held: [None, None],
     }
 }
 
@@ -44,6 +45,7 @@ fn round_trips_every_field() {
             output: Some(Payload::new("text/csv; charset=utf-8", b"0.5")),
             inference_id: Some("id-7"),
             stamp: 42,
+            held: [None, None],
         }
     ));
     let mut seen = false;
@@ -151,6 +153,7 @@ fn records_in_the_cold_half_round_trip_byte_for_byte() {
                 output: (k % 7 != 0).then(|| Payload::new(cts[(k / 4) % 4], &bytes[a..a + b])),
                 inference_id: ids[k % 3],
                 stamp: n,
+                held: [None, None],
             };
             let need = footprint(parts.size());
             let tail = w.shared.claim.0.tail.load(Ordering::Relaxed) & 16383;
@@ -292,4 +295,138 @@ fn prefetchw_is_detected_as_linux_reports_it() {
         .expect("a flags line");
     let linux = flags.split_whitespace().any(|f| f == "3dnowprefetch");
     assert_eq!(storage::has_prefetchw(), linux);
+}
+
+/// A body whose buffer counts how often it is dropped.
+struct Counted(Vec<u8>, Arc<std::sync::atomic::AtomicUsize>);
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.1.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn counted(data: &[u8], drops: &Arc<std::sync::atomic::AtomicUsize>) -> Bytes {
+    Bytes::from_owner(Counted(data.to_vec(), drops.clone()))
+}
+
+/// Pushes a record holding both bodies; on success the ring owns them.
+fn push_held(w: &Producer, input: Bytes, output: Bytes, t: u64) -> bool {
+    let (i, o) = (
+        std::mem::ManuallyDrop::new(input),
+        std::mem::ManuallyDrop::new(output),
+    );
+    let parts = RecordParts {
+        input: Some(Payload::new("text/csv", &i)),
+        output: Some(Payload::new("application/json", &o)),
+        inference_id: Some("held"),
+        stamp: t,
+        held: [Some(&i), Some(&o)],
+    };
+    let pushed = push(w, &parts);
+    if !pushed {
+        drop(std::mem::ManuallyDrop::into_inner(i));
+        drop(std::mem::ManuallyDrop::into_inner(o));
+    }
+    pushed
+}
+
+#[test]
+fn a_held_record_reads_its_bodies_in_place_and_drops_them_once_read() {
+    let drops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (w, mut r) = ring(1 << 20);
+    let input: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let (a, b) = (counted(&input, &drops), counted(b"{\"y\":1}", &drops));
+    let at = a.as_ptr();
+    assert!(push_held(&w, a, b, 7));
+    // Next to a copied record, in the same ring.
+    assert!(push(&w, &rec(b"copied", None, 8)));
+    assert_eq!(drops.load(Ordering::SeqCst), 0, "the ring owns both bodies");
+    let tail = w.shared.claim.0.tail.load(Ordering::Relaxed);
+    assert!(
+        tail >= footprint(20_000),
+        "a held body takes its full size of the ring"
+    );
+    assert_eq!(
+        r.pop(|p| {
+            let i = p.input.unwrap();
+            assert_eq!(i.data, &input[..]);
+            assert_eq!(i.data.as_ptr(), at, "read in place, not copied");
+            assert_eq!(i.content_type, "text/csv");
+            assert_eq!(p.output.unwrap().data, b"{\"y\":1}");
+            assert_eq!(p.inference_id, Some("held"));
+            assert_eq!(p.stamp, 7);
+            assert_eq!(drops.load(Ordering::SeqCst), 0, "alive while read");
+        }),
+        Pop::Record
+    );
+    assert_eq!(drops.load(Ordering::SeqCst), 2, "dropped once read");
+    let (p, got) = pop_owned(&mut r);
+    assert_eq!((p, got.unwrap().0), (Pop::Record, b"copied".to_vec()));
+    assert_eq!(drops.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn held_records_wrap_around_and_a_full_ring_gives_the_bodies_back() {
+    let drops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (w, mut r) = ring(64 << 10);
+    let body: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let mut pushed = 0;
+    let mut refused = 0;
+    for round in 0..200u64 {
+        // Fill until the ring refuses (its space bounds the held bodies)...
+        while push_held(&w, counted(&body, &drops), counted(b"1", &drops), round) {
+            pushed += 2;
+        }
+        refused += 2;
+        // ...then read all of it back.
+        loop {
+            let (p, got) = pop_owned(&mut r);
+            match p {
+                Pop::Record => assert_eq!(got.unwrap().0, body),
+                _ => break,
+            }
+        }
+        assert_eq!(drops.load(Ordering::SeqCst), pushed + refused);
+    }
+    assert!(pushed > 200 * 2 * 8, "only {pushed} bodies went through");
+}
+
+#[test]
+fn a_ring_dropped_with_held_records_unread_drops_their_bodies_once() {
+    let drops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (w, mut r) = ring(1 << 16);
+    for t in 0..6 {
+        assert!(push_held(
+            &w,
+            counted(b"abc", &drops),
+            counted(b"de", &drops),
+            t
+        ));
+    }
+    // Two read (their bodies dropped then), four never read.
+    assert_eq!(r.pop(|_| {}), Pop::Record);
+    assert_eq!(r.pop(|_| {}), Pop::Record);
+    assert_eq!(drops.load(Ordering::SeqCst), 4);
+    drop(r);
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        4,
+        "the producer still holds the ring"
+    );
+    // A record pushed after the consumer went is dropped with the ring too.
+    assert!(push_held(
+        &w,
+        counted(b"f", &drops),
+        counted(b"g", &drops),
+        9
+    ));
+    drop(w);
+    assert_eq!(drops.load(Ordering::SeqCst), 14);
 }
