@@ -94,6 +94,10 @@ impl Producer {
             s.publish_pad(start - pad, pad);
         }
         let off = (start & mask) as usize;
+        // The header's line is stored to last: start taking it now, while
+        // the record is copied (the next claim's compare-and-swap waits
+        // for that store).
+        s.storage.prefetch_header_for_write(off);
         // Never a held record: its handles are copied untyped, byte for byte.
         let stream = off as u64 >= s.cold && need >= s.stream_min && !rec.holds();
         // SAFETY: the CAS above gave this producer `start .. start + need`
@@ -132,6 +136,9 @@ impl Shared {
     fn prefetch_claim(&self, at: u64, need: u64, head: u64) {
         let (off, len) = self.prefetch_span(at, need, head);
         self.storage.prefetch_for_write(off as usize, len as usize);
+        if len > 0 {
+            self.storage.prefetch_header_for_write(off as usize);
+        }
     }
 
     /// The buffer offset and length [`Self::prefetch_claim`] prefetches

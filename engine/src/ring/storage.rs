@@ -99,6 +99,24 @@ impl Storage {
         &self.headers[off / UNIT as usize]
     }
 
+    /// Hints that the header of the unit at `off` will be written soon.
+    #[inline]
+    pub(super) fn prefetch_header_for_write(&self, off: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let line = self.header(off).as_ptr().cast::<u8>();
+            if self.prefetchw {
+                // SAFETY: a prefetch is only a hint: it never faults,
+                // changes no memory, and the CPU has the instruction.
+                unsafe {
+                    std::arch::asm!("prefetchw [{}]", in(reg) line, options(nostack, preserves_flags, readonly))
+                };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = off;
+    }
+
     pub(super) fn bytes(&self) -> *mut u8 {
         self.lines.as_ptr().cast::<u8>().cast_mut()
     }
@@ -202,6 +220,9 @@ impl Storage {
 
     /// A hint only; nothing under loom.
     pub(super) fn prefetch_for_write(&self, _off: usize, _len: usize) {}
+
+    /// A hint only; nothing under loom.
+    pub(super) fn prefetch_header_for_write(&self, _off: usize) {}
 
     pub(super) unsafe fn write_record(&self, off: usize, rec: &RecordParts, _cold: bool) {
         let fixed = fixed_fields(rec);
