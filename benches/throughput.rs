@@ -6,7 +6,10 @@
 //! (`-- --redaction`: the writer with `Engine.Redaction` on against off;
 //! `-- --only SHAPE`: one shape, `csv_1k`, `json_16k` or `binary_64k`;
 //! `-- --capture-cpu N`: the capturing thread runs on CPU N alone during
-//! capline's runs, after the engine's threads have started elsewhere)
+//! capline's runs, after the engine's threads have started elsewhere;
+//! `-- --shared`: capline's runs hand the bodies over as `Bytes`
+//! (`Engine::capture_shared`, each call a clone, made before its timing,
+//! of one of [`SHARED_POOL`] distinct buffers) instead of lending them)
 //!
 //! For each record shape it measures:
 //! - **disk limit**: the same number of bytes as capline's JSON lines, written
@@ -63,8 +66,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use capline::bench_io::Output;
+use capline::bytes::Bytes;
 use capline::config::IoMode;
-use capline::{Capture, Config, DropReason, Engine, Outcome, Payload};
+use capline::{
+    Capture, Config, DropReason, Engine, Outcome, Payload, SharedCapture, SharedPayload,
+};
 use capline_benches::{Shape, Timer, binary, csv, json};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -190,6 +196,12 @@ fn my_preemptions() -> u64 {
 /// 64 KiB records, and took disk throughput from the run they measured
 /// (PERFORMANCE.md).
 const UNDER_LOAD_EVERY: u64 = 8;
+
+/// `--shared`: capline's runs call `capture_shared`.
+static SHARED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Distinct body buffers `--shared` cycles through (so the writer reads
+/// from more memory than its cache, as it would from a server's requests).
+const SHARED_POOL: usize = 256;
 
 /// The floor's copy: the pair into one reused buffer of its size, timed as
 /// a capture call is; its latency in nanoseconds.
@@ -324,6 +336,19 @@ fn capline_run_with(
         inference_id: None,
         time: None,
     };
+    let shared = SHARED.load(std::sync::atomic::Ordering::Relaxed);
+    let pool: Vec<(Bytes, Bytes)> = (0..if shared { SHARED_POOL } else { 0 })
+        .map(|_| {
+            let pair = (
+                Bytes::from(s.request.clone()),
+                Bytes::from(s.response.clone()),
+            );
+            // A `Bytes` from a `Vec` allocates on its first clone: done here.
+            drop(pair.clone());
+            pair
+        })
+        .collect();
+    let mut attempt = 0usize;
     let mut h = capline_benches::histogram();
     let mut refused = 0u64;
     // Each record's kept call: its latency, how many calls were kept since
@@ -354,9 +379,22 @@ fn capline_run_with(
     for call in &mut kept {
         let mut retried = false;
         loop {
-            let a = timer.clock.raw();
-            let o = engine.capture(&cap);
-            let b = timer.clock.raw();
+            let (a, o, b) = if shared {
+                let (request, response) = pool[attempt % SHARED_POOL].clone();
+                attempt += 1;
+                let a = timer.clock.raw();
+                let o = engine.capture_shared(SharedCapture {
+                    request: SharedPayload::new(s.request_type, request),
+                    response: SharedPayload::new(s.response_type, response),
+                    inference_id: None,
+                    time: None,
+                });
+                (a, o, timer.clock.raw())
+            } else {
+                let a = timer.clock.raw();
+                let o = engine.capture(&cap);
+                (a, o, timer.clock.raw())
+            };
             match o {
                 Outcome::Kept => {
                     let ns = timer.clock.delta_as_nanos(a, b);
@@ -805,6 +843,7 @@ fn main() {
             "--dir" => dir = args.next().map(PathBuf::from),
             "--scale" => scale = args.next().and_then(|s| s.parse().ok()).unwrap_or(1.0),
             "--redaction" => redaction = true,
+            "--shared" => SHARED.store(true, std::sync::atomic::Ordering::Relaxed),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -818,6 +857,9 @@ fn main() {
     println!("timer overhead subtracted: {} ns", timer.overhead);
     if let Some(cpu) = capture_cpu {
         println!("capturing thread pinned to CPU {cpu} during capline's runs");
+    }
+    if SHARED.load(std::sync::atomic::Ordering::Relaxed) {
+        println!("capline's runs hand the bodies over as Bytes (capture_shared)");
     }
     for (s, n) in shapes() {
         if only.as_ref().is_some_and(|o| o != s.name) {

@@ -31,7 +31,7 @@ impl Engine {
     /// build the stack frame, that their work needs (`DECISIONS.md`, "The
     /// gate alone in `capture()`").
     pub fn capture(&self, c: &Capture) -> Outcome {
-        self.capture_with(c, [None, None])
+        self.capture_with(c, None)
     }
 
     /// [`capture`](Self::capture) without the copy: the bodies are handed
@@ -66,7 +66,7 @@ impl Engine {
                 inference_id: c.inference_id,
                 time: c.time,
             },
-            [Some(&request), Some(&response)],
+            Some(&[&request, &response]),
         );
         let kept = outcome == Outcome::Kept;
         if !(kept && self.capture_input) {
@@ -80,7 +80,7 @@ impl Engine {
 
     /// Both kinds of call: `held` are the bodies a shared call hands over.
     #[inline(always)]
-    fn capture_with(&self, c: &Capture, held: [Option<&Bytes>; 2]) -> Outcome {
+    fn capture_with(&self, c: &Capture, held: Option<&[&Bytes; 2]>) -> Outcome {
         let Some(n) = self.counters.lane() else {
             return self.first_capture(c, held);
         };
@@ -105,7 +105,7 @@ impl Engine {
     /// The sampling decision at an open gate; a kept call goes on to
     /// [`offer`](Self::offer).
     #[inline(never)]
-    fn sample(&self, c: &Capture, n: Lane<'_>, held: [Option<&Bytes>; 2]) -> Outcome {
+    fn sample(&self, c: &Capture, n: Lane<'_>, held: Option<&[&Bytes; 2]>) -> Outcome {
         if !self.sampler.keep(c.inference_id) {
             n.inc(&n.s.sampled_out);
             return Outcome::SampledOut;
@@ -117,7 +117,7 @@ impl Engine {
     /// is made again.
     #[cold]
     #[inline(never)]
-    fn first_capture(&self, c: &Capture, held: [Option<&Bytes>; 2]) -> Outcome {
+    fn first_capture(&self, c: &Capture, held: Option<&[&Bytes; 2]>) -> Outcome {
         claim_slot();
         self.capture_with(c, held)
     }
@@ -126,7 +126,7 @@ impl Engine {
     /// record into the ring (or, for `held` bodies, moves their handles
     /// in), or drops it and counts why.
     #[inline(never)]
-    fn offer(&self, c: &Capture, n: Lane<'_>, held: [Option<&Bytes>; 2]) -> Outcome {
+    fn offer(&self, c: &Capture, n: Lane<'_>, held: Option<&[&Bytes; 2]>) -> Outcome {
         if c.inference_id.is_some_and(|id| !is_valid_inference_id(id)) {
             n.inc(&n.s.rejected_inference_id);
             return Outcome::Rejected(RejectReason::InferenceId);
@@ -156,7 +156,7 @@ impl Engine {
             output: self.capture_output.then_some(c.response),
             inference_id: c.inference_id,
             stamp,
-            held,
+            held: held.map_or([None, None], |&[i, o]| [Some(i), Some(o)]),
         };
         let size = rec.size();
         if size > self.max_record_bytes {
