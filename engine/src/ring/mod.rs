@@ -29,11 +29,18 @@
 //!              | data lens u32,u32 | in ct | in data | out ct | out data | id | pad to 64
 //! ```
 //!
+//! A record may hold its bodies instead (`Engine::capture_shared`): each
+//! held body's data is then the 32 bytes of its `bytes::Bytes` value, a
+//! flag says so, and the consumer drops the `Bytes` once the record has
+//! been read (`codec`). Its claim still covers the bodies' whole length.
+//!
 //! After committing a record of up to 4 KiB, a producer prefetches, for
 //! writing, as many free bytes past it as the record took: the next claim's
 //! lines then come back from the writer's core while the caller goes on,
 //! not inside the next call, whose compare-and-swap would otherwise wait for
-//! this record's stores to reach them.
+//! this record's stores to reach them. The line of the next claim's header
+//! word is prefetched with them, and a record's own header line right after
+//! its claim (the header is stored last, after the copy).
 //!
 //! A record never wraps: when it does not fit before the end of the buffer,
 //! the producer first claims the rest of the buffer as padding. When the ring
