@@ -21,7 +21,7 @@ pub struct Capture<'a> {
 }
 
 /// One inference to capture whose bodies the caller hands over instead of
-/// lending them: see [`Engine::capture_shared`].
+/// lending them: see [`Engine::capture_shared`](crate::Engine::capture_shared).
 #[derive(Debug, Clone)]
 pub struct SharedCapture<'a> {
     /// The request: its Content-Type and body.
