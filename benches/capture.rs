@@ -21,7 +21,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use capline::bytes::Bytes;
-use capline::{Engine, Outcome, SharedCapture, SharedPayload};
+use capline::{Engine, Outcome};
 use capline_benches::{ChannelCapture, Handoff, Shape, capture_shapes, discarding_engine};
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -64,24 +64,11 @@ fn timed_shared(iters: u64, chunk: u64, s: &Shape, engine: &Engine) -> Duration 
     let mut left = iters;
     while left > 0 {
         let n = left.min(chunk);
-        let mut pairs: Vec<(Bytes, Bytes)> = (0..n)
-            .map(|_| {
-                (
-                    Bytes::from(s.request.clone()),
-                    Bytes::from(s.response.clone()),
-                )
-            })
-            .collect();
+        let mut pairs: Vec<(Bytes, Bytes)> = (0..n).map(|_| s.shared_bodies()).collect();
         let start = Instant::now();
         let mut kept = 0;
-        while let Some((request, response)) = pairs.pop() {
-            let out = engine.capture_shared(SharedCapture {
-                request: SharedPayload::new(s.request_type, request),
-                response: SharedPayload::new(s.response_type, response),
-                inference_id: None,
-                time: None,
-            });
-            kept += u64::from(out == Outcome::Kept);
+        while let Some(bodies) = pairs.pop() {
+            kept += u64::from(engine.capture_shared(s.shared_capture(bodies)) == Outcome::Kept);
         }
         total += start.elapsed();
         assert_eq!(kept, n, "every sampled-in capture was kept");

@@ -33,6 +33,29 @@ impl Shape {
         }
     }
 
+    /// The pair's bodies as `Bytes` of their own (for `capture_shared`):
+    /// new buffers at each call, as a server's requests have.
+    pub fn shared_bodies(&self) -> (capline::bytes::Bytes, capline::bytes::Bytes) {
+        (
+            capline::bytes::Bytes::from(self.request.clone()),
+            capline::bytes::Bytes::from(self.response.clone()),
+        )
+    }
+
+    /// This pair's call through `capture_shared`, with `bodies` (no
+    /// inference id, time now).
+    pub fn shared_capture(
+        &self,
+        (request, response): (capline::bytes::Bytes, capline::bytes::Bytes),
+    ) -> capline::SharedCapture<'_> {
+        capline::SharedCapture {
+            request: capline::SharedPayload::new(self.request_type, request),
+            response: capline::SharedPayload::new(self.response_type, response),
+            inference_id: None,
+            time: None,
+        }
+    }
+
     /// Payload bytes in the pair.
     pub fn bytes(&self) -> u64 {
         (self.request.len() + self.response.len()) as u64

@@ -9,7 +9,7 @@
 //! capline's runs, after the engine's threads have started elsewhere;
 //! `-- --shared`: capline's runs hand the bodies over as `Bytes`
 //! (`Engine::capture_shared`, each call a clone, made before its timing,
-//! of one of [`SHARED_POOL`] distinct buffers) instead of lending them)
+//! of one of [`SHARED_POOL`] distinct body pairs) instead of lending them)
 //!
 //! For each record shape it measures:
 //! - **disk limit**: the same number of bytes as capline's JSON lines, written
@@ -68,9 +68,7 @@ use base64::Engine as _;
 use capline::bench_io::Output;
 use capline::bytes::Bytes;
 use capline::config::IoMode;
-use capline::{
-    Capture, Config, DropReason, Engine, Outcome, Payload, SharedCapture, SharedPayload,
-};
+use capline::{Capture, Config, DropReason, Engine, Outcome, Payload};
 use capline_benches::{Shape, Timer, binary, csv, json};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -197,8 +195,14 @@ fn my_preemptions() -> u64 {
 /// (PERFORMANCE.md).
 const UNDER_LOAD_EVERY: u64 = 8;
 
-/// `--shared`: capline's runs call `capture_shared`.
-static SHARED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// How capline's runs capture: `--capture-cpu` and `--shared`.
+#[derive(Debug, Clone, Copy, Default)]
+struct How {
+    /// The CPU the capturing thread runs on alone, if any.
+    capture_cpu: Option<usize>,
+    /// Calls hand the bodies over (`capture_shared`).
+    shared: bool,
+}
 /// Distinct body buffers `--shared` cycles through (so the writer reads
 /// from more memory than its cache, as it would from a server's requests).
 const SHARED_POOL: usize = 256;
@@ -277,15 +281,8 @@ fn config(dir: &Path, io: &str, extra: &str) -> Config {
     .expect("config")
 }
 
-fn capline_run(
-    dir: &Path,
-    io: &str,
-    s: &Shape,
-    n: u64,
-    timer: &Timer,
-    capture_cpu: Option<usize>,
-) -> Figures {
-    capline_run_with(dir, io, "", s, n, timer, capture_cpu)
+fn capline_run(dir: &Path, io: &str, s: &Shape, n: u64, timer: &Timer, how: How) -> Figures {
+    capline_run_with(dir, io, "", s, n, timer, how)
 }
 
 /// Runs the calling thread on `cpu` alone until the guard is dropped (threads
@@ -320,7 +317,7 @@ fn capline_run_with(
     s: &Shape,
     n: u64,
     timer: &Timer,
-    capture_cpu: Option<usize>,
+    how: How,
 ) -> Figures {
     let engine = Engine::start(config(dir, io, extra)).expect("start");
     // The writer names itself once it runs: wait for it (at most 1 s).
@@ -336,13 +333,13 @@ fn capline_run_with(
         inference_id: None,
         time: None,
     };
-    let shared = SHARED.load(std::sync::atomic::Ordering::Relaxed);
+    let How {
+        capture_cpu,
+        shared,
+    } = how;
     let pool: Vec<(Bytes, Bytes)> = (0..if shared { SHARED_POOL } else { 0 })
         .map(|_| {
-            let pair = (
-                Bytes::from(s.request.clone()),
-                Bytes::from(s.response.clone()),
-            );
+            let pair = s.shared_bodies();
             // A `Bytes` from a `Vec` allocates on its first clone: done here.
             drop(pair.clone());
             pair
@@ -380,15 +377,10 @@ fn capline_run_with(
         let mut retried = false;
         loop {
             let (a, o, b) = if shared {
-                let (request, response) = pool[attempt % SHARED_POOL].clone();
+                let bodies = pool[attempt % SHARED_POOL].clone();
                 attempt += 1;
                 let a = timer.clock.raw();
-                let o = engine.capture_shared(SharedCapture {
-                    request: SharedPayload::new(s.request_type, request),
-                    response: SharedPayload::new(s.response_type, response),
-                    inference_id: None,
-                    time: None,
-                });
+                let o = engine.capture_shared(s.shared_capture(bodies));
                 (a, o, timer.clock.raw())
             } else {
                 let a = timer.clock.raw();
@@ -806,7 +798,8 @@ fn redaction_bench(base_dir: &Path, scale: f64, timer: &Timer) {
                     .tempdir_in(base_dir)
                     .expect("tempdir");
                 out.push(
-                    capline_run_with(d.path(), "uring", extra, &s, n, timer, None).records_per_s,
+                    capline_run_with(d.path(), "uring", extra, &s, n, timer, How::default())
+                        .records_per_s,
                 );
             }
         }
@@ -830,6 +823,7 @@ fn main() {
     let mut redaction = false;
     let mut only: Option<String> = None;
     let mut capture_cpu: Option<usize> = None;
+    let mut shared = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--only" => only = args.next(),
@@ -843,7 +837,7 @@ fn main() {
             "--dir" => dir = args.next().map(PathBuf::from),
             "--scale" => scale = args.next().and_then(|s| s.parse().ok()).unwrap_or(1.0),
             "--redaction" => redaction = true,
-            "--shared" => SHARED.store(true, std::sync::atomic::Ordering::Relaxed),
+            "--shared" => shared = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -858,9 +852,13 @@ fn main() {
     if let Some(cpu) = capture_cpu {
         println!("capturing thread pinned to CPU {cpu} during capline's runs");
     }
-    if SHARED.load(std::sync::atomic::Ordering::Relaxed) {
+    if shared {
         println!("capline's runs hand the bodies over as Bytes (capture_shared)");
     }
+    let how = How {
+        capture_cpu,
+        shared,
+    };
     for (s, n) in shapes() {
         if only.as_ref().is_some_and(|o| o != s.name) {
             continue;
@@ -879,7 +877,7 @@ fn main() {
         let probe = (n / 100).max(1000);
         let d = run("probe");
         let line = {
-            let f = capline_run(d.path(), "uring", &s, probe, &timer, None);
+            let f = capline_run(d.path(), "uring", &s, probe, &timer, How::default());
             f.mb_per_s * 1e6 / f.records_per_s
         };
         drop(d);
@@ -889,14 +887,14 @@ fn main() {
         drop(d);
         let stalls = cpu_stalls(&timer, capture_cpu);
         let d = run("uring");
-        let uring = capline_run(d.path(), "uring", &s, n, &timer, capture_cpu);
+        let uring = capline_run(d.path(), "uring", &s, n, &timer, how);
         drop(d);
         let d = run("limit");
         let after = disk_limit(d.path(), bytes);
         drop(d);
         let limit = (before.mb_per_s + after.mb_per_s) / 2.0;
         let d = run("pwrite");
-        let pwrite = capline_run(d.path(), "pwrite", &s, n, &timer, capture_cpu);
+        let pwrite = capline_run(d.path(), "pwrite", &s, n, &timer, how);
         drop(d);
         let d = run("baseline");
         let base = baseline(d.path(), &s, n, &timer);

@@ -121,7 +121,7 @@ pub mod fuzzing {
 /// The `bytes` crate, whose [`bytes::Bytes`] bodies [`Engine::capture_shared`] takes.
 pub use bytes;
 pub use engine::{
-    Capture, DropReason, Engine, Outcome, RejectReason, SharedCapture, SharedPayload,
+    Capture, DropReason, Engine, Inference, Outcome, RejectReason, SharedCapture, SharedPayload,
 };
 pub use error::{Error, Result};
 pub use format::Payload;

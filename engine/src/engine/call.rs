@@ -1,5 +1,6 @@
-//! What a capture call takes ([`Capture`], [`SharedCapture`]) and what it
-//! answers ([`Outcome`]).
+//! What a capture call takes ([`Capture`], [`SharedCapture`]: an
+//! [`Inference`] with borrowed or shared bodies) and what it answers
+//! ([`Outcome`]).
 
 use std::time::SystemTime;
 
@@ -7,32 +8,28 @@ use bytes::Bytes;
 
 use crate::format::Payload;
 
-/// One inference to capture.
+/// One inference to capture, its bodies of type `P`: lent
+/// ([`Capture`], for [`Engine::capture`](crate::Engine::capture)) or handed
+/// over ([`SharedCapture`], for
+/// [`Engine::capture_shared`](crate::Engine::capture_shared)).
 #[derive(Debug, Clone, Copy)]
-pub struct Capture<'a> {
+pub struct Inference<'a, P> {
     /// The request: its Content-Type and body.
-    pub request: Payload<'a>,
+    pub request: P,
     /// The response: its Content-Type and body.
-    pub response: Payload<'a>,
+    pub response: P,
     /// The caller's inference id (`X-Amzn-SageMaker-Inference-Id`): 1–64 printable ASCII characters.
     pub inference_id: Option<&'a str>,
     /// When the inference happened; `None` means now.
     pub time: Option<SystemTime>,
 }
 
+/// One inference to capture, its bodies borrowed.
+pub type Capture<'a> = Inference<'a, Payload<'a>>;
+
 /// One inference to capture whose bodies the caller hands over instead of
 /// lending them: see [`Engine::capture_shared`](crate::Engine::capture_shared).
-#[derive(Debug, Clone)]
-pub struct SharedCapture<'a> {
-    /// The request: its Content-Type and body.
-    pub request: SharedPayload<'a>,
-    /// The response: its Content-Type and body.
-    pub response: SharedPayload<'a>,
-    /// The caller's inference id (`X-Amzn-SageMaker-Inference-Id`): 1–64 printable ASCII characters.
-    pub inference_id: Option<&'a str>,
-    /// When the inference happened; `None` means now.
-    pub time: Option<SystemTime>,
-}
+pub type SharedCapture<'a> = Inference<'a, SharedPayload<'a>>;
 
 /// A body with its Content-Type, the body a shared [`Bytes`] buffer.
 #[derive(Debug, Clone)]

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-pub use call::{Capture, DropReason, Outcome, RejectReason, SharedCapture, SharedPayload};
+pub use call::{
+    Capture, DropReason, Inference, Outcome, RejectReason, SharedCapture, SharedPayload,
+};
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};

@@ -96,10 +96,16 @@ pub trait Fs: Send + Sync + std::fmt::Debug {
     }
 
     /// Makes a directory's entries (creates, renames, removals) durable.
-    /// (After a seal's rename the writer syncs both directories on handles
-    /// the spool opened at start, through its I/O backend, instead.)
     fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
-        File::open(dir)?.sync_all()
+        self.sync_open_dir(&File::open(dir)?)
+    }
+
+    /// [`sync_dir`](Self::sync_dir) on a directory already open: after a
+    /// seal's rename the writer syncs both spool directories on handles the
+    /// spool opened at start (by this call on the pwrite path; through
+    /// io_uring as an `Fsync` it does not wait for).
+    fn sync_open_dir(&self, dir: &File) -> std::io::Result<()> {
+        dir.sync_all()
     }
 }
 

@@ -481,7 +481,7 @@ impl Output {
     /// collected), a call on the pwrite path, as a closed file's sync is.
     pub fn sync_dir(&mut self, dir: &Arc<File>) {
         if self.backend.path() == IoPath::Pwrite {
-            if let Err(e) = rustix::fs::fsync(&**dir) {
+            if let Err(e) = self.fs.sync_open_dir(dir) {
                 tracing::warn!(error = %e, "syncing a spool directory failed");
             }
             return;

@@ -108,10 +108,10 @@ impl<'a> RecordParts<'a> {
     /// Payload bytes actually written into the ring: [`Self::size`] with
     /// each held body counted as its handle.
     pub(crate) fn written(&self) -> u64 {
-        let [i, o] = self.held_bodies();
-        let body = |h: Option<&Bytes>| h.map_or(0, |b| b.len() as u64);
-        let handles = self.held_bodies().iter().flatten().count() * codec::HANDLE;
-        self.size() - body(i) - body(o) + handles as u64
+        let held = self.held_bodies().into_iter().flatten();
+        held.fold(self.size(), |n, b| {
+            n - b.len() as u64 + codec::HANDLE as u64
+        })
     }
 
     /// Whether the record holds a body (see [`Self::held`]).

@@ -27,7 +27,8 @@ impl Producer {
         // A held body takes its full length of the ring's space (at least
         // its handle's) but only its handle's bytes are written: how to
         // write, and what to prefetch, follow what is written.
-        let (need, wrote) = if rec.holds() {
+        let holds = rec.holds();
+        let (need, wrote) = if holds {
             let wrote = footprint(rec.written());
             (footprint(size).max(wrote), wrote)
         } else {
@@ -99,7 +100,7 @@ impl Producer {
         // for that store).
         s.storage.prefetch_header_for_write(off);
         // Never a held record: its handles are copied untyped, byte for byte.
-        let stream = off as u64 >= s.cold && need >= s.stream_min && !rec.holds();
+        let stream = off as u64 >= s.cold && need >= s.stream_min && !holds;
         // SAFETY: the CAS above gave this producer `start .. start + need`
         // (`wrote <= need` of it is written) exclusively, the bytes lie
         // within the buffer (a record never wraps),

@@ -64,57 +64,46 @@ impl Storage {
     }
 
     /// Hints that `off .. off + len` will be written soon, a prefetch per
-    /// line (a write prefetch where the CPU has one).
+    /// line.
     #[inline]
     pub(super) fn prefetch_for_write(&self, off: usize, len: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let p = self.bytes().wrapping_add(off);
-            for at in (0..len).step_by(UNIT as usize) {
-                let line = p.wrapping_add(at);
-                if self.prefetchw {
-                    // SAFETY: a prefetch is only a hint: it never faults,
-                    // changes no memory, and the CPU has the instruction
-                    // (`has_prefetchw`).
-                    unsafe {
-                        std::arch::asm!("prefetchw [{}]", in(reg) line, options(nostack, preserves_flags, readonly))
-                    };
-                } else {
-                    // SAFETY: a prefetch is only a hint; it never faults and
-                    // reads nothing the program sees.
-                    unsafe {
-                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                            line.cast(),
-                        )
-                    };
-                }
-            }
+        let p = self.bytes().wrapping_add(off);
+        for at in (0..len).step_by(UNIT as usize) {
+            self.prefetch_line_for_write(p.wrapping_add(at));
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (off, len);
-    }
-
-    /// The header of the unit at byte offset `off`.
-    pub(super) fn header(&self, off: usize) -> &AtomicU64 {
-        &self.headers[off / UNIT as usize]
     }
 
     /// Hints that the header of the unit at `off` will be written soon.
     #[inline]
     pub(super) fn prefetch_header_for_write(&self, off: usize) {
+        self.prefetch_line_for_write(self.header(off).as_ptr().cast());
+    }
+
+    /// Prefetches the cache line holding `line`: for writing where the CPU
+    /// has a write prefetch, for reading otherwise.
+    #[inline]
+    fn prefetch_line_for_write(&self, line: *const u8) {
         #[cfg(target_arch = "x86_64")]
-        {
-            let line = self.header(off).as_ptr().cast::<u8>();
-            if self.prefetchw {
-                // SAFETY: a prefetch is only a hint: it never faults,
-                // changes no memory, and the CPU has the instruction.
-                unsafe {
-                    std::arch::asm!("prefetchw [{}]", in(reg) line, options(nostack, preserves_flags, readonly))
-                };
-            }
+        if self.prefetchw {
+            // SAFETY: a prefetch is only a hint: it never faults, changes no
+            // memory, and the CPU has the instruction (`has_prefetchw`).
+            unsafe {
+                std::arch::asm!("prefetchw [{}]", in(reg) line, options(nostack, preserves_flags, readonly))
+            };
+        } else {
+            // SAFETY: a prefetch is only a hint; it never faults and reads
+            // nothing the program sees.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.cast())
+            };
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = off;
+        let _ = line;
+    }
+
+    /// The header of the unit at byte offset `off`.
+    pub(super) fn header(&self, off: usize) -> &AtomicU64 {
+        &self.headers[off / UNIT as usize]
     }
 
     pub(super) fn bytes(&self) -> *mut u8 {
