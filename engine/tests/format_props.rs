@@ -224,8 +224,11 @@ fn the_utf8_check_agrees_with_std_at_every_offset() {
 #[test]
 fn text_or_base64_at_every_size_and_bad_byte_position() {
     let rules = rules();
+    // Base64 is encoded 1536 bytes at a time: sizes on each side of one
+    // piece and of two.
     for len in [
-        0usize, 1, 31, 32, 33, 95, 96, 97, 65_535, 65_536, 65_537, 200_001,
+        0usize, 1, 31, 32, 33, 95, 96, 97, 1535, 1536, 1537, 3071, 3072, 3073, 65_535, 65_536,
+        65_537, 200_001,
     ] {
         for case in ["ascii", "utf8", "bad start", "bad middle", "bad end"] {
             let mut data: Vec<u8> = (0..len).map(|i| b"a,\"q\n"[i % 5]).collect();

@@ -260,6 +260,9 @@ mod avx2 {
 
     use super::{SHORT, SPREAD, SPREAD_SLASH, put_escaped};
 
+    /// How far ahead of its loads the pair loop prefetches its input.
+    const PREFETCH: usize = 1024;
+
     /// The vectors every block is compared with.
     #[derive(Clone, Copy)]
     struct Consts {
@@ -319,6 +322,11 @@ mod avx2 {
         // both); otherwise each block goes through `block` with the mask
         // already computed, so escape-dense input does no work twice.
         'pairs: while i + 64 <= s.len() {
+            // The input `PREFETCH` bytes ahead is asked for now: a large
+            // kept body was copied into the ring with streaming stores, so
+            // the writer reads it from memory, not from a cache
+            // (DECISIONS.md, "The writer prefetches the bodies it reads").
+            _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().wrapping_add(i + PREFETCH).cast());
             // SAFETY: `i + 64 <= s.len()`, so both 32-byte loads are in bounds.
             let (a, b) = unsafe {
                 (
