@@ -9,18 +9,7 @@
 # Usage: scripts/writer-gaps.sh SHAPE [THROUGHPUT_BIN...]
 #   SHAPE: csv_1k, json_16k or binary_64k; with several binaries (builds of
 #   two commits, say), one run of each in the order given.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/capline/target}
-SHAPE=$1
-shift
-if [ $# -eq 0 ]; then
-  cargo build --release --locked -p capline-benches --bin throughput
-  set -- "$CARGO_TARGET_DIR/release/throughput"
-fi
-command -v perf >/dev/null 2>&1 || apt-get install -y -q linux-perf
-WORK=$(mktemp -d -p "${BENCH_DIR:-/var/tmp}")
-trap 'rm -rf "$WORK"' EXIT
+source "$(dirname "$0")/lib/traced-harness.sh"
 EVENTS="io_uring:io_uring_submit_req,io_uring:io_uring_complete,sched:sched_switch"
 for s in fallocate fdatasync fsync ftruncate io_uring_enter rename openat close futex; do
   EVENTS="$EVENTS,syscalls:sys_enter_$s,syscalls:sys_exit_$s"

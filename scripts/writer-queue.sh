@@ -11,18 +11,7 @@
 # Usage: scripts/writer-queue.sh SHAPE [THROUGHPUT_BIN...]
 #   SHAPE: csv_1k, json_16k or binary_64k; with several binaries (builds of
 #   two commits, say), one run of each in the order given.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/capline/target}
-SHAPE=$1
-shift
-if [ $# -eq 0 ]; then
-  cargo build --release --locked -p capline-benches --bin throughput
-  set -- "$CARGO_TARGET_DIR/release/throughput"
-fi
-command -v perf >/dev/null 2>&1 || apt-get install -y -q linux-perf
-WORK=$(mktemp -d -p "${BENCH_DIR:-/var/tmp}")
-trap 'rm -rf "$WORK"' EXIT
+source "$(dirname "$0")/lib/traced-harness.sh"
 for bin in "$@"; do
   echo "== $bin --only $SHAPE"
   perf record -q -m 1024 -o "$WORK/perf.data" \
