@@ -227,10 +227,10 @@ const BASE64_PIECE: usize = 1536;
 const _: () = assert!(BASE64_PIECE.is_multiple_of(3));
 
 /// [`LineBuf::append_base64`] a piece at a time, each piece's successor
-/// prefetched first: a kept body was copied into the ring with streaming
-/// stores, so it is read from memory, and the encoder does not ask for its
-/// input ahead of its loads (DECISIONS.md, "The writer prefetches the
-/// bodies it reads").
+/// prefetched first: a large kept body was copied into the ring with
+/// streaming stores, so it is read from memory, and the encoder does not
+/// ask for its input ahead of its loads (DECISIONS.md, "The writer
+/// prefetches the bodies it reads").
 fn append_base64_prefetched<B: LineBuf>(out: &mut B, data: &[u8]) {
     let mut pieces = data.chunks(BASE64_PIECE).peekable();
     while let Some(piece) = pieces.next() {
