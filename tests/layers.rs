@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 /// only from groups before its own.
 const ENGINE: &[&[&str]] = &[
     // Beside the pipeline: used by every stage, using none.
-    &["clock", "timestamp", "stats"],
+    &["clock", "timestamp", "stats", "prefetch"],
     &["config"],
     &["error"],
     &["format"],

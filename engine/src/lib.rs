@@ -69,6 +69,7 @@ mod engine;
 mod error;
 pub mod format;
 mod io;
+mod prefetch;
 mod recover;
 mod redact;
 mod ring;

@@ -326,7 +326,9 @@ mod avx2 {
             // kept body was copied into the ring with streaming stores, so
             // the writer reads it from memory, not from a cache
             // (DECISIONS.md, "The writer prefetches the bodies it reads").
-            _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().wrapping_add(i + PREFETCH).cast());
+            // Near the body's end the hint points past it, at the ring's
+            // next bytes: a prefetch never faults.
+            crate::prefetch::read(s.as_ptr().wrapping_add(i + PREFETCH));
             // SAFETY: `i + 64 <= s.len()`, so both 32-byte loads are in bounds.
             let (a, b) = unsafe {
                 (

@@ -235,26 +235,10 @@ fn append_base64_prefetched<B: LineBuf>(out: &mut B, data: &[u8]) {
     let mut pieces = data.chunks(BASE64_PIECE).peekable();
     while let Some(piece) = pieces.next() {
         if let Some(next) = pieces.peek() {
-            prefetch_lines(next);
+            crate::prefetch::read_lines(next);
         }
         out.append_base64(piece);
     }
-}
-
-/// Asks for every cache line of `s` to be brought in: hints, never loads.
-#[inline]
-fn prefetch_lines(s: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in s.chunks(64) {
-        // SAFETY: `line` is in bounds; a prefetch never faults anyway.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr().cast(),
-            );
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = s;
 }
 
 /// Serializes events into SageMaker lines.

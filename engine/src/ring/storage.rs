@@ -91,11 +91,7 @@ impl Storage {
                 std::arch::asm!("prefetchw [{}]", in(reg) line, options(nostack, preserves_flags, readonly))
             };
         } else {
-            // SAFETY: a prefetch is only a hint; it never faults and reads
-            // nothing the program sees.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.cast())
-            };
+            crate::prefetch::read(line);
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = line;
