@@ -9,7 +9,10 @@
 //! capline's runs, after the engine's threads have started elsewhere;
 //! `-- --shared`: capline's runs hand the bodies over as `Bytes`
 //! (`Engine::capture_shared`, each call a clone, made before its timing,
-//! of one of [`SHARED_POOL`] distinct body pairs) instead of lending them)
+//! of one of [`SHARED_POOL`] distinct body pairs) instead of lending them;
+//! `-- --segment-mib N`: capline's runs seal segments at N MiB
+//! (`SegmentMaxBytes`) instead of the default 64: each seal costs the disk
+//! a cache flush or more, which the disk-limit probe's one file does not)
 //!
 //! For each record shape it measures:
 //! - **disk limit**: the same number of bytes as capline's JSON lines, written
@@ -195,13 +198,16 @@ fn my_preemptions() -> u64 {
 /// (PERFORMANCE.md).
 const UNDER_LOAD_EVERY: u64 = 8;
 
-/// How capline's runs capture: `--capture-cpu` and `--shared`.
+/// How capline's runs capture: `--capture-cpu`, `--shared` and
+/// `--segment-mib`.
 #[derive(Debug, Clone, Copy, Default)]
 struct How {
     /// The CPU the capturing thread runs on alone, if any.
     capture_cpu: Option<usize>,
     /// Calls hand the bodies over (`capture_shared`).
     shared: bool,
+    /// `SegmentMaxBytes` in MiB, if not the default.
+    segment_mib: Option<u64>,
 }
 /// Distinct body buffers `--shared` cycles through (so the writer reads
 /// from more memory than its cache, as it would from a server's requests).
@@ -319,7 +325,10 @@ fn capline_run_with(
     timer: &Timer,
     how: How,
 ) -> Figures {
-    let engine = Engine::start(config(dir, io, extra)).expect("start");
+    let segment = how.segment_mib.map_or(String::new(), |m| {
+        format!(r#","SegmentMaxBytes":{}"#, m << 20)
+    });
+    let engine = Engine::start(config(dir, io, &format!("{extra}{segment}"))).expect("start");
     // The writer names itself once it runs: wait for it (at most 1 s).
     for _ in 0..1000 {
         if capline_benches::thread_sched_ns("capline-writer").is_some() {
@@ -336,6 +345,7 @@ fn capline_run_with(
     let How {
         capture_cpu,
         shared,
+        ..
     } = how;
     let pool: Vec<(Bytes, Bytes)> = (0..if shared { SHARED_POOL } else { 0 })
         .map(|_| {
@@ -824,6 +834,7 @@ fn main() {
     let mut only: Option<String> = None;
     let mut capture_cpu: Option<usize> = None;
     let mut shared = false;
+    let mut segment_mib: Option<u64> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--only" => only = args.next(),
@@ -838,6 +849,13 @@ fn main() {
             "--scale" => scale = args.next().and_then(|s| s.parse().ok()).unwrap_or(1.0),
             "--redaction" => redaction = true,
             "--shared" => shared = true,
+            "--segment-mib" => {
+                segment_mib = Some(
+                    args.next()
+                        .and_then(|m| m.parse().ok())
+                        .expect("--segment-mib N"),
+                )
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -855,9 +873,13 @@ fn main() {
     if shared {
         println!("capline's runs hand the bodies over as Bytes (capture_shared)");
     }
+    if let Some(m) = segment_mib {
+        println!("capline's runs seal segments at {m} MiB (SegmentMaxBytes)");
+    }
     let how = How {
         capture_cpu,
         shared,
+        segment_mib,
     };
     for (s, n) in shapes() {
         if only.as_ref().is_some_and(|o| o != s.name) {
