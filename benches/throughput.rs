@@ -765,7 +765,7 @@ fn json_with_pii(n: usize) -> Vec<u8> {
 
 /// `--redaction`: the writer's throughput with the rules above and without,
 /// alternately, `rounds` times; medians.
-fn redaction_bench(base_dir: &Path, scale: f64, timer: &Timer) {
+fn redaction_bench(base_dir: &Path, scale: f64, timer: &Timer, how: How) {
     let shapes = [
         (
             Shape {
@@ -808,8 +808,7 @@ fn redaction_bench(base_dir: &Path, scale: f64, timer: &Timer) {
                     .tempdir_in(base_dir)
                     .expect("tempdir");
                 out.push(
-                    capline_run_with(d.path(), "uring", extra, &s, n, timer, How::default())
-                        .records_per_s,
+                    capline_run_with(d.path(), "uring", extra, &s, n, timer, how).records_per_s,
                 );
             }
         }
@@ -862,7 +861,12 @@ fn main() {
     let base_dir = dir.unwrap_or_else(std::env::temp_dir);
     let timer = Timer::new();
     if redaction {
-        redaction_bench(&base_dir, scale, &timer);
+        // Only the segment size applies to the redaction comparison.
+        let how = How {
+            segment_mib,
+            ..How::default()
+        };
+        redaction_bench(&base_dir, scale, &timer, how);
         return;
     }
     println!("cpu: {}", capline_benches::cpu_model());

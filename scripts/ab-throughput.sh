@@ -14,7 +14,7 @@
 #   (--capture-cpu 0, --shared). The full output is kept in $AB_LOG if set.
 set -euo pipefail
 if [ $# -lt 4 ]; then
-  sed -n '2,15p' "$0"
+  sed -n '2,14p' "$0"
   exit 2
 fi
 SHAPE=$1 ROUNDS=$2 A=$3 B=$4

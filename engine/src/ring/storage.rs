@@ -90,11 +90,9 @@ impl Storage {
             unsafe {
                 std::arch::asm!("prefetchw [{}]", in(reg) line, options(nostack, preserves_flags, readonly))
             };
-        } else {
-            crate::prefetch::read(line);
+            return;
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = line;
+        crate::prefetch::read(line);
     }
 
     /// The header of the unit at byte offset `off`.
