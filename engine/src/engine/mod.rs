@@ -116,6 +116,7 @@ impl Engine {
         let out = Output::new(es.io, fs)
             .map_err(|e| Error::io("set up io_uring (Engine.Io is \"uring\")", &es.spool_dir, e))?;
         tracing::info!(io = ?out.io_path(), "segment writer ready");
+        crate::io::irq::log_disk_interrupt_cpus(&es.spool_dir);
         let (producer, consumer) = ring(es.ring_bytes);
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let segments = Segments::new(
