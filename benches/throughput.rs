@@ -61,7 +61,11 @@
 //! `--dir` had a request in flight (`io_ticks` in its sysfs `stat`). A writer
 //! below the limit with the disk idle part of the time is losing to waits
 //! of its own, not to the disk. And where the writer thread's time went:
-//! on a CPU, runnable but waiting for one, or asleep.
+//! on a CPU, runnable but waiting for one, or asleep. And where the
+//! capturing thread ran: the share of its samples (one every 1024 tries)
+//! taken on a CPU that takes the spool disk's interrupts, where the kernel
+//! completes the writer's writes; a thread that never sleeps there delays
+//! them (OPERATIONS.md, "Placing the server's threads").
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -104,6 +108,10 @@ struct Figures {
     irqs: Option<u64>,
     /// With `--capture-cpu`: local timer interrupts on that CPU during the run.
     timer_irqs: Option<u64>,
+    /// capline: the share of the capturing thread's CPU samples (one every
+    /// `CPU_SAMPLE_EVERY` tries) taken on a CPU that takes the spool
+    /// disk's interrupts, where they are known.
+    on_irq_cpu: Option<f64>,
     /// capline: of the kept calls slower than p99.9, how many were kept at
     /// their first try, and how many after the ring had refused the record.
     tail_first: u64,
@@ -197,6 +205,8 @@ fn my_preemptions() -> u64 {
 /// 64 KiB records, and took disk throughput from the run they measured
 /// (PERFORMANCE.md).
 const UNDER_LOAD_EVERY: u64 = 8;
+/// The capturing thread notes which CPU it is on at one try in this many.
+const CPU_SAMPLE_EVERY: u64 = 1024;
 
 /// How capline's runs capture: `--capture-cpu`, `--shared` and
 /// `--segment-mib`.
@@ -364,6 +374,10 @@ fn capline_run_with(
     // advance, so its pages are not faulted in during the run.
     let mut kept: Vec<Kept> = vec![Kept::default(); n as usize];
     let mut streak = 0u64;
+    // Where the capturing thread runs, against where the disk's
+    // completions run (OPERATIONS.md, "Placing the server's threads").
+    let irq_cpus = capline::bench_io::disk_interrupt_cpus(dir).map(|d| d.cpus);
+    let (mut tries, mut on_irq, mut samples) = (0u64, 0u64, 0u64);
     // The floor's copy, timed while the ring is full: the same bytes as the
     // bare floor, at the moments the writer is busiest.
     let mut copy_buf = vec![0u8; s.bytes() as usize];
@@ -386,6 +400,13 @@ fn capline_run_with(
     for call in &mut kept {
         let mut retried = false;
         loop {
+            tries += 1;
+            if tries.is_multiple_of(CPU_SAMPLE_EVERY)
+                && let Some(cpus) = &irq_cpus
+            {
+                samples += 1;
+                on_irq += u64::from(cpus.contains(&rustix::thread::sched_getcpu()));
+            }
             let (a, o, b) = if shared {
                 let bodies = pool[attempt % SHARED_POOL].clone();
                 attempt += 1;
@@ -464,6 +485,7 @@ fn capline_run_with(
         preempted,
         irqs,
         timer_irqs,
+        on_irq_cpu: (samples > 0).then(|| on_irq as f64 / samples as f64),
         kept_share: h.mean() * h.len() as f64 / (capture_secs * 1e9),
         kept_secs: h.mean() * h.len() as f64 / 1e9,
         tail_by_streak: by_streak(tail()),
@@ -996,6 +1018,19 @@ fn main() {
             pwrite.preempted,
             n / 1000
         );
+        if let (Some(d), Some(u), Some(p)) = (
+            capline::bench_io::disk_interrupt_cpus(&base_dir),
+            uring.on_irq_cpu,
+            pwrite.on_irq_cpu,
+        ) {
+            println!(
+                "  the capturing thread on a CPU that takes the spool disk's interrupts ({} on CPUs {:?}): uring {:.0} %, pwrite {:.0} % of its samples",
+                d.device,
+                d.cpus,
+                u * 100.0,
+                p * 100.0
+            );
+        }
         let pct = |f: &Figures| {
             f.disk_busy
                 .map_or("-".into(), |b| format!("{:.0} %", b * 100.0))

@@ -85,9 +85,11 @@ mod writer;
 pub use config::{CaptureMode, Config, ConfigError, Destination};
 
 /// For the throughput harness only: the segment writer's I/O path, to
-/// measure the disk's limit with the same writes and sizes.
+/// measure the disk's limit with the same writes and sizes, and the CPUs
+/// that take the spool disk's interrupts.
 #[doc(hidden)]
 pub mod bench_io {
+    pub use crate::io::irq::{DiskIrqs, disk_interrupt_cpus};
     pub use crate::io::{IoPath, Output};
 }
 /// For the fuzz targets only: one body through redaction, as the writer

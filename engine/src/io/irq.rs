@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// The disk under a path and the CPUs its interrupts went to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DiskIrqs {
+pub struct DiskIrqs {
     /// The block device's name (`vda`, `nvme0n1p2`).
     pub device: String,
     /// The interrupt vectors of its controller that have fired.
@@ -23,7 +23,7 @@ pub(crate) struct DiskIrqs {
 }
 
 /// The disk `path` is on, and the CPUs that take its interrupts.
-pub(crate) fn disk_interrupt_cpus(path: &Path) -> Option<DiskIrqs> {
+pub fn disk_interrupt_cpus(path: &Path) -> Option<DiskIrqs> {
     under_root(path, Path::new("/"))
 }
 
