@@ -6,7 +6,8 @@
 # - throughput at saturation (wrk, 16 connections), as ratios to direct and to nginx;
 # - latency at a fixed request rate below saturation (oha -q, latency
 #   corrected, 16 connections): p50/p99/p99.9 and what each proxy adds.
-# Every figure is the median of REPS interleaved runs.
+# Every figure is the median of REPS interleaved runs, the three targets in
+# an order that turns from one run to the next.
 # Usage: [SIZES="1024 65536"] scripts/bench-endpoint.sh [SECONDS] [REPS] [RATE]
 #   (installs wrk and nginx with apt, oha with cargo, when missing)
 set -euo pipefail
@@ -101,8 +102,11 @@ for bytes in ${SIZES:-1024 65536}; do
   for pct in 0 100; do
     "$BIN/capline" ctl --admin "127.0.0.1:$ADMIN" set AllTraffic --sampling "$pct" >/dev/null
     declare -A rps=() lat=()
-    for _ in $(seq 1 "$REPS"); do
-      for t in direct nginx capline; do
+    for r in $(seq 1 "$REPS"); do
+      # The order turns each run, so that no target always runs first or
+      # last into a host that drifts within a run.
+      order=(direct nginx capline capline direct nginx nginx capline direct)
+      for t in "${order[@]:$((3 * ((r - 1) % 3))):3}"; do
         case $t in direct) target=$DIRECT ;; nginx) target=$VIA_NGINX ;; capline) target=$VIA_CAPLINE ;; esac
         # shellcheck disable=SC2086
         rps[$t]+="$(saturate $target "$bytes") "
