@@ -28,9 +28,9 @@ pub fn disk_interrupt_cpus(path: &Path) -> Option<DiskIrqs> {
 }
 
 /// Logs, once at start, the CPUs that take the interrupts of the disk
-/// `spool` is on, when they are fewer than the online CPUs (a disk with a
-/// vector per CPU, as NVMe drives have, completes each write on the CPU
-/// that submitted it, and is not named).
+/// `spool` is on, when they are fewer than the online CPUs (an NVMe drive
+/// usually has a vector per CPU or per few CPUs and completes each write
+/// on or near the CPU that submitted it: nothing is logged for it).
 pub(crate) fn log_disk_interrupt_cpus(spool: &Path) {
     let Some(d) = disk_interrupt_cpus(spool) else {
         return;
@@ -42,6 +42,7 @@ pub(crate) fn log_disk_interrupt_cpus(spool: &Path) {
     if d.cpus.len() < online {
         tracing::info!(
             device = d.device.as_str(),
+            vectors = d.vectors,
             cpus = ?d.cpus,
             online,
             "the spool's disk takes its interrupts on these CPUs only: a server thread that does not sleep there delays the completion of segment writes (OPERATIONS.md, \"Placing the server's threads\")"
