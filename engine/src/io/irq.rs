@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 pub struct DiskIrqs {
     /// The block device's name (`vda`, `nvme0n1p2`).
     pub device: String,
-    /// The interrupt vectors of its controller that have fired.
+    /// The interrupt vectors of its controller that took at least 1 % of
+    /// its interrupts (not, say, a configuration vector that fired once).
     pub vectors: usize,
     /// The CPUs those vectors are delivered to, in order.
     pub cpus: Vec<usize>,
@@ -59,9 +60,15 @@ fn under_root(path: &Path, root: &Path) -> Option<DiskIrqs> {
     let devices = std::fs::canonicalize(root.join("sys/devices")).ok()?;
     let vectors = msi_vectors(&block, &devices)?;
     let counts = std::fs::read_to_string(root.join("proc/interrupts")).ok()?;
-    let fired: Vec<u32> = vectors
+    let counted: Vec<(u32, u64)> = vectors
         .into_iter()
-        .filter(|v| interrupt_count(&counts, *v).is_some_and(|n| n > 0))
+        .filter_map(|v| Some((v, interrupt_count(&counts, v)?)))
+        .collect();
+    let total: u64 = counted.iter().map(|(_, n)| n).sum();
+    let fired: Vec<u32> = counted
+        .into_iter()
+        .filter(|&(_, n)| n > 0 && n.saturating_mul(100) >= total)
+        .map(|(v, _)| v)
         .collect();
     let mut cpus = BTreeSet::new();
     for v in &fired {
@@ -161,7 +168,8 @@ mod tests {
 
     /// A sysfs and procfs laid out as a virtio disk's are, under a temporary
     /// root, for the device the test directory itself is on: its block
-    /// device links to a controller with two vectors, of which one fired.
+    /// device links to a controller with two vectors, of which one took
+    /// nearly all the interrupts.
     #[test]
     fn a_paths_disk_is_followed_to_its_controllers_vectors_and_their_cpus() {
         use std::os::unix::fs::symlink;
@@ -182,11 +190,12 @@ mod tests {
         .expect("symlink");
         std::fs::create_dir_all(r.join("proc/irq/35")).expect("irq 35");
         std::fs::create_dir_all(r.join("proc/irq/36")).expect("irq 36");
+        // The configuration vector fired once, on CPU 0: too rarely to count.
         std::fs::write(r.join("proc/irq/35/effective_affinity_list"), "0\n").expect("35");
         std::fs::write(r.join("proc/irq/36/effective_affinity_list"), "1\n").expect("36");
         std::fs::write(
             r.join("proc/interrupts"),
-            "     CPU0 CPU1\n 35: 0 0 PCI-MSIX virtio1-config\n 36: 4 9000 PCI-MSIX virtio1-req.0\n",
+            "     CPU0 CPU1\n 35: 1 0 PCI-MSIX virtio1-config\n 36: 4 9000 PCI-MSIX virtio1-req.0\n",
         )
         .expect("interrupts");
         assert_eq!(
