@@ -31,7 +31,8 @@ pub fn disk_interrupt_cpus(path: &Path) -> Option<DiskIrqs> {
 /// Logs, once at start, the CPUs that take the interrupts of the disk
 /// `spool` is on, when they are fewer than the online CPUs (an NVMe drive
 /// usually has a vector per CPU or per few CPUs and completes each write
-/// on or near the CPU that submitted it: nothing is logged for it).
+/// on or near the CPU that submitted it, so its line, if any, names the
+/// CPUs whose vectors carried its I/O so far).
 pub(crate) fn log_disk_interrupt_cpus(spool: &Path) {
     let Some(d) = disk_interrupt_cpus(spool) else {
         return;
