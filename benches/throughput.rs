@@ -1024,9 +1024,10 @@ fn main() {
             pwrite.on_irq_cpu,
         ) {
             println!(
-                "  the capturing thread on a CPU that takes the spool disk's interrupts ({} on CPUs {:?}): uring {:.0} %, pwrite {:.0} % of its samples",
+                "  the capturing thread on a CPU that takes the spool disk's interrupts ({} on CPUs {:?}, rq_affinity {}): uring {:.0} %, pwrite {:.0} % of its samples",
                 d.device,
                 d.cpus,
+                d.rq_affinity.map_or("-".into(), |a| a.to_string()),
                 u * 100.0,
                 p * 100.0
             );

@@ -3,7 +3,9 @@
 //! wrote from unwritten extents, on a kernel worker bound to that CPU. A
 //! server thread that does not sleep on such a CPU delays those completions
 //! by up to a scheduler tick, and the disk idles meanwhile (OPERATIONS.md,
-//! "Placing the server's threads: the disk's interrupt CPU"). Read once at
+//! "Placing the server's threads: the disk's interrupt CPU"), unless the
+//! disk's `rq_affinity` is 2: the block layer then finishes each write on
+//! the CPU that submitted it, the writer's, which sleeps. Read once at
 //! start from sysfs and procfs, for one log line; best effort: `None`
 //! wherever the chain from the path to a PCI device's interrupt vectors is
 //! not there (tmpfs, device-mapper, loop devices, no sysfs).
@@ -21,6 +23,11 @@ pub struct DiskIrqs {
     pub vectors: usize,
     /// The CPUs those vectors are delivered to, in order.
     pub cpus: Vec<usize>,
+    /// The disk's `queue/rq_affinity`: 1 (the kernel's default) finishes a
+    /// write on a CPU that shares a cache with the one that submitted it,
+    /// often the interrupt's; 2 on the submitting CPU itself; 0 where the
+    /// interrupt came. `None` if it could not be read.
+    pub rq_affinity: Option<u8>,
 }
 
 /// The disk `path` is on, and the CPUs that take its interrupts.
@@ -41,13 +48,26 @@ pub(crate) fn log_disk_interrupt_cpus(spool: &Path) {
         .ok()
         .and_then(|s| cpu_list(&s))
         .map_or(0, |c| c.len());
-    if d.cpus.len() < online {
+    if d.cpus.len() >= online {
+        return;
+    }
+    if d.rq_affinity == Some(2) {
         tracing::info!(
             device = d.device.as_str(),
             vectors = d.vectors,
             cpus = ?d.cpus,
             online,
-            "the spool's disk takes its interrupts on these CPUs only: a server thread that does not sleep there delays the completion of segment writes (OPERATIONS.md, \"Placing the server's threads\")"
+            rq_affinity = 2,
+            "the spool's disk takes its interrupts on these CPUs only; its rq_affinity is 2, so segment writes are finished on the writer's own CPU"
+        );
+    } else {
+        tracing::info!(
+            device = d.device.as_str(),
+            vectors = d.vectors,
+            cpus = ?d.cpus,
+            online,
+            rq_affinity = %d.rq_affinity.map_or("unknown".into(), |a| a.to_string()),
+            "the spool's disk takes its interrupts on these CPUs only: a server thread that does not sleep there delays the completion of segment writes; writing 2 to the disk's queue/rq_affinity moves that work to the writer's own CPU (OPERATIONS.md, \"Placing the server's threads\")"
         );
     }
 }
@@ -86,7 +106,16 @@ fn under_root(path: &Path, root: &Path) -> Option<DiskIrqs> {
         device,
         vectors: fired.len(),
         cpus: cpus.into_iter().collect(),
+        rq_affinity: rq_affinity(&block),
     })
+}
+
+/// The `queue/rq_affinity` of the disk `block` is (a partition's is its
+/// disk's, one directory up).
+fn rq_affinity(block: &Path) -> Option<u8> {
+    let read = |dir: &Path| std::fs::read_to_string(dir.join("queue/rq_affinity")).ok();
+    let text = read(block).or_else(|| read(block.parent()?))?;
+    text.trim().parse().ok()
 }
 
 /// The MSI vectors of the first device at or above `block` that has any
@@ -180,7 +209,8 @@ mod tests {
         let (major, minor) = (rustix::fs::major(st.st_dev), rustix::fs::minor(st.st_dev));
         let pci = r.join("sys/devices/pci0000:00/0000:00:02.0");
         let block = pci.join("virtio1/block/vda");
-        std::fs::create_dir_all(&block).expect("block");
+        std::fs::create_dir_all(block.join("queue")).expect("block");
+        std::fs::write(block.join("queue/rq_affinity"), "1\n").expect("rq_affinity");
         std::fs::create_dir_all(pci.join("msi_irqs/35")).expect("vector 35");
         std::fs::create_dir_all(pci.join("msi_irqs/36")).expect("vector 36");
         std::fs::create_dir_all(r.join("sys/dev/block")).expect("dev/block");
@@ -205,8 +235,15 @@ mod tests {
                 device: "vda".into(),
                 vectors: 1,
                 cpus: vec![1],
+                rq_affinity: Some(1),
             })
         );
+        // A partition's queue is its disk's.
+        let part = block.join("vda1");
+        std::fs::create_dir_all(&part).expect("partition");
+        assert_eq!(rq_affinity(&part), Some(1));
+        std::fs::write(block.join("queue/rq_affinity"), "2\n").expect("rq_affinity");
+        assert_eq!(rq_affinity(&part), Some(2));
         // A device with no controller vectors above it (a loop or
         // device-mapper device) gives no answer.
         std::fs::remove_dir_all(pci.join("msi_irqs")).expect("remove vectors");
