@@ -108,10 +108,10 @@ struct Figures {
     irqs: Option<u64>,
     /// With `--capture-cpu`: local timer interrupts on that CPU during the run.
     timer_irqs: Option<u64>,
-    /// capline: the share of the capturing thread's CPU samples (one every
-    /// `CPU_SAMPLE_EVERY` tries) taken on a CPU that takes the spool
-    /// disk's interrupts, where they are known.
-    on_irq_cpu: Option<f64>,
+    /// capline: the spool's disk and the CPUs that take its interrupts,
+    /// where they are known, and the share of the capturing thread's CPU
+    /// samples (one every `CPU_SAMPLE_EVERY` tries) taken on those CPUs.
+    on_irq_cpu: Option<(capline::bench_io::DiskIrqs, f64)>,
     /// capline: of the kept calls slower than p99.9, how many were kept at
     /// their first try, and how many after the ring had refused the record.
     tail_first: u64,
@@ -376,7 +376,7 @@ fn capline_run_with(
     let mut streak = 0u64;
     // Where the capturing thread runs, against where the disk's
     // completions run (OPERATIONS.md, "Placing the server's threads").
-    let irq_cpus = capline::bench_io::disk_interrupt_cpus(dir).map(|d| d.cpus);
+    let disk = capline::bench_io::disk_interrupt_cpus(dir);
     let (mut tries, mut on_irq, mut samples) = (0u64, 0u64, 0u64);
     // The floor's copy, timed while the ring is full: the same bytes as the
     // bare floor, at the moments the writer is busiest.
@@ -402,10 +402,10 @@ fn capline_run_with(
         loop {
             tries += 1;
             if tries.is_multiple_of(CPU_SAMPLE_EVERY)
-                && let Some(cpus) = &irq_cpus
+                && let Some(d) = &disk
             {
                 samples += 1;
-                on_irq += u64::from(cpus.contains(&rustix::thread::sched_getcpu()));
+                on_irq += u64::from(d.cpus.contains(&rustix::thread::sched_getcpu()));
             }
             let (a, o, b) = if shared {
                 let bodies = pool[attempt % SHARED_POOL].clone();
@@ -485,7 +485,9 @@ fn capline_run_with(
         preempted,
         irqs,
         timer_irqs,
-        on_irq_cpu: (samples > 0).then(|| on_irq as f64 / samples as f64),
+        on_irq_cpu: disk
+            .filter(|_| samples > 0)
+            .map(|d| (d, on_irq as f64 / samples as f64)),
         kept_share: h.mean() * h.len() as f64 / (capture_secs * 1e9),
         kept_secs: h.mean() * h.len() as f64 / 1e9,
         tail_by_streak: by_streak(tail()),
@@ -1018,11 +1020,7 @@ fn main() {
             pwrite.preempted,
             n / 1000
         );
-        if let (Some(d), Some(u), Some(p)) = (
-            capline::bench_io::disk_interrupt_cpus(&base_dir),
-            uring.on_irq_cpu,
-            pwrite.on_irq_cpu,
-        ) {
+        if let (Some((d, u)), Some((_, p))) = (&uring.on_irq_cpu, &pwrite.on_irq_cpu) {
             println!(
                 "  the capturing thread on a CPU that takes the spool disk's interrupts ({} on CPUs {:?}, rq_affinity {}): uring {:.0} %, pwrite {:.0} % of its samples",
                 d.device,

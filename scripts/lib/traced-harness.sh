@@ -1,5 +1,5 @@
 # Sourced by the scripts that run the throughput harness under `perf`
-# (writer-gaps.sh, writer-queue.sh), with their own arguments: SHAPE
+# (writer-gaps.sh, writer-queue.sh, disk-idle.sh), with their own arguments: SHAPE
 # [THROUGHPUT_BIN...]. Sets SHAPE and leaves in "$@" the harness binaries
 # to run (a build of this tree when none was given), installs `perf` if it
 # is missing, and makes WORK, a scratch directory removed on exit.

@@ -51,25 +51,19 @@ pub(crate) fn log_disk_interrupt_cpus(spool: &Path) {
     if d.cpus.len() >= online {
         return;
     }
-    if d.rq_affinity == Some(2) {
-        tracing::info!(
-            device = d.device.as_str(),
-            vectors = d.vectors,
-            cpus = ?d.cpus,
-            online,
-            rq_affinity = 2,
-            "the spool's disk takes its interrupts on these CPUs only; its rq_affinity is 2, so segment writes are finished on the writer's own CPU"
-        );
+    let effect = if d.rq_affinity == Some(2) {
+        "its rq_affinity is 2, so segment writes are finished on the writer's own CPU"
     } else {
-        tracing::info!(
-            device = d.device.as_str(),
-            vectors = d.vectors,
-            cpus = ?d.cpus,
-            online,
-            rq_affinity = %d.rq_affinity.map_or("unknown".into(), |a| a.to_string()),
-            "the spool's disk takes its interrupts on these CPUs only: a server thread that does not sleep there delays the completion of segment writes; writing 2 to the disk's queue/rq_affinity moves that work to the writer's own CPU (OPERATIONS.md, \"Placing the server's threads\")"
-        );
-    }
+        "a server thread that does not sleep there delays the completion of segment writes; writing 2 to the disk's queue/rq_affinity moves that work to the writer's own CPU (OPERATIONS.md, \"Placing the server's threads\")"
+    };
+    tracing::info!(
+        device = d.device.as_str(),
+        vectors = d.vectors,
+        cpus = ?d.cpus,
+        online,
+        rq_affinity = %d.rq_affinity.map_or("unknown".into(), |a| a.to_string()),
+        "the spool's disk takes its interrupts on these CPUs only: {effect}"
+    );
 }
 
 /// [`disk_interrupt_cpus`], reading `sys/` and `proc/` under `root`.
@@ -201,7 +195,7 @@ mod tests {
     /// device links to a controller with two vectors, of which one took
     /// nearly all the interrupts.
     #[test]
-    fn a_paths_disk_is_followed_to_its_controllers_vectors_and_their_cpus() {
+    fn a_paths_device_is_followed_to_its_controllers_vectors_and_their_cpus() {
         use std::os::unix::fs::symlink;
         let root = tempfile::tempdir().expect("tempdir");
         let r = root.path();

@@ -137,6 +137,7 @@ unsafe fn line_xmm(dst: *mut u8, src: *const u8) {
 #[cfg(test)]
 mod tests {
     use super::{LINE, Line, write_xmm, write_ymm};
+    use rand::{Rng, SeedableRng, rngs::SmallRng};
 
     /// Streams `pieces` with `f` into a fresh run of lines and returns them.
     fn streamed(
@@ -161,19 +162,14 @@ mod tests {
         // Pieces of every length around a line's, so that lines are
         // assembled across two and three pieces and whole lines come
         // straight from a piece at every offset.
-        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = SmallRng::seed_from_u64(0x9E37_79B9_7F4A_7C15);
         for round in 0..500 {
-            let count = 1 + (next() % 6) as usize;
+            let count = rng.random_range(1..=6);
             let pieces: Vec<Vec<u8>> = (0..count)
                 .map(|_| {
-                    let len = (next() % 200) as usize;
-                    (0..len).map(|_| next() as u8).collect()
+                    let mut piece = vec![0; rng.random_range(0..200)];
+                    rng.fill(&mut piece[..]);
+                    piece
                 })
                 .collect();
             let mut want: Vec<u8> = pieces.concat();
