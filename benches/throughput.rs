@@ -11,7 +11,7 @@
 //! (`Engine::capture_shared`, each call a clone, made before its timing,
 //! of one of [`SHARED_POOL`] distinct body pairs) instead of lending them;
 //! `-- --segment-mib N`: capline's runs seal segments at N MiB
-//! (`SegmentMaxBytes`) instead of the default 64: each seal costs the disk
+//! (`SegmentMaxBytes`) instead of the default 256: each seal costs the disk
 //! a cache flush or more, which the disk-limit probe's one file does not)
 //!
 //! For each record shape it measures:

@@ -18,7 +18,6 @@
 //! directories involved. All of it goes through the engine's [`Fs`].
 
 use std::fs::OpenOptions;
-use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -269,17 +268,27 @@ impl Spool {
     /// remained and the file was removed.
     pub(crate) fn cut_and_seal(&self, key: &Key) -> std::io::Result<Option<Sealed>> {
         let path = self.path(State::Active, key);
-        let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let keep = complete_prefix(&bytes);
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        // Mapped, not read: a segment may be as large as `SegmentMaxBytes`
+        // (256 MiB by default), and its pages stay the page cache's to drop.
+        let (keep, len) = if file.metadata()?.len() == 0 {
+            (0, 0)
+        } else {
+            // SAFETY: the spool is locked to this engine, and a segment in
+            // `active/` that reaches here is no longer written: at start no
+            // writer runs yet, and after a failed seal the writer has moved
+            // to a new segment. The file is cut only below, once the map is
+            // dropped, so no page of the map goes away while it is read.
+            let map = unsafe { memmap2::Mmap::map(&file)? };
+            (complete_prefix(&map), map.len())
+        };
         if keep == 0 {
             drop(file);
             std::fs::remove_file(&path)?;
             return Ok(None);
         }
-        if keep < bytes.len() {
-            tracing::warn!(path = %path.display(), cut = bytes.len() - keep, "cut a torn tail");
+        if keep < len {
+            tracing::warn!(path = %path.display(), cut = len - keep, "cut a torn tail");
             self.fs.ftruncate(&file, keep as u64)?;
         }
         self.fs.fdatasync(&file)?;

@@ -57,6 +57,7 @@ fn minimal_api_shape_and_defaults() {
     assert_eq!(c.capture_mode, CaptureMode::Input);
     assert_eq!(c.content_types, None, "no header: everything BASE64");
     assert_eq!(c.engine.segment_max_age.as_secs(), 60);
+    assert_eq!(c.engine.segment_max_bytes, 256 << 20);
     assert_eq!(c.engine.flush_interval.as_millis(), 1000);
 }
 
@@ -481,6 +482,46 @@ fn engine_settings() {
     bad(
         &api("").replace(&format!(",\"Engine\":{ENGINE}"), ""),
         &["Engine: is required"],
+    );
+}
+
+#[test]
+fn segment_size_stays_under_the_spool_cap() {
+    let dcc = dcc();
+    let seg = |engine: &str| ok(&doc(&dcc, engine)).engine.segment_max_bytes;
+    // The default shrinks to a quarter of the cap, within 64 KiB and 256 MiB.
+    assert_eq!(seg(r#"{"SpoolDir":"/s"}"#), 256 << 20);
+    assert_eq!(
+        seg(r#"{"SpoolDir":"/s","SpoolMaxBytes":4294967296}"#),
+        256 << 20
+    );
+    assert_eq!(
+        seg(r#"{"SpoolDir":"/s","SpoolMaxBytes":104857600}"#),
+        25 << 20
+    );
+    assert_eq!(
+        seg(r#"{"SpoolDir":"/s","SpoolMaxBytes":1048576}"#),
+        256 << 10
+    );
+    // Given, it may be half of the cap and no more.
+    assert_eq!(
+        seg(r#"{"SpoolDir":"/s","SpoolMaxBytes":2097152,"SegmentMaxBytes":1048576}"#),
+        1 << 20
+    );
+    bad(
+        &doc(
+            &dcc,
+            r#"{"SpoolDir":"/s","SpoolMaxBytes":2097152,"SegmentMaxBytes":1048577}"#,
+        ),
+        &[
+            "Engine.SegmentMaxBytes",
+            "at most half of Engine.SpoolMaxBytes (2097152)",
+            "1048577",
+        ],
+    );
+    bad(
+        &doc(&dcc, r#"{"SpoolDir":"/s","SegmentMaxBytes":65535}"#),
+        &["Engine.SegmentMaxBytes", "65535"],
     );
 }
 
