@@ -322,15 +322,13 @@ impl Spool {
 /// Length of the valid prefix: up to and including the last `\n` before the
 /// first NUL, stepping back further while the last line is not a valid record.
 pub(crate) fn complete_prefix(bytes: &[u8]) -> usize {
-    let mut end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    // memchr's vector search: a segment may be hundreds of MB.
+    let mut end = memchr::memchr(0, bytes).unwrap_or(bytes.len());
     loop {
-        let Some(nl) = bytes[..end].iter().rposition(|&b| b == b'\n') else {
+        let Some(nl) = memchr::memrchr(b'\n', &bytes[..end]) else {
             return 0;
         };
-        let start = bytes[..nl]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
+        let start = memchr::memrchr(b'\n', &bytes[..nl]).map_or(0, |i| i + 1);
         if parse_line(&bytes[start..nl], None).is_ok() {
             return nl + 1;
         }
