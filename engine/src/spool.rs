@@ -271,14 +271,13 @@ impl Spool {
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         // Mapped, not read: a segment may be as large as `SegmentMaxBytes`
         // (256 MiB by default), and its pages stay the page cache's to drop.
-        let (keep, len) = if file.metadata()?.len() == 0 {
-            (0, 0)
-        } else {
+        let (keep, len) = {
             // SAFETY: the spool is locked to this engine, and a segment in
             // `active/` that reaches here is no longer written: at start no
             // writer runs yet, and after a failed seal the writer has moved
             // to a new segment. The file is cut only below, once the map is
-            // dropped, so no page of the map goes away while it is read.
+            // dropped, so no page of the map goes away while it is read. (An
+            // empty file maps to an empty slice.)
             let map = unsafe { memmap2::Mmap::map(&file)? };
             (complete_prefix(&map), map.len())
         };

@@ -337,6 +337,9 @@ fn recovery_cuts_torn_tails_and_delivers_leftovers() {
     std::fs::write(d.spool.join("active").join(name_active), &torn).unwrap();
     std::fs::write(d.spool.join("sealed").join(name_sealed), &good).unwrap();
     std::fs::write(d.spool.join("active").join("stray.txt"), b"not ours").unwrap();
+    // And a segment created but never written (a crash before its first write).
+    let name_empty = "churn+v-1+2024+01+19+19+28-00-000-5d0c8a2e-7d1b-4f0e-9a41-2c3b4d5e6f70.jsonl";
+    std::fs::write(d.spool.join("active").join(name_empty), b"").unwrap();
 
     let engine = Engine::start(config(&d, 100, BOTH, "")).unwrap();
     let stats = engine.shutdown(Duration::from_secs(5)).unwrap();
@@ -359,6 +362,10 @@ fn recovery_cuts_torn_tails_and_delivers_leftovers() {
     assert!(
         d.spool.join("active").join("stray.txt").exists(),
         "unknown files are left alone"
+    );
+    assert!(
+        !d.spool.join("active").join(name_empty).exists(),
+        "a segment with no line is removed, not delivered"
     );
 }
 

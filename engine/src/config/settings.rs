@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use simd_json::BorrowedValue as Value;
 
-use super::json::{Object, as_bool, as_int_in, as_object, as_str, check_keys, err, get};
+use super::json::{as_bool, as_int_in, as_object, as_str, check_keys, err, get};
 use super::redaction::{Redaction, parse_redaction};
 use super::{ConfigError, IoMode, SamplingMode};
 
@@ -184,7 +184,28 @@ pub(super) fn parse_engine(v: &Value) -> Result<EngineSettings, ConfigError> {
     let spool_max_bytes = get(obj, "SpoolMaxBytes")
         .map(|v| as_int_in(&field("SpoolMaxBytes"), v, MIB, u64::MAX >> 1))
         .transpose()?;
-    let segment_max_bytes = segment_max_bytes(obj, spool_max_bytes)?;
+    // The open segment counts against SpoolMaxBytes, and while the gate is
+    // closed no record comes in to seal it by size: a segment that alone
+    // could fill the cap would hold capture off until its age sealed it. So
+    // a segment is at most half of the cap, and by default a quarter (a
+    // sealed one can wait for delivery beside a filling one).
+    let segment_max_bytes = int(
+        "SegmentMaxBytes",
+        64 * 1024,
+        5 * 1024 * MIB,
+        spool_max_bytes.map_or(256 * MIB, |cap| (cap / 4).clamp(64 * 1024, 256 * MIB)),
+    )?;
+    if let Some(cap) = spool_max_bytes
+        && segment_max_bytes > cap / 2
+    {
+        return Err(err(
+            &field("SegmentMaxBytes"),
+            format!(
+                "must be at most half of Engine.SpoolMaxBytes ({cap}): the open segment counts against that cap"
+            ),
+            get(obj, "SegmentMaxBytes"),
+        ));
+    }
     let s3 = match get(obj, "S3") {
         None => S3Settings::default(),
         Some(v) => parse_s3(v)?,
@@ -216,35 +237,6 @@ pub(super) fn parse_engine(v: &Value) -> Result<EngineSettings, ConfigError> {
         sampling_mode,
         io,
     })
-}
-
-/// `SegmentMaxBytes`: 256 MiB unless given, and never more than half of
-/// `SpoolMaxBytes` when that is set. The open segment counts against the
-/// spool's cap, and while the gate is closed no record comes in to seal it by
-/// size, so a segment that alone could fill the cap would hold capture off
-/// until its age sealed it. Given, a larger one is refused; by default it
-/// shrinks to a quarter of the cap (so one sealed segment can wait for
-/// delivery beside a filling one with room to spare).
-fn segment_max_bytes(obj: &Object, spool_max: Option<u64>) -> Result<u64, ConfigError> {
-    const MIN: u64 = 64 * 1024;
-    const DEFAULT: u64 = 256 * MIB;
-    let path = "Engine.SegmentMaxBytes";
-    match get(obj, "SegmentMaxBytes") {
-        None => Ok(spool_max.map_or(DEFAULT, |cap| (cap / 4).clamp(MIN, DEFAULT))),
-        Some(v) => {
-            let n = as_int_in(path, v, MIN, 5 * 1024 * MIB)?;
-            match spool_max {
-                Some(cap) if n > cap / 2 => Err(err(
-                    path,
-                    format!(
-                        "must be at most half of Engine.SpoolMaxBytes ({cap}): the open segment counts against that cap"
-                    ),
-                    Some(v),
-                )),
-                _ => Ok(n),
-            }
-        }
-    }
 }
 
 fn parse_s3(v: &Value) -> Result<S3Settings, ConfigError> {
