@@ -8,6 +8,8 @@
 //!   before the first zero byte (padding, preallocation) or torn tail, and
 //!   further back while that last line does not parse as a capture record.
 //!   It is then synced and moved to `sealed/`. If no valid line remains it is removed.
+//! - A file made ahead for a next segment (`active/.next-*`) holds no record
+//!   and is removed.
 //! - Files whose names are not capline segment names are left alone and logged.
 
 use crate::error::{Error, Result};
@@ -15,6 +17,13 @@ use crate::spool::{Sealed, Spool, State};
 
 /// Seals what `active/` holds and returns every sealed segment, oldest key first.
 pub(crate) fn recover(spool: &Spool) -> Result<Vec<Sealed>> {
+    let ahead = spool.remove_ahead_files()?;
+    if ahead > 0 {
+        tracing::info!(
+            files = ahead,
+            "removed files made ahead for segments never opened"
+        );
+    }
     for (path, key) in spool.list(State::Active)? {
         let sealed = spool
             .cut_and_seal(&key)

@@ -21,6 +21,14 @@
 //! the way recovery seals it at start); `segments_unsealed` counts such
 //! segments.
 //!
+//! Once the open segment is half full (and `SegmentMaxBytes` is larger than
+//! the first preallocation step), the next segment's file is made ahead:
+//! created in `active/` and preallocated whole on a thread of its own, and
+//! renamed to the next segment's name when that is created, so the disk is
+//! not left idle while the writer grows a file ([`Output::prepare`]). It
+//! counts in `spool_active_bytes`. One left unused (the records stopped) is
+//! removed `SegmentMaxAgeSeconds` after it was made, and at shutdown.
+//!
 //! The roll is decided before a line is written, so a line is serialized
 //! once, straight into the segment's aligned buffer. Whether a line fits is
 //! known from its worst-case length for almost every record; only a record
@@ -112,6 +120,9 @@ pub(crate) struct Segments {
     rng: SmallRng,
     sealed_tx: Sender<Sealed>,
     counters: Arc<Counters>,
+    /// When the file made ahead for the next segment was asked for, while
+    /// one is made or being made.
+    ahead_at: Option<Instant>,
 }
 
 /// A random (version 4) UUID.
@@ -149,6 +160,7 @@ impl Segments {
             rng: SmallRng::from_os_rng(),
             sealed_tx,
             counters,
+            ahead_at: None,
         }
     }
 
@@ -186,6 +198,14 @@ impl Segments {
         }
         let p = self.out.pump();
         self.account(p);
+        if self.ahead_at.is_none()
+            && self.max_bytes > PREALLOC
+            && self.out.data_len() > self.max_bytes / 2
+        {
+            let path = self.spool.ahead_path(&uuid_v4(&mut self.rng));
+            self.out.prepare(path, self.max_bytes);
+            self.ahead_at = Some(Instant::now());
+        }
     }
 
     /// Writes buffered lines and starts making the open segment durable
@@ -211,8 +231,9 @@ impl Segments {
         self.account(p);
     }
 
-    /// Seals the open segment when it has reached its age, and tries again
-    /// the failed seals that are due.
+    /// Seals the open segment when it has reached its age, tries again
+    /// the failed seals that are due, and removes a file made ahead that no
+    /// segment has taken for `SegmentMaxAgeSeconds`.
     pub(crate) fn tick(&mut self) {
         let p = self.out.collect();
         self.account(p);
@@ -223,21 +244,32 @@ impl Segments {
         {
             self.seal();
         }
+        if self.open.is_none() && self.ahead_at.is_some_and(|t| t.elapsed() >= self.max_age) {
+            self.out.discard_ahead();
+            self.ahead_at = None;
+            self.count_active();
+        }
         self.reseal(false);
     }
 
-    /// The next moment `tick` has work: the open segment's age limit, or a
-    /// failed seal's next try.
+    /// The next moment `tick` has work: the open segment's age limit, a
+    /// failed seal's next try, or the removal of an unused file made ahead.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let age = self.open.as_ref().map(|o| o.created + self.max_age);
+        let ahead = self
+            .ahead_at
+            .filter(|_| self.open.is_none())
+            .map(|t| t + self.max_age);
         let retry = self.unsealed.iter().map(|u| u.next).min();
-        age.into_iter().chain(retry).min()
+        age.into_iter().chain(ahead).chain(retry).min()
     }
 
     /// Seals the open segment and tries every failed seal once more, for the
     /// last time in this run; what still fails is left for the next start.
     pub(crate) fn close(&mut self) {
         self.seal();
+        self.out.discard_ahead();
+        self.ahead_at = None;
         self.sync_wait();
         self.reseal(true);
         if !self.unsealed.is_empty() {
@@ -313,13 +345,14 @@ impl Segments {
         self.count_active();
     }
 
-    /// `spool_active_bytes`: the open segment's bytes and those of the
-    /// segments still being sealed.
+    /// `spool_active_bytes`: the open segment's bytes, those of the
+    /// segments still being sealed, and the file made ahead.
     fn count_active(&self) {
         let sealing: u64 = self.sealing.iter().map(|s| s.len).sum();
-        self.counters
-            .spool_active_bytes
-            .store(self.out.data_len() + sealing, Ordering::Relaxed);
+        self.counters.spool_active_bytes.store(
+            self.out.data_len() + sealing + self.out.ahead_bytes(),
+            Ordering::Relaxed,
+        );
     }
 
     /// Renames into `sealed/` and hands over every segment whose seal's sync
@@ -358,6 +391,10 @@ impl Segments {
         let path = self.spool.path(State::Active, &key);
         match self.out.open(&path, self.max_bytes.min(PREALLOC)) {
             Ok(()) => {
+                if self.out.ahead_bytes() == 0 {
+                    // Taken (or there was none).
+                    self.ahead_at = None;
+                }
                 self.open = Some(Open {
                     key,
                     first: *t,

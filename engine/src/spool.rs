@@ -4,6 +4,8 @@
 //! {SpoolDir}/
 //!   LOCK                   flock held by the one engine using this spool
 //!   active/{name}          segments being written (at most one per engine)
+//!   active/.next-{id}      the next segment's file, made ahead while the
+//!                          open one fills (empty; removed at start)
 //!   sealed/{name}          complete, durable segments waiting for delivery
 //!   uploads/{name}.upload  multipart progress of a sealed segment (S3 only)
 //! ```
@@ -36,6 +38,10 @@ pub(crate) struct Key(String);
 
 /// Separates key components in a spool file name (never valid in a name or a UUID).
 const SPOOL_SEP: char = '+';
+
+/// Starts the name of a file made ahead for the next segment in `active/`
+/// ([`Spool::ahead_path`]); never the start of a segment's name.
+const AHEAD_PREFIX: &str = ".next-";
 
 impl Key {
     /// The key for a segment whose first record has time `first`.
@@ -187,6 +193,39 @@ impl Spool {
     /// Where the segment `key` lives in `state`.
     pub(crate) fn path(&self, state: State, key: &Key) -> PathBuf {
         self.dir(state).join(key.spool_name())
+    }
+
+    /// Where a file made ahead for the next segment is created: in
+    /// `active/`, so that taking it is a rename within one directory.
+    pub(crate) fn ahead_path(&self, id: &[u8; 16]) -> PathBuf {
+        use std::fmt::Write;
+        let mut name = String::from(AHEAD_PREFIX);
+        for b in id {
+            let _ = write!(name, "{b:02x}");
+        }
+        self.active.join(name)
+    }
+
+    /// Removes the files made ahead that an earlier run left in `active/`
+    /// (they hold no record); returns how many.
+    pub(crate) fn remove_ahead_files(&self) -> Result<usize> {
+        let dir = &self.active;
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read spool", dir, e))?;
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("read spool", dir, e))?;
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(AHEAD_PREFIX))
+            {
+                let path = entry.path();
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::io("remove a file made ahead", path, e))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Where the multipart upload progress of the sealed segment `key` is kept.

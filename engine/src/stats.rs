@@ -170,7 +170,9 @@ counters! {
         segments_unsealed,
         /// Bytes of sealed segments not yet delivered.
         spool_sealed_bytes,
-        /// Bytes of data in the open segment.
+        /// Bytes in `active/`: the open segment's data, the segments cut
+        /// and waiting for their seal's sync, and the next segment's file
+        /// when it is made ahead (its whole preallocation).
         spool_active_bytes,
         /// Times the disk monitor opened or closed the gate.
         gate_changes,
@@ -448,7 +450,7 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "capline_spool_active_bytes",
         kind: "gauge",
-        help: "Bytes of data in the open segment.",
+        help: "Bytes in the spool's active/: the open segment's data, segments waiting for their seal's sync, and the next segment's file when made ahead.",
         samples: one!(|s: &Stats| s.spool_active_bytes as f64),
     },
     Family {

@@ -340,6 +340,9 @@ fn recovery_cuts_torn_tails_and_delivers_leftovers() {
     // And a segment created but never written (a crash before its first write).
     let name_empty = "churn+v-1+2024+01+19+19+28-00-000-5d0c8a2e-7d1b-4f0e-9a41-2c3b4d5e6f70.jsonl";
     std::fs::write(d.spool.join("active").join(name_empty), b"").unwrap();
+    // And the next segment's file, made ahead and never taken.
+    let name_ahead = ".next-8f0c2d7e6b5a49c3a1f2e3d4c5b6a798";
+    std::fs::write(d.spool.join("active").join(name_ahead), [0u8; 4096]).unwrap();
 
     let engine = Engine::start(config(&d, 100, BOTH, "")).unwrap();
     let stats = engine.shutdown(Duration::from_secs(5)).unwrap();
@@ -366,6 +369,10 @@ fn recovery_cuts_torn_tails_and_delivers_leftovers() {
     assert!(
         !d.spool.join("active").join(name_empty).exists(),
         "a segment with no line is removed, not delivered"
+    );
+    assert!(
+        !d.spool.join("active").join(name_ahead).exists(),
+        "a file made ahead is removed, not delivered"
     );
 }
 
@@ -479,6 +486,118 @@ fn both_io_paths_write_the_same_records() {
             );
         }
     }
+}
+
+/// A segment past half full has the next one's file made ahead in
+/// `active/` (counted in `spool_active_bytes`); the next segment takes it,
+/// and what is delivered is what a run without it delivers: every record
+/// once, no file past the limit, no padding, nothing left in `active/`.
+#[test]
+fn the_next_segments_file_is_made_ahead_and_taken() {
+    const LIMIT: u64 = 16 << 20;
+    for io in ["uring", "pwrite"] {
+        let d = dirs();
+        let extra = format!(r#","Io":"{io}","SegmentMaxBytes":{LIMIT}"#);
+        let engine = Engine::start(config(&d, 100, BOTH, &extra)).unwrap();
+        let body = vec![b'5'; 30_000];
+        let capture_n = |from: usize, to: usize| {
+            for i in from..to {
+                let id = format!("{io}-{i}");
+                let mut c = capture(&body, b"0.5");
+                c.inference_id = Some(&id);
+                while engine.capture(&c) != Outcome::Kept {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        };
+        // About 10 MiB: past half of the first segment.
+        capture_n(0, 350);
+        engine.flush(Duration::from_secs(10)).unwrap();
+        let ahead = |d: &Dirs| {
+            files(&d.spool.join("active"))
+                .into_iter()
+                .filter(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with(".next-")
+                })
+                .count()
+        };
+        // Made on a thread of its own: it appears soon after.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ahead(&d) == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(ahead(&d), 1, "{io}: the next file, made ahead");
+        assert!(
+            engine.stats().spool_active_bytes >= LIMIT,
+            "{io}: {} active bytes",
+            engine.stats().spool_active_bytes
+        );
+        // About 45 MiB in all: three segments.
+        capture_n(350, 1500);
+        let stats = engine.shutdown(Duration::from_secs(20)).unwrap();
+        assert_eq!(stats.records_written, 1500, "{io}");
+        assert!(files(&d.spool.join("active")).is_empty(), "{io}");
+        let delivered = files(&d.dest);
+        assert!(delivered.len() >= 3, "{io}: {} files", delivered.len());
+        assert_eq!(stats.segments_sealed, delivered.len() as u64, "{io}");
+        for f in &delivered {
+            let bytes = std::fs::read(f).unwrap();
+            assert!(bytes.len() as u64 <= LIMIT, "{io}: {}", f.display());
+            assert!(!bytes.contains(&0), "{io}: padding left in {}", f.display());
+        }
+        let recs = lines(&d.dest);
+        let ids: std::collections::HashSet<_> = recs
+            .iter()
+            .filter_map(|(_, r)| r.inference_id.clone())
+            .collect();
+        assert_eq!(
+            (recs.len(), ids.len()),
+            (1500, 1500),
+            "{io}: every record once"
+        );
+    }
+}
+
+/// A file made ahead that no segment takes (the records stopped) does not
+/// hold its disk space for long: it is removed `SegmentMaxAgeSeconds` after
+/// it was made, and `spool_active_bytes` falls back to 0.
+#[test]
+fn an_unused_file_made_ahead_is_removed_after_the_segment_age() {
+    let d = dirs();
+    let extra = r#","SegmentMaxBytes":16777216,"SegmentMaxAgeSeconds":1"#;
+    let engine = Engine::start(config(&d, 100, BOTH, extra)).unwrap();
+    let body = vec![b'5'; 30_000];
+    for _ in 0..350 {
+        while engine.capture(&capture(&body, b"0.5")) != Outcome::Kept {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let active = |d: &Dirs| files(&d.spool.join("active"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen_ahead = false;
+    loop {
+        let now = active(&d);
+        seen_ahead |= now.iter().any(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".next-")
+        });
+        if seen_ahead && now.is_empty() && engine.stats().spool_active_bytes == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still in active/: {now:?}, {} bytes counted (made ahead seen: {seen_ahead})",
+            engine.stats().spool_active_bytes
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = engine.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!((stats.records_written, lines(&d.dest).len()), (350, 350));
 }
 
 /// A body whose buffer counts its drops.

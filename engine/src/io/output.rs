@@ -21,11 +21,20 @@
 //! over writes completed in order). If a write fails, the file is cut back to
 //! the last line end before the frontier, and the lines after it are reported
 //! as lost.
+//!
+//! A file that fills fast has its successor created and preallocated whole
+//! ahead of time, on a thread of its own ([`Output::prepare`]), and the next
+//! [`Output::open`] renames it into place: ext4's `fallocate` waits for every
+//! write in flight on the file it grows, so growing the open file step by
+//! step leaves the disk without work, and doing it for the next file while
+//! this one is written does not (DECISIONS.md, "The next segment's file is
+//! made ahead").
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use super::backend::{Backend, Durable, IoPath, Started};
 use super::buf::AlignedBuf;
@@ -169,6 +178,18 @@ enum Wait {
     All,
 }
 
+/// A file being created and preallocated on a thread of its own for the next
+/// [`Output::open`] to take ([`Output::prepare`]).
+#[derive(Debug)]
+struct Ahead {
+    path: PathBuf,
+    /// Bytes asked for.
+    len: u64,
+    /// The file, whether the filesystem refused `O_DIRECT` for it, and how
+    /// far it is preallocated.
+    job: JoinHandle<std::io::Result<(File, bool, u64)>>,
+}
+
 /// The writer's output: a backend, aligned buffers, and the open file.
 #[derive(Debug)]
 pub struct Output {
@@ -190,6 +211,8 @@ pub struct Output {
     dir_syncs: Vec<Arc<File>>,
     /// Logged once: the filesystem refused O_DIRECT.
     warned_buffered: bool,
+    /// The next file, made ahead.
+    ahead: Option<Ahead>,
 }
 
 impl Output {
@@ -211,6 +234,7 @@ impl Output {
             next_close: CLOSE_TAG,
             dir_syncs: Vec::new(),
             warned_buffered: false,
+            ahead: None,
         })
     }
 
@@ -220,24 +244,29 @@ impl Output {
     }
 
     /// Creates a new segment file (it must not exist), opened with `O_DIRECT`
-    /// where the filesystem allows, and preallocated to `prealloc` bytes.
+    /// where the filesystem allows, and preallocated to `prealloc` bytes; or,
+    /// when a file made ahead ([`prepare`](Self::prepare)) is ready, renames
+    /// that one to `path` instead.
     pub fn open(&mut self, path: &Path, prealloc: u64) -> std::io::Result<()> {
         debug_assert!(self.file.is_none());
-        let file = match self.fs.create(path, true) {
-            Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                if !self.warned_buffered {
-                    tracing::warn!(path = %path.display(), "the filesystem refuses O_DIRECT; writing segments through the page cache");
-                    self.warned_buffered = true;
-                }
-                let _ = std::fs::remove_file(path);
-                self.fs.create(path, false)?
+        let (file, buffered, reserved) = match self.take_ahead(path) {
+            Some(made) => made,
+            None => {
+                let (file, buffered) = create(&*self.fs, path)?;
+                (file, buffered, 0)
             }
-            Err(e) => return Err(e),
         };
+        if buffered && !self.warned_buffered {
+            tracing::warn!(path = %path.display(), "the filesystem refuses O_DIRECT; writing segments through the page cache");
+            self.warned_buffered = true;
+        }
         let align = dio_align(&file).max(ALIGN_FLOOR);
         let prealloc_step = prealloc.next_multiple_of(align as u64);
-        let prealloc_end = preallocate(&file, 0, prealloc_step);
+        let prealloc_end = if reserved > 0 {
+            reserved
+        } else {
+            preallocate(&file, 0, prealloc_step)
+        };
         for b in &mut self.bufs {
             if b.align() < align {
                 *b = AlignedBuf::resident(BUFFER_BYTES, align);
@@ -257,6 +286,63 @@ impl Output {
             batch: FIRST_BATCH,
         });
         Ok(())
+    }
+
+    /// Starts making the next file ahead: `path` is created (as `open`
+    /// would) and preallocated to `len` bytes on a thread of its own, and the
+    /// next [`open`](Self::open) after it has finished renames it into place.
+    /// Does nothing while one is already made or being made.
+    pub fn prepare(&mut self, path: PathBuf, len: u64) {
+        if self.ahead.is_some() {
+            return;
+        }
+        let fs = Arc::clone(&self.fs);
+        let at = path.clone();
+        let job = std::thread::Builder::new()
+            .name("capline-ahead".into())
+            .spawn(move || {
+                let (file, buffered) = create(&*fs, &at)?;
+                let reserved = preallocate(&file, 0, len);
+                Ok((file, buffered, reserved))
+            });
+        match job {
+            Ok(job) => self.ahead = Some(Ahead { path, len, job }),
+            Err(e) => tracing::debug!(error = %e, "no thread to make the next file ahead"),
+        }
+    }
+
+    /// Bytes reserved for the next file, made ahead or being made.
+    pub fn ahead_bytes(&self) -> u64 {
+        self.ahead.as_ref().map_or(0, |a| a.len)
+    }
+
+    /// Removes the file made ahead, if any, waiting for its making to end.
+    pub fn discard_ahead(&mut self) {
+        if let Some(a) = self.ahead.take() {
+            let _ = a.job.join();
+            let _ = std::fs::remove_file(&a.path);
+        }
+    }
+
+    /// The file made ahead, renamed to `path`, if it is ready: never waits
+    /// for it. One that failed to be made, or to be renamed, is removed.
+    fn take_ahead(&mut self, path: &Path) -> Option<(File, bool, u64)> {
+        if !self.ahead.as_ref()?.job.is_finished() {
+            return None;
+        }
+        let a = self.ahead.take()?;
+        let made = a
+            .job
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the thread making it panicked")));
+        match made.and_then(|made| self.fs.rename(&a.path, path).map(|()| made)) {
+            Ok(made) => Some(made),
+            Err(e) => {
+                tracing::warn!(path = %a.path.display(), error = %e, "the file made ahead for the next segment is not used");
+                let _ = std::fs::remove_file(&a.path);
+                None
+            }
+        }
     }
 
     /// The buffer to append the next line to.
@@ -703,6 +789,20 @@ impl Drop for Output {
     fn drop(&mut self) {
         // Buffers must outlive every write that uses them.
         let _ = self.reap(Wait::All);
+        self.discard_ahead();
+    }
+}
+
+/// Creates `path` (it must not exist) with `O_DIRECT`, or through the page
+/// cache where the filesystem refuses `O_DIRECT` (then with `true`).
+fn create(fs: &dyn Fs, path: &Path) -> std::io::Result<(File, bool)> {
+    match fs.create(path, true) {
+        Ok(f) => Ok((f, false)),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+            let _ = std::fs::remove_file(path);
+            Ok((fs.create(path, false)?, true))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -1060,5 +1160,53 @@ mod tests {
             [8, 16, 32, 64, 128, 192],
             "MiB reserved as the file grew"
         );
+    }
+
+    /// A file made ahead is taken by the next open once it is ready: renamed
+    /// into place with its whole reservation (where a new file has only the
+    /// first step), the name it was made under gone, private like any
+    /// segment, written and cut like any other. One no open takes is removed
+    /// when discarded.
+    #[test]
+    fn a_file_made_ahead_is_renamed_into_place_whole_or_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        const MIB: u64 = 1 << 20;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut out = Output::new(IoMode::Auto, Arc::new(crate::io::RealFs)).expect("output");
+        let ahead = dir.path().join(".next-1");
+        out.prepare(ahead.clone(), 64 * MIB);
+        assert_eq!(out.ahead_bytes(), 64 * MIB);
+        // Asking again while one is being made changes nothing.
+        out.prepare(dir.path().join(".next-2"), 8 * MIB);
+        while !out.ahead.as_ref().expect("being made").job.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let path = dir.path().join("segment");
+        out.open(&path, 8 * MIB).expect("open");
+        assert_eq!(out.ahead_bytes(), 0);
+        assert!(!ahead.exists() && !dir.path().join(".next-2").exists());
+        assert!(allocated(&path) >= 64 * MIB, "{}", allocated(&path));
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        out.buf().extend_from_slice(b"{}\n");
+        out.line_end();
+        let (p, len) = out.close();
+        assert_eq!((p.written, len.expect("close")), (1, 3));
+        assert_eq!(std::fs::read(&path).expect("read"), b"{}\n");
+
+        // Made ahead and not taken: removed, after its making has ended.
+        let unused = dir.path().join(".next-3");
+        out.prepare(unused.clone(), 64 * MIB);
+        out.discard_ahead();
+        assert_eq!(out.ahead_bytes(), 0);
+        assert!(!unused.exists());
+        // And on drop.
+        let dropped = dir.path().join(".next-4");
+        out.prepare(dropped.clone(), 8 * MIB);
+        drop(out);
+        assert!(!dropped.exists());
     }
 }
