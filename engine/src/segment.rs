@@ -389,12 +389,13 @@ impl Segments {
     fn create(&mut self, t: &Timestamp) -> bool {
         let key = Key::new(&self.endpoint, &self.variant, t, &uuid_v4(&mut self.rng));
         let path = self.spool.path(State::Active, &key);
-        match self.out.open(&path, self.max_bytes.min(PREALLOC)) {
+        let opened = self.out.open(&path, self.max_bytes.min(PREALLOC));
+        if self.out.ahead_bytes() == 0 {
+            // Taken, or failed and removed: the next half-full segment makes another.
+            self.ahead_at = None;
+        }
+        match opened {
             Ok(()) => {
-                if self.out.ahead_bytes() == 0 {
-                    // Taken (or there was none).
-                    self.ahead_at = None;
-                }
                 self.open = Some(Open {
                     key,
                     first: *t,

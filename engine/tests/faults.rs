@@ -40,6 +40,9 @@ struct Faults {
     cut: std::sync::atomic::AtomicBool,
     ftruncate_failures: AtomicU32,
     create_failures: AtomicU32,
+    /// How many of the next creates of a file made ahead for a next
+    /// segment (`active/.next-*`) fail with ENOSPC.
+    ahead_create_failures: AtomicU32,
     /// How many of the next renames to a path containing `rename_into` fail
     /// with `rename_errno`.
     rename_failures: AtomicU32,
@@ -62,7 +65,10 @@ const ENOSPC: i32 = 28;
 
 impl Fs for Faults {
     fn create(&self, path: &Path, direct: bool) -> std::io::Result<std::fs::File> {
-        if take(&self.create_failures) {
+        let ahead = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".next-"));
+        if take(&self.create_failures) || (ahead && take(&self.ahead_create_failures)) {
             return Err(errno(ENOSPC));
         }
         RealFs.create(path, direct)
@@ -323,6 +329,65 @@ fn a_failing_create_drops_the_record_that_needed_the_segment() {
         let s = run(io, f, 3);
         assert_eq!(s.dropped_io_error, 1, "{io}: {s:?}");
         assert_eq!(s.records_written, s.kept - 1, "{io}: {s:?}");
+    }
+}
+
+/// The next segment's file, made ahead once a segment is half full, fails
+/// to be made (its create) or to be taken (its rename into place): the next
+/// segment is created the usual way, no record is lost, and no file is
+/// left behind.
+#[test]
+fn a_file_made_ahead_that_fails_costs_no_record() {
+    for io in MODES {
+        for fail in ["create", "rename"] {
+            let d = dirs();
+            let mut faults = Faults::default();
+            if fail == "create" {
+                faults.ahead_create_failures.store(1, Ordering::SeqCst);
+            } else {
+                // The only rename into active/ is a file made ahead being taken.
+                faults = faults.renames_into("active", 1, EIO);
+            }
+            let faults = Arc::new(faults);
+            let extra = r#","SegmentMaxBytes":16777216"#;
+            let engine = Engine::start_on(config_with(&d, io, extra), faults.clone()).unwrap();
+            let body = vec![b'7'; 30_000];
+            let mut kept = Vec::new();
+            // About 36 MiB: three segments, two files made ahead.
+            for i in 0..1200 {
+                let id = format!("r{i}");
+                let c = Capture {
+                    request: Payload::new("text/csv", &body),
+                    response: Payload::new("text/csv", b"0.25"),
+                    inference_id: Some(&id),
+                    time: None,
+                };
+                loop {
+                    match engine.capture(&c) {
+                        Outcome::Kept => break,
+                        // The ring is full: the writer is behind.
+                        Outcome::Dropped(_) => std::thread::sleep(Duration::from_millis(1)),
+                        other => panic!("{io} {fail}: {other:?}"),
+                    }
+                }
+                kept.push(id);
+            }
+            let s = engine.shutdown(Duration::from_secs(20)).unwrap();
+            let calls = s.calls() as usize;
+            check(&s, calls, &kept, &delivered(&d.dest));
+            assert_eq!(
+                (s.records_written, s.dropped_io_error),
+                (1200, 0),
+                "{io} {fail}: {s:?}"
+            );
+            assert!(s.segments_sealed >= 3, "{io} {fail}: {s:?}");
+            assert_eq!(in_spool(&d.spool), 0, "{io} {fail}: nothing left behind");
+            if fail == "create" {
+                assert_eq!(faults.ahead_create_failures.load(Ordering::SeqCst), 0);
+            } else {
+                assert_eq!(faults.rename_failures.load(Ordering::SeqCst), 0);
+            }
+        }
     }
 }
 
