@@ -1,7 +1,8 @@
 //! Captured payloads are private on disk whatever the umask: every directory
 //! the engine creates (spool and destination) is 0700 and every file 0600.
 //! This test sets the most permissive umask (000) for its process, so the
-//! modes it sees are the ones the engine set itself.
+//! modes it sees are the ones the engine set itself. The file made ahead
+//! for a next segment is among them.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -32,26 +33,45 @@ fn spool_and_capture_files_are_private_whatever_the_umask() {
         r#"{{"EndpointName":"private","DataCaptureConfig":{{
             "InitialSamplingPercentage":100,"DestinationS3Uri":"file://{}",
             "CaptureOptions":[{{"CaptureMode":"Input"}},{{"CaptureMode":"Output"}}]}},
-          "Engine":{{"SpoolDir":"{}"}}}}"#,
+          "Engine":{{"SpoolDir":"{}","SegmentMaxBytes":16777216}}}}"#,
         dest.display(),
         spool.display()
     ))
     .unwrap();
     let engine = Engine::start(config).unwrap();
-    for _ in 0..10 {
-        let outcome = engine.capture(&Capture {
-            request: Payload::new("text/csv", b"1,2,3"),
+    // About 10 MiB: past half of the segment, so the next one's file is
+    // made ahead too.
+    let body = "1,2,3,".repeat(5000);
+    for _ in 0..350 {
+        let c = Capture {
+            request: Payload::new("text/csv", body.as_bytes()),
             response: Payload::new("text/csv", b"0.5"),
             inference_id: None,
             time: None,
-        });
-        assert_eq!(outcome, Outcome::Kept);
+        };
+        while engine.capture(&c) != Outcome::Kept {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
-    // While running: the spool, its lock and the open segment.
+    // While running: the spool, its lock, the open segment and the file
+    // made ahead (on a thread of its own: it appears soon after).
     engine.flush(Duration::from_secs(10)).unwrap();
-    let running = modes(&spool);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut running = modes(&spool);
+    while !running.iter().any(|(n, _, _)| n.contains("/active/.next-"))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+        running = modes(&spool);
+    }
     assert!(
-        running.iter().any(|(n, _, _)| n.contains("/active/")),
+        running.iter().any(|(n, _, _)| n.contains("/active/.next-")),
+        "{running:?}"
+    );
+    assert!(
+        running
+            .iter()
+            .any(|(n, _, _)| n.contains("/active/") && n.ends_with(".jsonl")),
         "{running:?}"
     );
     let stats = engine.shutdown(Duration::from_secs(10)).unwrap();
