@@ -22,7 +22,8 @@
 //! segments.
 //!
 //! Once the open segment is half full (and `SegmentMaxBytes` is larger than
-//! the first preallocation step), the next segment's file is made ahead:
+//! the first preallocation step, with twice it free on the filesystem), the
+//! next segment's file is made ahead:
 //! created in `active/` and preallocated whole on a thread of its own, and
 //! renamed to the next segment's name when that is created, so the disk is
 //! not left idle while the writer grows a file ([`Output::prepare`]). It

@@ -4,7 +4,8 @@
 //! 2. a truly full disk (watermark 100 %): the engine survives ENOSPC, sealed
 //!    segments stay valid, capture resumes when space returns;
 //! 3. graceful degradation between the soft watermark and the watermark;
-//! 4. the spool cap, with delivery paused by a read-only destination.
+//! 4. the spool cap, with delivery paused by a read-only destination;
+//! 5. the next segment's file is made ahead only with twice its size free.
 //!
 //! Mounting needs root. Without it the tests fail with a clear message when
 //! `CI` is set, and skip (saying why) otherwise.
@@ -385,6 +386,82 @@ fn spool_cap(io: &str) {
     assert_eq!(valid_lines(&dest.dir), stats.records_written);
 }
 
+/// Files in `active/` made ahead for a next segment, waiting up to `wait`
+/// for one to appear (it is made on a thread of its own).
+fn made_ahead(spool: &Path, wait: Duration) -> usize {
+    let deadline = Instant::now() + wait;
+    loop {
+        let n = std::fs::read_dir(spool.join("active"))
+            .map(|r| {
+                r.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(".next-"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if n > 0 || Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A 16 MiB segment past half full has the next one's file made ahead on a
+/// filesystem with room for it; on the same filesystem with less than twice
+/// that free it is not (the reservation would take the space the open
+/// segment grows into), and every record is still written and delivered.
+fn ahead_only_with_room(io: &str) {
+    let Some(m) = mount("ext4", 96) else { return };
+    let spool = m.dir.join("spool");
+    let engine_extra = r#","SegmentMaxBytes":16777216,"DiskWatermarkPercent":100"#;
+    let body = vec![b'7'; 30_000];
+    for room in [true, false] {
+        let filler = (!room).then(|| {
+            // Leave about 26 MiB: the 10 MiB written below brings it under 32.
+            let total = 96.0 * 1024.0 * 1024.0;
+            fill_to(&m.dir, 100.0 - 26.0 * 1024.0 * 1024.0 * 100.0 / total)
+        });
+        let dest = tempfile::tempdir().unwrap();
+        let engine = Engine::start(config(&spool, dest.path(), io, engine_extra)).unwrap();
+        let mut calls = 0;
+        // About 10 MiB: past half of the first segment.
+        for _ in 0..350 {
+            calls += until(&engine, &body, Outcome::Kept, Duration::from_secs(10)).0;
+        }
+        engine.flush(Duration::from_secs(10)).unwrap();
+        let wait = if room {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_millis(500)
+        };
+        let n = made_ahead(&spool, wait);
+        assert_eq!(n, usize::from(room), "{io}, room {room}: files made ahead");
+        let stats = engine.shutdown(Duration::from_secs(30)).unwrap();
+        assert_accounting(&stats, calls);
+        assert_eq!(
+            (stats.kept, stats.records_written),
+            (350, 350),
+            "{io}, room {room}"
+        );
+        assert_eq!(valid_lines(dest.path()), 350);
+        assert_eq!(
+            made_ahead(&spool, Duration::ZERO),
+            0,
+            "{io}: removed at shutdown"
+        );
+        if let Some(f) = filler {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+}
+
+#[test]
+fn disk_ahead_needs_room_uring() {
+    ahead_only_with_room("uring");
+}
+#[test]
+fn disk_ahead_needs_room_pwrite() {
+    ahead_only_with_room("pwrite");
+}
 #[test]
 fn disk_watermark_uring() {
     filling_past_the_watermark("uring");

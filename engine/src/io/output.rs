@@ -291,9 +291,24 @@ impl Output {
     /// Starts making the next file ahead: `path` is created (as `open`
     /// would) and preallocated to `len` bytes on a thread of its own, and the
     /// next [`open`](Self::open) after it has finished renames it into place.
-    /// Does nothing while one is already made or being made.
+    /// Does nothing while one is already made or being made, nor when the
+    /// filesystem has less than twice `len` free: the open file may still
+    /// need up to `len` to grow, and a reservation for the next one must not
+    /// take the space it would grow into.
     pub fn prepare(&mut self, path: PathBuf, len: u64) {
         if self.ahead.is_some() {
+            return;
+        }
+        let free = path
+            .parent()
+            .and_then(|dir| rustix::fs::statvfs(dir).ok())
+            .map_or(0, |st| st.f_bavail.saturating_mul(st.f_frsize));
+        if free < len.saturating_mul(2) {
+            tracing::debug!(
+                free,
+                len,
+                "the next file is not made ahead: too little free space"
+            );
             return;
         }
         let fs = Arc::clone(&self.fs);
