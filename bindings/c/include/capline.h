@@ -289,7 +289,9 @@ typedef struct capline_stats_t {
    */
   uint64_t spool_sealed_bytes;
   /**
-   * Bytes of data in the open segment.
+   * Bytes in the spool's `active/`: the open segment's data, segments
+   * waiting for their seal's sync, and the next segment's file when it
+   * is made ahead.
    */
   uint64_t spool_active_bytes;
   /**

@@ -164,7 +164,9 @@ pub struct capline_stats_t {
     pub segments_unsealed: u64,
     /// Bytes of sealed segments not yet delivered.
     pub spool_sealed_bytes: u64,
-    /// Bytes of data in the open segment.
+    /// Bytes in the spool's `active/`: the open segment's data, segments
+    /// waiting for their seal's sync, and the next segment's file when it
+    /// is made ahead.
     pub spool_active_bytes: u64,
     /// Age of the oldest undelivered segment, in milliseconds.
     pub delivery_lag_millis: u64,
