@@ -3,6 +3,8 @@
 //! mode, restarting each time on the same spool. Then a clean start delivers
 //! what is left, and the destination must hold only valid, untorn lines with
 //! unique event ids, including every record a flush acknowledged before its kill.
+//! Half the runs use segments large enough to have the next one's file made
+//! ahead; whatever a kill leaves of it, the restart removes.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -26,6 +28,8 @@ fn run(io: &str) {
         | 1;
     println!("kill test ({io}): seed {seed}");
     let mut acked: Vec<Option<u64>> = Vec::new();
+    // Kills that left a next segment's file made ahead in `active/`.
+    let mut killed_with_ahead = 0u64;
     for run in 0..KILLS {
         let mut child = Command::new(child_bin)
             .args([
@@ -54,6 +58,13 @@ fn run(io: &str) {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         acked.push(reader.join().unwrap());
+        let ahead = std::fs::read_dir(spool.join("active"))
+            .map(|r| {
+                r.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".next-"))
+            })
+            .unwrap_or(false);
+        killed_with_ahead += u64::from(ahead);
     }
     // A clean start seals and delivers everything the kills left behind.
     let config = capline::Config::from_json(&format!(
@@ -72,7 +83,7 @@ fn run(io: &str) {
     let (found, lost) = verify(&dest, &acked);
     let acknowledged: u64 = acked.iter().map(|a| a.map_or(0, |s| s + 1)).sum();
     println!(
-        "kill test ({io}): kills {KILLS}, records acknowledged {acknowledged}, records found {found}, records lost {lost}"
+        "kill test ({io}): kills {KILLS}, {killed_with_ahead} of them with a next segment's file made ahead, records acknowledged {acknowledged}, records found {found}, records lost {lost}"
     );
     assert!(
         acknowledged > 0,

@@ -2,6 +2,7 @@
 //! Captures records with inference ids `r{RUN}-{SEQ}` as fast as it can;
 //! every 1 000 records it calls `flush()` and then prints the highest
 //! sequence number that flush acknowledged. It runs until it is killed.
+//! Odd runs seal segments at 16 MiB, even runs at 4 MiB.
 
 use std::io::Write;
 use std::time::Duration;
@@ -14,11 +15,19 @@ fn main() {
         eprintln!("usage: capline-kill-child RUN SPOOL DEST IO");
         std::process::exit(2);
     };
+    // Odd runs: segments of 16 MiB, past the first 8 MiB preallocation
+    // step, so a kill can find the next segment's file made ahead; even
+    // runs: 4 MiB, so it finds seals in progress more often.
+    let segment = if run.parse::<u64>().unwrap_or(0) % 2 == 1 {
+        16 << 20
+    } else {
+        4 << 20
+    };
     let config = Config::from_json(&format!(
         r#"{{"EndpointName":"kill","DataCaptureConfig":{{"InitialSamplingPercentage":100,
             "DestinationS3Uri":"file://{dest}","CaptureOptions":[{{"CaptureMode":"InputAndOutput"}}],
             "CaptureContentTypeHeader":{{"CsvContentTypes":["text/csv"]}}}},
-            "Engine":{{"SpoolDir":"{spool}","Io":"{io}","SegmentMaxBytes":4194304,"SegmentMaxAgeSeconds":1}}}}"#
+            "Engine":{{"SpoolDir":"{spool}","Io":"{io}","SegmentMaxBytes":{segment},"SegmentMaxAgeSeconds":1}}}}"#
     ))
     .expect("config");
     let engine = Engine::start(config).expect("start");
