@@ -84,6 +84,9 @@ struct Open {
     created: Instant,
     /// Lines appended so far.
     lines: u64,
+    /// The next segment's file has been asked for while this one is open
+    /// (once per segment, whether or not the output could make it).
+    ahead_asked: bool,
 }
 
 /// `append` reads the clock for the segment's age at every this many lines
@@ -121,9 +124,6 @@ pub(crate) struct Segments {
     rng: SmallRng,
     sealed_tx: Sender<Sealed>,
     counters: Arc<Counters>,
-    /// When the file made ahead for the next segment was asked for, while
-    /// one is made or being made.
-    ahead_at: Option<Instant>,
 }
 
 /// A random (version 4) UUID.
@@ -161,7 +161,6 @@ impl Segments {
             rng: SmallRng::from_os_rng(),
             sealed_tx,
             counters,
-            ahead_at: None,
         }
     }
 
@@ -194,18 +193,19 @@ impl Segments {
         }
         self.lines.write(self.out.buf(), ev);
         self.out.line_end();
-        if let Some(o) = self.open.as_mut() {
+        let ask_ahead = self.open.as_mut().is_some_and(|o| {
             o.lines += 1;
-        }
+            let ask = !o.ahead_asked
+                && self.max_bytes > PREALLOC
+                && self.out.data_len() > self.max_bytes / 2;
+            o.ahead_asked |= ask;
+            ask
+        });
         let p = self.out.pump();
         self.account(p);
-        if self.ahead_at.is_none()
-            && self.max_bytes > PREALLOC
-            && self.out.data_len() > self.max_bytes / 2
-        {
+        if ask_ahead {
             let path = self.spool.ahead_path(&uuid_v4(&mut self.rng));
             self.out.prepare(path, self.max_bytes);
-            self.ahead_at = Some(Instant::now());
         }
     }
 
@@ -245,9 +245,13 @@ impl Segments {
         {
             self.seal();
         }
-        if self.open.is_none() && self.ahead_at.is_some_and(|t| t.elapsed() >= self.max_age) {
+        if self.open.is_none()
+            && self
+                .out
+                .ahead_since()
+                .is_some_and(|t| t.elapsed() >= self.max_age)
+        {
             self.out.discard_ahead();
-            self.ahead_at = None;
             self.count_active();
         }
         self.reseal(false);
@@ -258,7 +262,8 @@ impl Segments {
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let age = self.open.as_ref().map(|o| o.created + self.max_age);
         let ahead = self
-            .ahead_at
+            .out
+            .ahead_since()
             .filter(|_| self.open.is_none())
             .map(|t| t + self.max_age);
         let retry = self.unsealed.iter().map(|u| u.next).min();
@@ -270,7 +275,6 @@ impl Segments {
     pub(crate) fn close(&mut self) {
         self.seal();
         self.out.discard_ahead();
-        self.ahead_at = None;
         self.sync_wait();
         self.reseal(true);
         if !self.unsealed.is_empty() {
@@ -390,18 +394,14 @@ impl Segments {
     fn create(&mut self, t: &Timestamp) -> bool {
         let key = Key::new(&self.endpoint, &self.variant, t, &uuid_v4(&mut self.rng));
         let path = self.spool.path(State::Active, &key);
-        let opened = self.out.open(&path, self.max_bytes.min(PREALLOC));
-        if self.out.ahead_bytes() == 0 {
-            // Taken, or failed and removed: the next half-full segment makes another.
-            self.ahead_at = None;
-        }
-        match opened {
+        match self.out.open(&path, self.max_bytes.min(PREALLOC)) {
             Ok(()) => {
                 self.open = Some(Open {
                     key,
                     first: *t,
                     created: Instant::now(),
                     lines: 0,
+                    ahead_asked: false,
                 });
                 true
             }

@@ -198,12 +198,8 @@ impl Spool {
     /// Where a file made ahead for the next segment is created: in
     /// `active/`, so that taking it is a rename within one directory.
     pub(crate) fn ahead_path(&self, id: &[u8; 16]) -> PathBuf {
-        use std::fmt::Write;
-        let mut name = String::from(AHEAD_PREFIX);
-        for b in id {
-            let _ = write!(name, "{b:02x}");
-        }
-        self.active.join(name)
+        let id = uuid::Uuid::from_bytes(*id).simple();
+        self.active.join(format!("{AHEAD_PREFIX}{id}"))
     }
 
     /// Removes the files made ahead that an earlier run left in `active/`

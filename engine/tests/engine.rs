@@ -488,6 +488,29 @@ fn both_io_paths_write_the_same_records() {
     }
 }
 
+/// Files made ahead for a next segment in the spool's `active/`.
+fn made_ahead(d: &Dirs) -> usize {
+    files(&d.spool.join("active"))
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".next-"))
+        })
+        .count()
+}
+
+/// Captures `c`, waiting while the ring is full (the writer behind); any
+/// other outcome fails the test.
+fn keep(engine: &Engine, c: &Capture) {
+    loop {
+        match engine.capture(c) {
+            Outcome::Kept => return,
+            Outcome::Dropped(DropReason::RingFull) => std::thread::sleep(Duration::from_millis(1)),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 /// A segment past half full has the next one's file made ahead in
 /// `active/` (counted in `spool_active_bytes`); the next segment takes it,
 /// and what is delivered is what a run without it delivers: every record
@@ -505,31 +528,18 @@ fn the_next_segments_file_is_made_ahead_and_taken() {
                 let id = format!("{io}-{i}");
                 let mut c = capture(&body, b"0.5");
                 c.inference_id = Some(&id);
-                while engine.capture(&c) != Outcome::Kept {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+                keep(&engine, &c);
             }
         };
         // About 10 MiB: past half of the first segment.
         capture_n(0, 350);
         engine.flush(Duration::from_secs(10)).unwrap();
-        let ahead = |d: &Dirs| {
-            files(&d.spool.join("active"))
-                .into_iter()
-                .filter(|p| {
-                    p.file_name()
-                        .unwrap()
-                        .to_string_lossy()
-                        .starts_with(".next-")
-                })
-                .count()
-        };
         // Made on a thread of its own: it appears soon after.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while ahead(&d) == 0 && std::time::Instant::now() < deadline {
+        while made_ahead(&d) == 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(ahead(&d), 1, "{io}: the next file, made ahead");
+        assert_eq!(made_ahead(&d), 1, "{io}: the next file, made ahead");
         assert!(
             engine.stats().spool_active_bytes >= LIMIT,
             "{io}: {} active bytes",
@@ -571,21 +581,13 @@ fn an_unused_file_made_ahead_is_removed_after_the_segment_age() {
     let engine = Engine::start(config(&d, 100, BOTH, extra)).unwrap();
     let body = vec![b'5'; 30_000];
     for _ in 0..350 {
-        while engine.capture(&capture(&body, b"0.5")) != Outcome::Kept {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        keep(&engine, &capture(&body, b"0.5"));
     }
-    let active = |d: &Dirs| files(&d.spool.join("active"));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut seen_ahead = false;
     loop {
-        let now = active(&d);
-        seen_ahead |= now.iter().any(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".next-")
-        });
+        seen_ahead |= made_ahead(&d) > 0;
+        let now = files(&d.spool.join("active"));
         if seen_ahead && now.is_empty() && engine.stats().spool_active_bytes == 0 {
             break;
         }

@@ -35,6 +35,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use super::backend::{Backend, Durable, IoPath, Started};
 use super::buf::AlignedBuf;
@@ -185,6 +186,8 @@ struct Ahead {
     path: PathBuf,
     /// Bytes asked for.
     len: u64,
+    /// When it was asked for.
+    since: Instant,
     /// The file, whether the filesystem refused `O_DIRECT` for it, and how
     /// far it is preallocated.
     job: JoinHandle<std::io::Result<(File, bool, u64)>>,
@@ -321,7 +324,14 @@ impl Output {
                 Ok((file, buffered, reserved))
             });
         match job {
-            Ok(job) => self.ahead = Some(Ahead { path, len, job }),
+            Ok(job) => {
+                self.ahead = Some(Ahead {
+                    path,
+                    len,
+                    since: Instant::now(),
+                    job,
+                })
+            }
             Err(e) => tracing::debug!(error = %e, "no thread to make the next file ahead"),
         }
     }
@@ -329,6 +339,11 @@ impl Output {
     /// Bytes reserved for the next file, made ahead or being made.
     pub fn ahead_bytes(&self) -> u64 {
         self.ahead.as_ref().map_or(0, |a| a.len)
+    }
+
+    /// When the file made ahead (or being made) was asked for.
+    pub fn ahead_since(&self) -> Option<Instant> {
+        self.ahead.as_ref().map(|a| a.since)
     }
 
     /// Removes the file made ahead, if any, waiting for its making to end.
