@@ -3,7 +3,10 @@
 # given capline binary in turn proxies wrk's load (16 connections, 1 KiB CSV,
 # sampling $SAMPLING %, default 0; $HTTP_THREADS serving threads when set, for builds that have the setting)
 # to the fast model; prints requests/s and the CPU time per
-# request (user + system, from /proc) of capline and of the model.
+# request (user + system, from /proc) of capline and of the model, the
+# proxy's split of it into user and system time, its context switches per
+# request (all its threads), and the TCP segments the host sent per request
+# (`nstat`'s TcpOutSegs: each data segment and each bare ACK, over loopback).
 # The word `nginx` in place of a binary measures nginx (one worker,
 # keep-alive upstream, no capture) as a plain proxy to the same model.
 # Usage: scripts/bench-endpoint-cpu.sh SECONDS ROUNDS CAPLINE_BIN|nginx...
@@ -21,6 +24,9 @@ MODEL=$(free_port)
 "$CARGO_TARGET_DIR/release/fast-model" "$MODEL" & MODEL_PID=$!
 trap 'kill $MODEL_PID 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+split_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+switches() { cat /proc/"$1"/task/*/status | awk '/^(non)?voluntary_ctxt_switches/ {n += $2} END {print n}'; }
+command -v nstat >/dev/null 2>&1 || apt-get install -y -q iproute2
 HZ=$(getconf CLK_TCK)
 THREADS_JSON=""
 [ -n "${HTTP_THREADS:-}" ] && THREADS_JSON="\"HttpThreads\": $HTTP_THREADS,"
@@ -56,15 +62,21 @@ CONF
       measured=$ep
     fi
     m0=$(ticks "$MODEL_PID"); e0=$(ticks "$measured")
+    read -r u0 s0 < <(split_ticks "$measured"); c0=$(switches "$measured")
+    nstat -n >/dev/null
     line=$(BODY_BYTES=1024 TARGET_PATH=/endpoints/bench/invocations wrk -t1 -c16 -d"${SECS}s" \
       -s benches/endpoint_post.lua "http://127.0.0.1:$port" | grep '^RESULT')
     m1=$(ticks "$MODEL_PID"); e1=$(ticks "$measured")
+    read -r u1 s1 < <(split_ticks "$measured"); c1=$(switches "$measured")
+    segs=$(nstat -z TcpOutSegs | awk '$1 == "TcpOutSegs" {print $2}')
     kill "$ep"; wait "$ep" 2>/dev/null || true
     [[ $line == *"errors=0 non2xx=0"* ]] || { echo "$bin: $line"; exit 1; }
     rps=$(sed 's/^RESULT rps=\([0-9]*\).*/\1/' <<<"$line")
     n=$((rps * SECS))
-    printf 'round %s  %-40s rps %6s  CPU per request: proxy %s us, model %s us\n' "$round" "$bin" "$rps" \
-      "$(awk -v t=$((e1 - e0)) -v hz="$HZ" -v n="$n" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')" \
-      "$(awk -v t=$((m1 - m0)) -v hz="$HZ" -v n="$n" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
+    per() { awk -v t="$1" -v hz="$HZ" -v n="$n" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}'; }
+    printf 'round %s  %-40s rps %6s  CPU per request: proxy %s us (user %s, system %s), model %s us; proxy switches %s, TCP segments %s per request\n' \
+      "$round" "$bin" "$rps" "$(per $((e1 - e0)))" "$(per $((u1 - u0)))" "$(per $((s1 - s0)))" "$(per $((m1 - m0)))" \
+      "$(awk -v c=$((c1 - c0)) -v n="$n" 'BEGIN {printf "%.2f", c / n}')" \
+      "$(awk -v c="$segs" -v n="$n" 'BEGIN {printf "%.2f", c / n}')"
   done
 done
