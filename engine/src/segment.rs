@@ -193,14 +193,19 @@ impl Segments {
         }
         self.lines.write(self.out.buf(), ev);
         self.out.line_end();
-        let ask_ahead = self.open.as_mut().is_some_and(|o| {
+        // Past half of a segment larger than the first preallocation step,
+        // the next one's file is asked for, once per segment.
+        let mut ask_ahead = false;
+        if let Some(o) = self.open.as_mut() {
             o.lines += 1;
-            let ask = !o.ahead_asked
+            if !o.ahead_asked
                 && self.max_bytes > PREALLOC
-                && self.out.data_len() > self.max_bytes / 2;
-            o.ahead_asked |= ask;
-            ask
-        });
+                && self.out.data_len() > self.max_bytes / 2
+            {
+                o.ahead_asked = true;
+                ask_ahead = true;
+            }
+        }
         let p = self.out.pump();
         self.account(p);
         if ask_ahead {
@@ -245,11 +250,9 @@ impl Segments {
         {
             self.seal();
         }
-        if self.open.is_none()
-            && self
-                .out
-                .ahead_since()
-                .is_some_and(|t| t.elapsed() >= self.max_age)
+        if self
+            .unused_ahead_until()
+            .is_some_and(|t| Instant::now() >= t)
         {
             self.out.discard_ahead();
             self.count_active();
@@ -261,13 +264,20 @@ impl Segments {
     /// failed seal's next try, or the removal of an unused file made ahead.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let age = self.open.as_ref().map(|o| o.created + self.max_age);
-        let ahead = self
-            .out
-            .ahead_since()
-            .filter(|_| self.open.is_none())
-            .map(|t| t + self.max_age);
         let retry = self.unsealed.iter().map(|u| u.next).min();
-        age.into_iter().chain(ahead).chain(retry).min()
+        age.into_iter()
+            .chain(self.unused_ahead_until())
+            .chain(retry)
+            .min()
+    }
+
+    /// When a file made ahead that no segment has taken is removed: while
+    /// no segment is open, `SegmentMaxAgeSeconds` after it was asked for.
+    fn unused_ahead_until(&self) -> Option<Instant> {
+        if self.open.is_some() {
+            return None;
+        }
+        self.out.ahead_since().map(|t| t + self.max_age)
     }
 
     /// Seals the open segment and tries every failed seal once more, for the

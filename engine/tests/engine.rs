@@ -11,6 +11,9 @@ use capline::{
     Capture, Config, DropReason, Engine, Error, Outcome, Payload, RejectReason, SharedCapture,
     SharedPayload,
 };
+use support::keep;
+
+mod support;
 
 struct Dirs {
     _tmp: tempfile::TempDir,
@@ -490,25 +493,7 @@ fn both_io_paths_write_the_same_records() {
 
 /// Files made ahead for a next segment in the spool's `active/`.
 fn made_ahead(d: &Dirs) -> usize {
-    files(&d.spool.join("active"))
-        .iter()
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(".next-"))
-        })
-        .count()
-}
-
-/// Captures `c`, waiting while the ring is full (the writer behind); any
-/// other outcome fails the test.
-fn keep(engine: &Engine, c: &Capture) {
-    loop {
-        match engine.capture(c) {
-            Outcome::Kept => return,
-            Outcome::Dropped(DropReason::RingFull) => std::thread::sleep(Duration::from_millis(1)),
-            other => panic!("{other:?}"),
-        }
-    }
+    support::made_ahead(&d.spool.join("active"))
 }
 
 /// A segment past half full has the next one's file made ahead in

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use capline::format::check::parse_line;
-use capline::{Capture, Config, DropReason, Engine, Error, Fs, Outcome, Payload, RealFs, Stats};
+use capline::{Capture, Config, Engine, Error, Fs, Outcome, Payload, RealFs, Stats};
+
+mod support;
 
 /// A file system that fails the operations it is told to, and otherwise
 /// behaves as [`RealFs`].
@@ -362,16 +364,7 @@ fn a_file_made_ahead_that_fails_costs_no_record() {
                     inference_id: Some(&id),
                     time: None,
                 };
-                loop {
-                    match engine.capture(&c) {
-                        Outcome::Kept => break,
-                        // The ring is full: the writer is behind.
-                        Outcome::Dropped(DropReason::RingFull) => {
-                            std::thread::sleep(Duration::from_millis(1))
-                        }
-                        other => panic!("{io} {fail}: {other:?}"),
-                    }
-                }
+                support::keep(&engine, &c);
                 kept.push(id);
             }
             let s = engine.shutdown(Duration::from_secs(20)).unwrap();

@@ -8,7 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use capline::{Capture, Config, DropReason, Engine, Outcome, Payload};
+use capline::{Capture, Config, Engine, Payload};
+
+mod support;
 
 /// Every directory and file below `root` (itself excluded), with its mode.
 fn modes(root: &Path) -> Vec<(String, bool, u32)> {
@@ -49,16 +51,7 @@ fn spool_and_capture_files_are_private_whatever_the_umask() {
             inference_id: None,
             time: None,
         };
-        loop {
-            match engine.capture(&c) {
-                Outcome::Kept => break,
-                // The ring is full: the writer is behind.
-                Outcome::Dropped(DropReason::RingFull) => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
-                other => panic!("{other:?}"),
-            }
-        }
+        support::keep(&engine, &c);
     }
     // While running: the spool, its lock, the open segment and the file
     // made ahead (on a thread of its own: it appears soon after).

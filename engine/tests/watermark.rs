@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use capline::format::check::parse_line;
 use capline::{Capture, Config, DropReason, Engine, Outcome, Payload, Stats};
 
+mod support;
+
 /// A filesystem mounted for one test, unmounted on drop.
 struct Mount {
     dir: PathBuf,
@@ -391,13 +393,7 @@ fn spool_cap(io: &str) {
 fn made_ahead(spool: &Path, wait: Duration) -> usize {
     let deadline = Instant::now() + wait;
     loop {
-        let n = std::fs::read_dir(spool.join("active"))
-            .map(|r| {
-                r.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(".next-"))
-                    .count()
-            })
-            .unwrap_or(0);
+        let n = support::made_ahead(&spool.join("active"));
         if n > 0 || Instant::now() >= deadline {
             return n;
         }
